@@ -1,0 +1,646 @@
+//! The cache: serves reads of blob ranges from the store on disk, filling
+//! missing blocks from the origin. Plain safe Rust; knows nothing of C.
+//!
+//! A read looks up the blob's entry (on first access in this lifecycle the
+//! origin is asked for its size and version), makes sure every block the
+//! range covers is present (filling missing ones through the worker pool, in
+//! parallel), and copies the bytes out of the blocks' long-lived mappings.
+//! If the store cannot take a block (unwritable directory, full disk, cap
+//! with nothing to evict) the range is read straight from the origin into the
+//! caller's buffer instead, with one warning.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::config::{Config, MaxSize, OriginConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::log::{self, Level};
+use crate::names::BlobKey;
+use crate::origin::{self, directory::DirectoryOrigin, ObjectInfo, Origin};
+use crate::pool::{Pool, Ticket};
+use crate::stats::{Snapshot, Stats};
+use crate::store::{evict, Block, Store, VersionDir};
+
+const SHARDS: usize = 64;
+/// How often an entry's last-use time is written to disk, at most.
+const TOUCH_EVERY_SECS: u64 = 30;
+/// How often the janitor rescans the store's usage.
+const JANITOR_PERIOD: Duration = Duration::from_secs(5);
+
+/// One blob at one version, as this process knows it.
+pub struct Entry {
+    pub key: BlobKey,
+    pub info: ObjectInfo,
+    dir: Option<VersionDir>,
+    blocks: Box<[OnceLock<Block>]>,
+    queued_ahead: Box<[AtomicBool]>,
+    last_touch: AtomicU64,
+    block_size: u64,
+}
+
+impl Entry {
+    fn block(&self, index: u64) -> Option<&Block> {
+        let slot = &self.blocks[index as usize];
+        if let Some(b) = slot.get() {
+            return Some(b);
+        }
+        // Published by another process (or an earlier lifecycle)?
+        let dir = self.dir.as_ref()?;
+        match dir.open_block(index) {
+            Ok(Some(b)) => Some(slot.get_or_init(|| b)),
+            _ => None,
+        }
+    }
+
+    pub fn block_count(&self) -> u64 {
+        self.blocks.len() as u64
+    }
+
+    fn block_range(&self, index: u64) -> (u64, u64) {
+        let start = index * self.block_size;
+        (start, (start + self.block_size).min(self.info.size))
+    }
+}
+
+struct Inner {
+    config: Config,
+    store: Option<Store>,
+    store_problem: Option<String>,
+    origin: Arc<dyn Origin>,
+    entries: Box<[RwLock<HashMap<BlobKey, Arc<Entry>>>]>,
+    hasher: std::collections::hash_map::RandomState,
+    pool: Pool,
+    stats: Stats,
+    stopped: AtomicBool,
+    cap: u64,
+    usage: AtomicU64,
+    janitor_wake: (Mutex<bool>, Condvar),
+}
+
+/// The cache, ready to serve reads. Dropping it shuts it down.
+pub struct Cache {
+    inner: Arc<Inner>,
+    janitor: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Size of the filesystem holding `path`, in bytes.
+pub fn filesystem_size(path: &std::path::Path) -> Option<(u64, u64)> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `st` is plain data that statvfs fills; `c` is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| {
+        let f = st.f_frsize as u64;
+        (st.f_blocks as u64 * f, st.f_bavail as u64 * f)
+    })
+}
+
+pub fn make_origin(config: &Config) -> Result<Arc<dyn Origin>> {
+    Ok(match &config.origin {
+        OriginConfig::Directory(root) => Arc::new(DirectoryOrigin::new(root.clone())),
+        OriginConfig::Azure => Arc::new(crate::origin::azure::AzureOrigin::new(config)?),
+    })
+}
+
+impl Cache {
+    /// Builds a cache from `config` with the origin it names.
+    pub fn new(config: Config) -> Result<Cache> {
+        let origin = make_origin(&config)?;
+        Cache::with_origin(config, origin)
+    }
+
+    /// Builds a cache with an explicit origin.
+    pub fn with_origin(config: Config, origin: Arc<dyn Origin>) -> Result<Cache> {
+        let (store, store_problem) = match &config.dir {
+            None => (
+                None,
+                Some("no cache directory: set BLOBCACHE_DIR (HOME and XDG_CACHE_HOME are unset)".to_string()),
+            ),
+            Some(dir) => match Store::open(dir, config.block_size, config.shared, config.fsync) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+        };
+        let cap = match (&store, config.max_size) {
+            (_, MaxSize::Bytes(b)) => b,
+            (Some(s), MaxSize::PercentOfFilesystem(p)) => filesystem_size(s.root())
+                .map(|(total, _)| total / 100 * p as u64)
+                .unwrap_or(u64::MAX),
+            (None, _) => 0,
+        };
+        let usage = store
+            .as_ref()
+            .map(|s| evict::scan(s.root(), s.file_mode()).bytes)
+            .unwrap_or(0);
+        let pool = Pool::new(config.fetch_concurrency, "blobcache-fill")?;
+        let inner = Arc::new(Inner {
+            store,
+            store_problem,
+            origin,
+            entries: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            pool,
+            stats: Stats::default(),
+            stopped: AtomicBool::new(false),
+            cap,
+            usage: AtomicU64::new(usage),
+            janitor_wake: (Mutex::new(false), Condvar::new()),
+            config,
+        });
+        if let Some(p) = &inner.store_problem {
+            log::log_once(
+                Level::Warn,
+                "store-unavailable",
+                &format!("the cache directory cannot be used, reads go straight to the origin: {p}"),
+            );
+        }
+        log::debug!(
+            "started: origin={} dir={:?} cap={} block_size={}",
+            inner.origin.describe(),
+            inner.store.as_ref().map(|s| s.root().to_path_buf()),
+            inner.cap,
+            inner.config.block_size
+        );
+        let janitor = if inner.store.is_some() {
+            let i = inner.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("blobcache-janitor".into())
+                    .stack_size(256 << 10)
+                    .spawn(move || i.janitor())
+                    .map_err(|e| Error::internal(format!("cannot start janitor thread: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Cache {
+            inner,
+            janitor: Mutex::new(janitor),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn cap(&self) -> u64 {
+        self.inner.cap
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        self.inner.stats.snapshot()
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.inner.store.as_ref()
+    }
+
+    pub fn origin(&self) -> &Arc<dyn Origin> {
+        &self.inner.origin
+    }
+
+    /// Reads bytes `[offset, offset + buf.len())` of `key` into `buf`.
+    pub fn read(&self, key: &BlobKey, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let r = self.inner.read(key, offset, buf);
+        if r.is_err() {
+            self.inner.stats.read_errors.add(1);
+        }
+        r
+    }
+
+    /// Returns the entry of `key` (looking it up at the origin on first use).
+    pub fn entry(&self, key: &BlobKey) -> Result<Arc<Entry>> {
+        self.inner.entry(key)
+    }
+
+    /// Fills every block of `key` (for warming), in parallel.
+    pub fn fill_all(&self, key: &BlobKey) -> Result<u64> {
+        let e = self.inner.entry(key)?;
+        let missing: Vec<u64> = (0..e.block_count()).filter(|i| e.block(*i).is_none()).collect();
+        let n = missing.len() as u64;
+        self.inner.fill(&e, &missing)?;
+        Ok(n)
+    }
+
+    /// Runs one eviction pass now, down to the cap.
+    pub fn evict_now(&self) -> evict::EvictReport {
+        self.inner.evict(None)
+    }
+
+    /// Stops the worker threads and the janitor and drops every mapping this
+    /// cache holds. Reads still running finish or fail cleanly.
+    pub fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        inner.origin.shutdown();
+        inner.pool.stop();
+        {
+            let (m, cv) = &inner.janitor_wake;
+            *m.lock() = true;
+            cv.notify_all();
+        }
+        if let Some(h) = self.janitor.lock().take() {
+            let _ = h.join();
+        }
+        for shard in inner.entries.iter() {
+            shard.write().clear();
+        }
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Inner {
+    fn shard(&self, key: &BlobKey) -> &RwLock<HashMap<BlobKey, Arc<Entry>>> {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        &self.entries[(h.finish() as usize) % SHARDS]
+    }
+
+    fn entry(&self, key: &BlobKey) -> Result<Arc<Entry>> {
+        if let Some(e) = self.shard(key).read().get(key) {
+            return Ok(e.clone());
+        }
+        let entry = Arc::new(self.open_entry(key)?);
+        let mut shard = self.shard(key).write();
+        Ok(shard.entry(key.clone()).or_insert(entry).clone())
+    }
+
+    fn open_entry(&self, key: &BlobKey) -> Result<Entry> {
+        let (info, current) = if self.config.offline {
+            match self.store.as_ref().and_then(|s| s.find_cached(key)) {
+                Some(info) => (info, false),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Offline,
+                        "the blob is not in the cache and BLOBCACHE_OFFLINE=1 forbids contacting the origin",
+                    ))
+                }
+            }
+        } else {
+            match self.origin.stat(key) {
+                Ok(info) => (info, true),
+                Err(e) if e.kind() == ErrorKind::Origin => {
+                    match self.store.as_ref().and_then(|s| s.find_cached(key)) {
+                        Some(info) => {
+                            log::log_once(
+                                Level::Warn,
+                                &format!("offline:{key}"),
+                                &format!(
+                                    "the origin is unreachable ({e}); serving {key} from the cache without checking its version"
+                                ),
+                            );
+                            (info, false)
+                        }
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let dir = match &self.store {
+            Some(s) => match s.open_version(key, &info, current) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.warn_store(&e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let block_size = self.config.block_size;
+        let n = info.size.div_ceil(block_size) as usize;
+        if let Some(d) = &dir {
+            d.touch();
+        }
+        Ok(Entry {
+            key: key.clone(),
+            info,
+            dir,
+            blocks: (0..n).map(|_| OnceLock::new()).collect(),
+            queued_ahead: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            last_touch: AtomicU64::new(now_secs()),
+            block_size,
+        })
+    }
+
+    /// Forgets `entry` so the next read asks the origin again.
+    fn invalidate(&self, entry: &Arc<Entry>) {
+        let mut shard = self.shard(&entry.key).write();
+        if shard.get(&entry.key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            shard.remove(&entry.key);
+        }
+    }
+
+    fn warn_store(&self, e: &Error) {
+        log::log_once(
+            Level::Warn,
+            "store-write",
+            &format!("cannot store blocks in the cache, reading straight from the origin instead: {e}"),
+        );
+    }
+
+    fn read(self: &Arc<Self>, key: &BlobKey, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(Error::new(ErrorKind::Shutdown, "the library was shut down"));
+        }
+        let len = buf.len() as u64;
+        let end = offset.checked_add(len).ok_or_else(|| {
+            Error::new(ErrorKind::OutOfRange, "offset + length overflows a 64-bit byte count")
+        })?;
+        let entry = self.entry(key)?;
+        if end > entry.info.size {
+            return Err(Error::new(
+                ErrorKind::OutOfRange,
+                format!("the range ends past the end of the blob, which has {} bytes", entry.info.size),
+            ));
+        }
+        let bs = entry.block_size;
+        let first = offset / bs;
+        let last = (end - 1) / bs;
+
+        let mut missing = Vec::new();
+        for i in first..=last {
+            if entry.block(i).is_none() {
+                missing.push(i);
+            }
+        }
+        let mut passthrough = Vec::new();
+        if !missing.is_empty() {
+            self.stats.misses.add(1);
+            let t0 = Instant::now();
+            let results = self.fill_each(&entry, &missing);
+            self.stats.origin_wait_ns.add(t0.elapsed().as_nanos() as u64);
+            for (i, r) in missing.iter().zip(results) {
+                match r {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Store => {
+                        self.warn_store(&e);
+                        passthrough.push(*i);
+                    }
+                    Err(e) => {
+                        if e.kind() == ErrorKind::Changed {
+                            self.invalidate(&entry);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        } else {
+            self.stats.hits.add(1);
+        }
+
+        // Copy out.
+        let mut from_cache = 0u64;
+        for i in first..=last {
+            let (bstart, bend) = entry.block_range(i);
+            let s = offset.max(bstart);
+            let e = end.min(bend);
+            let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
+            match entry.block(i) {
+                Some(b) => {
+                    dst.copy_from_slice(&b.data()[(s - bstart) as usize..(e - bstart) as usize]);
+                    from_cache += e - s;
+                }
+                None if passthrough.contains(&i) => {
+                    self.stats.passthrough_reads.add(1);
+                    let mut pos = 0usize;
+                    let r = origin::read_exact(&*self.origin, key, &entry.info, s, e - s, &mut |c: &[u8]| {
+                        dst[pos..pos + c.len()].copy_from_slice(c);
+                        pos += c.len();
+                        Ok(())
+                    });
+                    if let Err(err) = r {
+                        self.stats.origin_errors.add(1);
+                        if err.kind() == ErrorKind::Changed {
+                            self.invalidate(&entry);
+                        }
+                        return Err(err);
+                    }
+                    self.stats.bytes_from_origin.add(e - s);
+                }
+                None => {
+                    return Err(Error::store(format!(
+                        "block {i} was filled but is not readable (removed by another process?); retry the read"
+                    )))
+                }
+            }
+        }
+        self.stats.bytes_from_cache.add(from_cache);
+        self.readahead(&entry, first, last);
+        let now = now_secs();
+        if now.saturating_sub(entry.last_touch.load(Ordering::Relaxed)) >= TOUCH_EVERY_SECS {
+            entry.last_touch.store(now, Ordering::Relaxed);
+            if let Some(d) = &entry.dir {
+                d.touch();
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `indices` in parallel; returns one result per index.
+    fn fill_each(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Vec<Result<()>> {
+        if entry.dir.is_none() {
+            let why = self.store_problem.clone().unwrap_or_else(|| "the blob's cache directory is unusable".into());
+            return indices.iter().map(|_| Err(Error::store(why.clone()))).collect();
+        }
+        let tickets: Vec<Arc<Ticket>> = indices
+            .iter()
+            .map(|&i| {
+                let me = self.clone();
+                let e = entry.clone();
+                self.pool.demand(Box::new(move || me.fill_block(&e, i)))
+            })
+            .collect();
+        tickets.iter().map(|t| t.wait()).collect()
+    }
+
+    fn fill(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Result<()> {
+        for r in self.fill_each(entry, indices) {
+            r?;
+        }
+        Ok(())
+    }
+
+    fn readahead(self: &Arc<Self>, entry: &Arc<Entry>, first: u64, last: u64) {
+        let n = self.config.readahead_blocks;
+        if n == 0 || entry.dir.is_none() || self.config.offline {
+            return;
+        }
+        // Sequential if the block before this read is already here: a
+        // stream moving forward (several streams may interleave).
+        let sequential = first > 0 && entry.blocks[(first - 1) as usize].get().is_some();
+        if !sequential && first != 0 {
+            return;
+        }
+        let count = entry.block_count();
+        for i in (last + 1)..(last + 1 + n).min(count) {
+            if entry.blocks[i as usize].get().is_some() {
+                continue;
+            }
+            if entry.queued_ahead[i as usize].swap(true, Ordering::Relaxed) {
+                continue;
+            }
+            let me = self.clone();
+            let e = entry.clone();
+            self.pool.ahead(Box::new(move || {
+                let r = me.fill_block(&e, i);
+                if r.is_ok() {
+                    me.stats.readahead_blocks.add(1);
+                } else {
+                    e.queued_ahead[i as usize].store(false, Ordering::Relaxed);
+                }
+                r
+            }));
+        }
+    }
+
+    /// Makes block `index` of `entry` present: maps it if published,
+    /// otherwise takes its lock and fills it from the origin.
+    fn fill_block(&self, entry: &Entry, index: u64) -> Result<()> {
+        if entry.block(index).is_some() {
+            return Ok(());
+        }
+        let dir = entry.dir.as_ref().ok_or_else(|| Error::store("no cache directory"))?;
+        let timeout = self.config.fetch_timeout * 2;
+        let _lock = dir.lock_block(index, timeout, &|| self.stopped.load(Ordering::Relaxed))?;
+        match dir.open_block(index) {
+            Ok(Some(b)) => {
+                let _ = entry.blocks[index as usize].set(b);
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::warning!("discarding a damaged cached block of {}: {e}", entry.key);
+                dir.remove_block(index);
+            }
+        }
+        let len = dir.block_len(index);
+        self.make_room(len, dir)?;
+        let mut w = dir.writer(index)?;
+        let (start, _) = entry.block_range(index);
+        let r = origin::read_exact(&*self.origin, &entry.key, &entry.info, start, len, &mut |c: &[u8]| w.write(c));
+        if let Err(e) = r {
+            if e.kind() != ErrorKind::Store {
+                self.stats.origin_errors.add(1);
+            }
+            return Err(e);
+        }
+        let block = w.publish()?;
+        self.stats.blocks_fetched.add(1);
+        self.stats.bytes_from_origin.add(len);
+        let _ = entry.blocks[index as usize].set(block);
+        let usage = self.usage.fetch_add(len, Ordering::Relaxed) + len;
+        if usage > self.cap {
+            self.wake_janitor();
+        }
+        Ok(())
+    }
+
+    /// Makes sure `len` more bytes fit under the cap, evicting if needed.
+    fn make_room(&self, len: u64, dir: &VersionDir) -> Result<()> {
+        if len > self.cap {
+            return Err(Error::store(format!(
+                "BLOBCACHE_MAX_SIZE ({} bytes) is smaller than one block ({len} bytes)",
+                self.cap
+            )));
+        }
+        if self.usage.load(Ordering::Relaxed) + len <= self.cap {
+            return Ok(());
+        }
+        let report = self.evict(Some(&dir.path));
+        if report.after + len > self.cap {
+            return Err(Error::store(format!(
+                "the cache is full ({} of {} bytes in use) and nothing more can be evicted",
+                report.after, self.cap
+            )));
+        }
+        Ok(())
+    }
+
+    fn evict(&self, skip: Option<&std::path::Path>) -> evict::EvictReport {
+        let Some(store) = &self.store else { return Default::default() };
+        let target = self.cap / 10 * 9;
+        let report = match evict::try_evict_lock(store.root(), store.file_mode()) {
+            Some(_guard) => evict::evict_to(store.root(), store.file_mode(), target, skip),
+            None => {
+                // Someone else is evicting; count what is there now.
+                let u = evict::scan(store.root(), store.file_mode()).bytes;
+                evict::EvictReport { before: u, after: u, blocks_removed: 0 }
+            }
+        };
+        self.usage.store(report.after, Ordering::Relaxed);
+        if report.blocks_removed > 0 {
+            self.stats.blocks_evicted.add(report.blocks_removed);
+            log::debug!(
+                "evicted {} blocks: {} -> {} bytes (cap {})",
+                report.blocks_removed,
+                report.before,
+                report.after,
+                self.cap
+            );
+            self.forget_removed_blocks();
+        }
+        report
+    }
+
+    /// Drops entries that hold mappings of blocks no longer on disk, so
+    /// their space returns once readers finish with them.
+    fn forget_removed_blocks(&self) {
+        for shard in self.entries.iter() {
+            shard.write().retain(|_, e| {
+                let Some(dir) = &e.dir else { return true };
+                e.blocks.iter().enumerate().all(|(i, slot)| {
+                    slot.get().is_none() || crate::store::block::block_path(&dir.path, i as u64).exists()
+                })
+            });
+        }
+    }
+
+    fn wake_janitor(&self) {
+        let (m, cv) = &self.janitor_wake;
+        *m.lock() = true;
+        cv.notify_one();
+    }
+
+    fn janitor(self: Arc<Self>) {
+        let Some(store) = self.store.clone() else { return };
+        loop {
+            {
+                let (m, cv) = &self.janitor_wake;
+                let mut woken = m.lock();
+                if !*woken {
+                    cv.wait_for(&mut woken, JANITOR_PERIOD);
+                }
+                *woken = false;
+            }
+            if self.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            let usage = evict::scan(store.root(), store.file_mode()).bytes;
+            self.usage.store(usage, Ordering::Relaxed);
+            if usage > self.cap {
+                self.evict(None);
+            }
+        }
+    }
+}

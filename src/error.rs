@@ -1,0 +1,130 @@
+//! The error type every layer returns, and the stable numeric codes the C
+//! boundary exposes.
+//!
+//! A message names what failed and why, and what to do about it where that is
+//! known. It never holds a credential: every message that can carry text from
+//! the network passes through [`crate::redact`] before it is stored here.
+
+use std::fmt;
+
+/// What kind of failure this is. The numeric values are stable: they are
+/// part of the documented interface (`blobcache_stats_json` counts them and
+/// log lines name them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ErrorKind {
+    /// An argument is NULL, not UTF-8, empty, or a name is not acceptable.
+    InvalidArgument = 1,
+    /// The requested range does not lie inside the blob.
+    OutOfRange = 2,
+    /// A `BLOBCACHE_*` (or Azure) setting has an invalid value.
+    Config = 3,
+    /// The blob does not exist at the origin.
+    NotFound = 4,
+    /// The origin refused, failed, or could not be reached.
+    Origin = 5,
+    /// The blob changed at the origin while it was being read.
+    Changed = 6,
+    /// The range is not cached and the origin may not or cannot be contacted.
+    Offline = 7,
+    /// The local cache directory could not be used (permissions, disk full).
+    Store = 8,
+    /// The library was shut down while the read was waiting.
+    Shutdown = 9,
+    /// A bug: a panic caught at the boundary, or an impossible state.
+    Internal = 10,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::OutOfRange => "range out of bounds",
+            ErrorKind::Config => "configuration error",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Origin => "origin error",
+            ErrorKind::Changed => "blob changed at origin",
+            ErrorKind::Offline => "not cached and origin unavailable",
+            ErrorKind::Store => "cache store error",
+            ErrorKind::Shutdown => "shut down",
+            ErrorKind::Internal => "internal error",
+        }
+    }
+}
+
+/// An error with a kind and a human-readable message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn config(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Config, message)
+    }
+
+    pub fn store(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Store, message)
+    }
+
+    pub fn origin(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Origin, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Internal, message)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prefixes the message with more context, keeping the kind.
+    pub fn context(mut self, context: impl fmt::Display) -> Error {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Describes an I/O error with the path it concerns.
+pub fn io_error(what: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
+    Error::store(format!("{what} {}: {err}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_prefixes_message_and_keeps_kind() {
+        let e = Error::origin("timed out").context("fetching block 3");
+        assert_eq!(e.kind(), ErrorKind::Origin);
+        assert_eq!(e.message(), "fetching block 3: timed out");
+    }
+}

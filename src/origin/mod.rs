@@ -1,0 +1,66 @@
+//! Origins: where cache misses are filled from. Each implements [`Origin`];
+//! the cache knows nothing else about them.
+
+use crate::error::Result;
+use crate::names::BlobKey;
+
+pub mod azure;
+pub mod directory;
+
+/// What the origin says about a blob: its size and a version string that
+/// changes whenever its content may have changed (an ETag for Azure; device,
+/// inode, size and modification time for a directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub version: String,
+}
+
+/// Receives the bytes of a range in order, in pieces of any size.
+pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
+
+pub trait Origin: Send + Sync {
+    /// A short description for log lines and `doctor` (never a credential).
+    fn describe(&self) -> String;
+
+    /// Looks up the blob's current size and version.
+    fn stat(&self, key: &BlobKey) -> Result<ObjectInfo>;
+
+    /// Delivers bytes `[offset, offset + len)` of the blob, *as of version
+    /// `info.version`*, to `sink`. If the blob no longer has that version the
+    /// call fails with [`crate::error::ErrorKind::Changed`]. It must deliver
+    /// exactly `len` bytes or fail; callers check this again.
+    fn read(&self, key: &BlobKey, info: &ObjectInfo, offset: u64, len: u64, sink: &mut Sink<'_>)
+        -> Result<()>;
+
+    /// Cancels work in flight and stops background threads (called at
+    /// shutdown; must not block on the network).
+    fn shutdown(&self) {}
+}
+
+/// Runs `origin.read` and checks that exactly `len` bytes arrived.
+pub fn read_exact(
+    origin: &dyn Origin,
+    key: &BlobKey,
+    info: &ObjectInfo,
+    offset: u64,
+    len: u64,
+    sink: &mut Sink<'_>,
+) -> Result<()> {
+    let mut got: u64 = 0;
+    origin.read(key, info, offset, len, &mut |chunk: &[u8]| {
+        got += chunk.len() as u64;
+        if got > len {
+            return Err(crate::error::Error::origin(format!(
+                "the origin sent more bytes than requested ({got} > {len})"
+            )));
+        }
+        sink(chunk)
+    })?;
+    if got != len {
+        return Err(crate::error::Error::origin(format!(
+            "the origin sent {got} bytes where {len} were requested (short read)"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The process-wide cache and its lifecycle.
+//!
+//! Created lazily by the first read, released by `shutdown`, created again by
+//! the next read (the streamer calls `shutdown` after every session and then
+//! reads again). Readers get the current instance through an `ArcSwap`
+//! without taking any lock. A read that overlaps `shutdown` keeps the
+//! instance it started with alive until it returns.
+//!
+//! After `fork()`, the child inherits the parent's instance but not its
+//! threads; a `pthread_atfork` child handler bumps a generation counter, and
+//! an instance from an older generation is abandoned (leaked on purpose: its
+//! locks and threads belong to the parent) and replaced.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::error::Result;
+use crate::log;
+
+pub struct Instance {
+    generation: u64,
+    pub cache: Cache,
+}
+
+static CURRENT: ArcSwapOption<Instance> = ArcSwapOption::const_empty();
+static LIFECYCLE: Mutex<()> = Mutex::new(());
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+    // The lifecycle lock may have been held by a parent thread that does not
+    // exist here; the child starts with it free.
+    // SAFETY: only the forking thread exists in the child; nobody else can be
+    // holding or waiting for the lock in this process.
+    unsafe { LIFECYCLE.force_unlock_if_locked() };
+}
+
+trait ForceUnlock {
+    unsafe fn force_unlock_if_locked(&self);
+}
+
+impl ForceUnlock for Mutex<()> {
+    unsafe fn force_unlock_if_locked(&self) {
+        if self.is_locked() {
+            self.force_unlock();
+        }
+    }
+}
+
+/// Returns the current instance, creating it if there is none.
+pub fn current() -> Result<arc_swap::Guard<Option<Arc<Instance>>>> {
+    let gen = GENERATION.load(Ordering::Relaxed);
+    let g = CURRENT.load();
+    if let Some(inst) = &*g {
+        if inst.generation == gen {
+            return Ok(g);
+        }
+    }
+    drop(g);
+    start()?;
+    Ok(CURRENT.load())
+}
+
+fn start() -> Result<()> {
+    ATFORK.call_once(|| {
+        // SAFETY: registering a plain extern "C" handler; the library is
+        // never unloaded (the streamer does not dlclose it).
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    let _l = LIFECYCLE.lock();
+    let gen = GENERATION.load(Ordering::SeqCst);
+    if let Some(inst) = &*CURRENT.load() {
+        if inst.generation == gen {
+            return Ok(());
+        }
+    }
+    if let Some(old) = CURRENT.swap(None) {
+        // Inherited across fork: its threads are gone; do not run its Drop.
+        std::mem::forget(old);
+    }
+    let config = Config::from_env()?;
+    log::set_level(config.log_level);
+    register_secrets();
+    let cache = Cache::new(config)?;
+    CURRENT.store(Some(Arc::new(Instance { generation: gen, cache })));
+    Ok(())
+}
+
+fn register_secrets() {
+    for var in [
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_STORAGE_TOKEN",
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            crate::redact::register_secret(&v);
+            // Connection strings hold the key as one of their fields.
+            for part in v.split(';') {
+                if let Some((_, val)) = part.split_once('=') {
+                    crate::redact::register_secret(val);
+                }
+            }
+        }
+    }
+}
+
+/// Releases the current instance: stops its threads and drops its mappings
+/// (those of reads still running are dropped when they return). Idempotent;
+/// never waits on the network.
+pub fn shutdown() {
+    let _l = LIFECYCLE.lock();
+    let gen = GENERATION.load(Ordering::SeqCst);
+    if let Some(old) = CURRENT.swap(None) {
+        if old.generation != gen {
+            std::mem::forget(old);
+            return;
+        }
+        let summary = old.cache.stats().summary();
+        old.cache.shutdown();
+        log::info!("shutdown: {summary}");
+        drop(old);
+    }
+    log::reset_once();
+}
+
+/// Counters of the current instance (zero when there is none).
+pub fn stats() -> crate::stats::Snapshot {
+    match &*CURRENT.load() {
+        Some(inst) => inst.cache.stats(),
+        None => Default::default(),
+    }
+}

@@ -1,0 +1,285 @@
+//! One cached block: a file `b.<index>` holding the block's bytes followed by
+//! a 64-byte trailer (magic, length, index, SHA-256 of the bytes, and a check
+//! over the trailer itself).
+//!
+//! A block is written to a private temporary file and published by rename, so
+//! a reader sees either no block or the whole block; a crash mid-write leaves
+//! only a temporary file, which nobody reads. Published blocks are never
+//! modified or truncated (a mapped file that shrinks would SIGBUS the host);
+//! they are removed by unlink, which leaves existing mappings intact.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{Mmap, MmapOptions};
+use sha2::{Digest, Sha256};
+
+use crate::error::{io_error, Error, ErrorKind, Result};
+
+pub const TRAILER_LEN: usize = 64;
+const MAGIC: &[u8; 8] = b"BCBLK\0\0\x01";
+
+/// A published block, mapped read-only for the life of this value.
+pub struct Block {
+    map: Mmap,
+    len: usize,
+}
+
+impl Block {
+    /// The block's bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+
+    /// The SHA-256 recorded when the block was filled.
+    pub fn recorded_sha256(&self) -> [u8; 32] {
+        let t = &self.map[self.len..];
+        t[24..56].try_into().expect("trailer holds 32 hash bytes")
+    }
+
+    /// Recomputes the bytes' SHA-256 and compares it with the recorded one.
+    pub fn verify(&self) -> bool {
+        Sha256::digest(self.data()).as_slice() == self.recorded_sha256()
+    }
+}
+
+fn trailer(len: u64, index: u64, sha: &[u8; 32]) -> [u8; TRAILER_LEN] {
+    let mut t = [0u8; TRAILER_LEN];
+    t[0..8].copy_from_slice(MAGIC);
+    t[8..16].copy_from_slice(&len.to_le_bytes());
+    t[16..24].copy_from_slice(&index.to_le_bytes());
+    t[24..56].copy_from_slice(sha);
+    let check = Sha256::digest(&t[..56]);
+    t[56..64].copy_from_slice(&check[..8]);
+    t
+}
+
+/// Checks a trailer; returns a reason when it is not the trailer of block
+/// `index` with `len` bytes.
+pub fn check_trailer(t: &[u8], len: u64, index: u64) -> std::result::Result<(), String> {
+    if t.len() != TRAILER_LEN {
+        return Err(format!("trailer is {} bytes, expected {TRAILER_LEN}", t.len()));
+    }
+    if &t[0..8] != MAGIC {
+        return Err("bad magic".into());
+    }
+    let check = Sha256::digest(&t[..56]);
+    if t[56..64] != check[..8] {
+        return Err("trailer check mismatch".into());
+    }
+    let got_len = u64::from_le_bytes(t[8..16].try_into().unwrap());
+    let got_index = u64::from_le_bytes(t[16..24].try_into().unwrap());
+    if got_len != len || got_index != index {
+        return Err(format!(
+            "trailer says block {got_index} of {got_len} bytes, expected block {index} of {len} bytes"
+        ));
+    }
+    Ok(())
+}
+
+pub fn block_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("b.{index}"))
+}
+
+/// Opens and maps published block `index` of `len` bytes in `dir`. Returns
+/// `Ok(None)` when it is not there, and an error of kind `Store` when a file
+/// is there but is not a valid block (the caller removes it and refills).
+pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
+    let path = block_path(dir, index);
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("cannot open cached block", &path, &e)),
+    };
+    let meta = file.metadata().map_err(|e| io_error("cannot stat cached block", &path, &e))?;
+    let total = len + TRAILER_LEN as u64;
+    if !meta.is_file() || meta.len() != total {
+        return Err(Error::store(format!(
+            "cached block {} has {} bytes, expected {total}",
+            path.display(),
+            meta.len()
+        )));
+    }
+    // SAFETY: published block files are never written, truncated or
+    // extended after the rename that publishes them (they are only unlinked,
+    // which keeps this mapping valid), and the size was checked just above,
+    // so every byte of the mapping stays backed by the file.
+    let map = unsafe { MmapOptions::new().len(total as usize).map(&file) }
+        .map_err(|e| io_error("cannot map cached block", &path, &e))?;
+    check_trailer(&map[len as usize..], len, index)
+        .map_err(|why| Error::store(format!("cached block {} is damaged: {why}", path.display())))?;
+    Ok(Some(Block { map, len: len as usize }))
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes a block into a temporary file; [`BlockWriter::publish`] makes it
+/// visible. Dropped unpublished, it removes its temporary file.
+pub struct BlockWriter {
+    file: Option<File>,
+    tmp: PathBuf,
+    dir: PathBuf,
+    index: u64,
+    len: u64,
+    written: u64,
+    hasher: Sha256,
+    fsync: bool,
+}
+
+/// Temporary file name: `tmp.<index>.<pid>.<counter>`; the janitor removes
+/// those whose block lock is free (their writer is gone).
+pub fn tmp_name(index: u64) -> String {
+    format!(
+        "tmp.{index}.{}.{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl BlockWriter {
+    pub fn create(dir: &Path, index: u64, len: u64, mode: u32, fsync: bool) -> Result<BlockWriter> {
+        let tmp = dir.join(tmp_name(index));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| io_error("cannot create block file", &tmp, &e))?;
+        Ok(BlockWriter {
+            file: Some(file),
+            tmp,
+            dir: dir.to_path_buf(),
+            index,
+            len,
+            written: 0,
+            hasher: Sha256::new(),
+            fsync,
+        })
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.written + data.len() as u64 > self.len {
+            return Err(Error::internal("block writer got more bytes than the block holds"));
+        }
+        self.hasher.update(data);
+        self.file
+            .as_mut()
+            .expect("file present until publish")
+            .write_all(data)
+            .map_err(|e| io_error("cannot write block file", &self.tmp, &e))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Appends the trailer, optionally fsyncs, renames into place, and maps
+    /// the published block.
+    pub fn publish(mut self) -> Result<Block> {
+        if self.written != self.len {
+            return Err(Error::internal(format!(
+                "block {} got {} bytes, expected {}",
+                self.index, self.written, self.len
+            )));
+        }
+        let sha: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        let mut file = self.file.take().expect("file present until publish");
+        file.write_all(&trailer(self.len, self.index, &sha))
+            .map_err(|e| io_error("cannot write block file", &self.tmp, &e))?;
+        if self.fsync {
+            file.sync_data().map_err(|e| io_error("cannot fsync block file", &self.tmp, &e))?;
+        }
+        drop(file);
+        let dest = block_path(&self.dir, self.index);
+        std::fs::rename(&self.tmp, &dest).map_err(|e| io_error("cannot publish block file", &dest, &e))?;
+        self.tmp = PathBuf::new(); // published: nothing to remove on drop
+        match open_block(&self.dir, self.index, self.len)? {
+            Some(b) => Ok(b),
+            None => Err(Error::new(
+                ErrorKind::Store,
+                format!("block {} vanished right after it was published (evicted?)", dest.display()),
+            )),
+        }
+    }
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("blobcache-block-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn published_block_reads_back_and_verifies() {
+        let d = tempdir("roundtrip");
+        let mut w = BlockWriter::create(&d, 7, 10, 0o600, true).unwrap();
+        w.write(b"hello").unwrap();
+        w.write(b"world").unwrap();
+        let b = w.publish().unwrap();
+        assert_eq!(b.data(), b"helloworld");
+        assert!(b.verify());
+        let again = open_block(&d, 7, 10).unwrap().unwrap();
+        assert_eq!(again.data(), b"helloworld");
+        assert!(open_block(&d, 8, 10).unwrap().is_none());
+        // No temporary files remain.
+        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("b.7")]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn unpublished_writer_leaves_nothing() {
+        let d = tempdir("drop");
+        let mut w = BlockWriter::create(&d, 0, 10, 0o600, false).unwrap();
+        w.write(b"part").unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn damaged_blocks_are_detected() {
+        let d = tempdir("damaged");
+        let mut w = BlockWriter::create(&d, 1, 4, 0o600, false).unwrap();
+        w.write(b"abcd").unwrap();
+        w.publish().unwrap();
+        let p = block_path(&d, 1);
+        // Wrong expected length → size mismatch.
+        assert!(open_block(&d, 1, 5).is_err());
+        // Wrong index in the trailer.
+        std::fs::copy(&p, block_path(&d, 2)).unwrap();
+        assert!(open_block(&d, 2, 4).is_err());
+        // Flipped data byte: trailer still valid, verify() catches it.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[0] ^= 1;
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(!open_block(&d, 1, 4).unwrap().unwrap().verify());
+        // Flipped trailer byte → check mismatch.
+        bytes[0] ^= 1;
+        bytes[4 + 9] ^= 1;
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(open_block(&d, 1, 4).is_err());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

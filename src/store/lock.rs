@@ -1,0 +1,141 @@
+//! Cross-process, cross-thread locks on one block of one blob version.
+//!
+//! Each blob version directory has a `lock` file; the lock for block `i` is an
+//! open-file-description (OFD) byte-range lock on byte `i` of it. OFD locks
+//! belong to an open file description, so two threads of one process that each
+//! open the file exclude each other exactly as two processes do, and the kernel
+//! drops the lock when its holder dies (kill -9 included): there are no stale
+//! locks to clean up.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::{io_error, Error, ErrorKind, Result};
+
+/// A held lock on one block. Dropping it releases the lock (by closing the
+/// file description).
+pub struct BlockLock {
+    _file: File,
+}
+
+fn ofd_lock(file: &File, index: u64, wait: bool) -> std::io::Result<bool> {
+    // SAFETY: an all-zero `flock` is a valid value of a plain C struct; the
+    // fields that matter are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = index as libc::off_t;
+    fl.l_len = 1;
+    fl.l_pid = 0; // required for OFD locks
+    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+    // SAFETY: `fl` is a valid, initialised flock struct that lives across the
+    // call; the descriptor is owned by `file` and open.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => Ok(false),
+        _ => Err(err),
+    }
+}
+
+fn open_lock_file(path: &Path, mode: u32) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_error("cannot open lock file", path, &e))
+}
+
+/// Takes the lock on block `index`, waiting for a holder in another thread or
+/// process. Waits in short sleeps so `cancelled` is honoured within a few
+/// milliseconds, and gives up after `timeout`.
+pub fn lock_block(
+    path: &Path,
+    mode: u32,
+    index: u64,
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<BlockLock> {
+    let file = open_lock_file(path, mode)?;
+    let start = Instant::now();
+    let mut sleep = Duration::from_micros(200);
+    loop {
+        match ofd_lock(&file, index, false) {
+            Ok(true) => return Ok(BlockLock { _file: file }),
+            Ok(false) => {}
+            Err(e) => return Err(io_error("cannot lock", path, &e)),
+        }
+        if cancelled() {
+            return Err(Error::new(ErrorKind::Shutdown, "the library was shut down while waiting for another reader to fill the block"));
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::new(
+                ErrorKind::Origin,
+                format!(
+                    "timed out after {:?} waiting for another reader to fill this block",
+                    timeout
+                ),
+            ));
+        }
+        std::thread::sleep(sleep);
+        sleep = (sleep * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Tries the lock on block `index` without waiting.
+pub fn try_lock_block(path: &Path, mode: u32, index: u64) -> Result<Option<BlockLock>> {
+    let file = open_lock_file(path, mode)?;
+    match ofd_lock(&file, index, false) {
+        Ok(true) => Ok(Some(BlockLock { _file: file })),
+        Ok(false) => Ok(None),
+        Err(e) => Err(io_error("cannot lock", path, &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_opens_in_one_process_exclude_each_other_on_the_same_block_only() {
+        let dir = tempdir();
+        let p = dir.join("lock");
+        let a = lock_block(&p, 0o600, 3, Duration::from_secs(1), &|| false).unwrap();
+        assert!(try_lock_block(&p, 0o600, 3).unwrap().is_none());
+        assert!(try_lock_block(&p, 0o600, 4).unwrap().is_some());
+        drop(a);
+        assert!(try_lock_block(&p, 0o600, 3).unwrap().is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn waiting_gives_up_when_cancelled() {
+        let dir = tempdir();
+        let p = dir.join("lock");
+        let _a = lock_block(&p, 0o600, 0, Duration::from_secs(1), &|| false).unwrap();
+        let e = lock_block(&p, 0o600, 0, Duration::from_secs(10), &|| true).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Shutdown);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "blobcache-lock-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

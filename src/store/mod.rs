@@ -1,0 +1,259 @@
+//! The cache on local disk.
+//!
+//! Layout under the cache directory (`BLOBCACHE_DIR`):
+//!
+//! ```text
+//! v1/
+//!   evict.lock                        one evictor at a time, across processes
+//!   blobs/<kk>/<key sha256>/          one directory per blob (kk = first 2 hex)
+//!     <version hash>/                 one per origin version and block size
+//!       meta                          which blob and version (see meta.rs)
+//!       lock                          byte i locks block i (see lock.rs)
+//!       b.<i>                         published block i (see block.rs)
+//!       tmp.<i>.<pid>.<n>             block i being written
+//! ```
+//!
+//! Names never appear in paths (only their hash), so no name can reach
+//! outside the directory. Directories are created 0700 and files 0600 (0770
+//! and 0660 with `BLOBCACHE_SHARED=1`); nothing here follows a symlink it did
+//! not expect.
+
+pub mod block;
+pub mod evict;
+pub mod lock;
+pub mod meta;
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{io_error, Error, Result};
+use crate::names::{hex, BlobKey};
+use crate::origin::ObjectInfo;
+
+pub use block::{Block, BlockWriter};
+pub use lock::BlockLock;
+pub use meta::Meta;
+
+pub const LAYOUT: &str = "v1";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    block_size: u64,
+    dir_mode: u32,
+    file_mode: u32,
+    fsync: bool,
+}
+
+/// Creates `path` and any missing parents with `mode`; refuses a symlink in
+/// place of the final directory.
+pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::store(format!(
+                "{} is a symbolic link; the cache does not follow links it did not create",
+                path.display()
+            )))
+        }
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => return Err(Error::store(format!("{} exists and is not a directory", path.display()))),
+        Err(_) => {}
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|e| io_error("cannot create cache directory", path, &e))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `dir`.
+    pub fn open(dir: &Path, block_size: u64, shared: bool, fsync: bool) -> Result<Store> {
+        let (dir_mode, file_mode) = if shared { (0o770, 0o660) } else { (0o700, 0o600) };
+        let root = dir.join(LAYOUT);
+        create_dir(dir, dir_mode)?;
+        create_dir(&root, dir_mode)?;
+        create_dir(&root.join("blobs"), dir_mode)?;
+        Ok(Store { root, block_size, dir_mode, file_mode, fsync })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    pub fn file_mode(&self) -> u32 {
+        self.file_mode
+    }
+
+    pub fn key_dir(&self, key: &BlobKey) -> PathBuf {
+        let h = key.digest_hex();
+        self.root.join("blobs").join(&h[..2]).join(h)
+    }
+
+    fn version_name(info: &ObjectInfo, block_size: u64) -> String {
+        let mut h = Sha256::new();
+        h.update(info.size.to_le_bytes());
+        h.update(block_size.to_le_bytes());
+        h.update(info.version.as_bytes());
+        hex(&h.finalize()[..16])
+    }
+
+    /// Opens the directory of `key` at version `info`, creating it and its
+    /// `meta` file if needed. When `current` is true (the origin has just
+    /// confirmed `info` is the blob's current version), directories of other
+    /// versions of the blob are removed.
+    pub fn open_version(&self, key: &BlobKey, info: &ObjectInfo, current: bool) -> Result<VersionDir> {
+        let key_dir = self.key_dir(key);
+        let name = Self::version_name(info, self.block_size);
+        let path = key_dir.join(&name);
+        create_dir(&path, self.dir_mode)?;
+        let meta = Meta {
+            key: key.clone(),
+            size: info.size,
+            version: info.version.clone(),
+            block_size: self.block_size,
+        };
+        let meta_path = path.join("meta");
+        let existing = read_small(&meta_path).ok().and_then(|b| Meta::decode(&b).ok());
+        if existing.as_ref() != Some(&meta) {
+            write_atomic(&path, "meta", meta.encode().as_bytes(), self.file_mode)?;
+        }
+        if current {
+            if let Ok(entries) = std::fs::read_dir(&key_dir) {
+                for e in entries.flatten() {
+                    if e.file_name() != name.as_str() {
+                        crate::log::debug!("removing old version {} of {key}", e.path().display());
+                        let _ = remove_tree(&e.path());
+                    }
+                }
+            }
+        }
+        Ok(VersionDir {
+            path,
+            size: info.size,
+            block_size: self.block_size,
+            file_mode: self.file_mode,
+            fsync: self.fsync,
+        })
+    }
+
+    /// Finds a cached version of `key` (for offline use): the most recently
+    /// used version directory whose meta is valid and has this block size.
+    pub fn find_cached(&self, key: &BlobKey) -> Option<ObjectInfo> {
+        let mut best: Option<(std::time::SystemTime, ObjectInfo)> = None;
+        for e in std::fs::read_dir(self.key_dir(key)).ok()?.flatten() {
+            let meta_path = e.path().join("meta");
+            let Ok(bytes) = read_small(&meta_path) else { continue };
+            let Ok(meta) = Meta::decode(&bytes) else { continue };
+            if meta.key != *key || meta.block_size != self.block_size {
+                continue;
+            }
+            let mtime = std::fs::metadata(&meta_path).and_then(|m| m.modified()).ok()?;
+            if best.as_ref().map_or(true, |(t, _)| mtime > *t) {
+                best = Some((mtime, ObjectInfo { size: meta.size, version: meta.version }));
+            }
+        }
+        best.map(|(_, info)| info)
+    }
+}
+
+/// One version of one blob in the store.
+#[derive(Clone, Debug)]
+pub struct VersionDir {
+    pub path: PathBuf,
+    pub size: u64,
+    pub block_size: u64,
+    file_mode: u32,
+    fsync: bool,
+}
+
+impl VersionDir {
+    pub fn block_count(&self) -> u64 {
+        self.size.div_ceil(self.block_size)
+    }
+
+    /// Byte length of block `index` (the last one may be short).
+    pub fn block_len(&self, index: u64) -> u64 {
+        let start = index * self.block_size;
+        (self.size - start).min(self.block_size)
+    }
+
+    pub fn open_block(&self, index: u64) -> Result<Option<Block>> {
+        block::open_block(&self.path, index, self.block_len(index))
+    }
+
+    pub fn lock_block(&self, index: u64, timeout: Duration, cancelled: &dyn Fn() -> bool) -> Result<BlockLock> {
+        lock::lock_block(&self.path.join("lock"), self.file_mode, index, timeout, cancelled)
+    }
+
+    pub fn writer(&self, index: u64) -> Result<BlockWriter> {
+        BlockWriter::create(&self.path, index, self.block_len(index), self.file_mode, self.fsync)
+    }
+
+    /// Removes block `index` (hold its lock). Mappings of it stay valid.
+    pub fn remove_block(&self, index: u64) {
+        let _ = std::fs::remove_file(block::block_path(&self.path, index));
+    }
+
+    /// Marks the version as used now (the evictor removes the least recently
+    /// used first).
+    pub fn touch(&self) {
+        touch(&self.path.join("meta"));
+    }
+}
+
+pub fn touch(path: &Path) {
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
+        // SAFETY: `c` is a valid NUL-terminated path; a NULL `times` means
+        // "now" for both timestamps; AT_SYMLINK_NOFOLLOW keeps us off links.
+        unsafe {
+            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), libc::AT_SYMLINK_NOFOLLOW);
+        }
+    }
+}
+
+/// Reads a file of at most 64 KiB without following a symlink.
+pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let mut v = Vec::new();
+    f.take(64 << 10).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Writes `dir/name` atomically (temporary file, then rename).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.{}.{}", std::process::id(), block::tmp_name(0)));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(|e| io_error("cannot create", &tmp, &e))?;
+    let res = f
+        .write_all(bytes)
+        .and_then(|_| std::fs::rename(&tmp, dir.join(name)));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error("cannot write", &dir.join(name), &e));
+    }
+    Ok(())
+}
+
+/// Removes a directory tree by unlinking (never truncating) its files.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_dir_all(path)
+}
