@@ -10,13 +10,15 @@
 //! caller's buffer instead, with one warning.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use std::sync::{Condvar, Mutex, RwLock};
+
+use crate::sync::{CondvarExt, MutexExt, RwLockExt};
 
 use crate::config::{Config, MaxSize, OriginConfig};
 use crate::error::{Error, ErrorKind, Result};
@@ -68,12 +70,14 @@ impl Entry {
     }
 }
 
+type Shard = RwLock<HashMap<BlobKey, Arc<Entry>>>;
+
 struct Inner {
     config: Config,
     store: Option<Store>,
     store_problem: Option<String>,
     origin: Arc<dyn Origin>,
-    entries: Box<[RwLock<HashMap<BlobKey, Arc<Entry>>>]>,
+    entries: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     pool: Pool,
     stats: Stats,
@@ -90,7 +94,10 @@ pub struct Cache {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Size of the filesystem holding `path`, in bytes.
@@ -124,7 +131,10 @@ impl Cache {
         let (store, store_problem) = match &config.dir {
             None => (
                 None,
-                Some("no cache directory: set BLOBCACHE_DIR (HOME and XDG_CACHE_HOME are unset)".to_string()),
+                Some(
+                    "no cache directory: set BLOBCACHE_DIR (HOME and XDG_CACHE_HOME are unset)"
+                        .to_string(),
+                ),
             ),
             Some(dir) => match Store::open(dir, config.block_size, config.shared, config.fsync) {
                 Ok(s) => (Some(s), None),
@@ -161,7 +171,9 @@ impl Cache {
             log::log_once(
                 Level::Warn,
                 "store-unavailable",
-                &format!("the cache directory cannot be used, reads go straight to the origin: {p}"),
+                &format!(
+                    "the cache directory cannot be used, reads go straight to the origin: {p}"
+                ),
             );
         }
         log::debug!(
@@ -226,7 +238,9 @@ impl Cache {
     /// Fills every block of `key` (for warming), in parallel.
     pub fn fill_all(&self, key: &BlobKey) -> Result<u64> {
         let e = self.inner.entry(key)?;
-        let missing: Vec<u64> = (0..e.block_count()).filter(|i| e.block(*i).is_none()).collect();
+        let missing: Vec<u64> = (0..e.block_count())
+            .filter(|i| e.block(*i).is_none())
+            .collect();
         let n = missing.len() as u64;
         self.inner.fill(&e, &missing)?;
         Ok(n)
@@ -248,14 +262,14 @@ impl Cache {
         inner.pool.stop();
         {
             let (m, cv) = &inner.janitor_wake;
-            *m.lock() = true;
+            *m.locked() = true;
             cv.notify_all();
         }
-        if let Some(h) = self.janitor.lock().take() {
+        if let Some(h) = self.janitor.locked().take() {
             let _ = h.join();
         }
         for shard in inner.entries.iter() {
-            shard.write().clear();
+            shard.write_locked().clear();
         }
     }
 }
@@ -267,18 +281,16 @@ impl Drop for Cache {
 }
 
 impl Inner {
-    fn shard(&self, key: &BlobKey) -> &RwLock<HashMap<BlobKey, Arc<Entry>>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.entries[(h.finish() as usize) % SHARDS]
+    fn shard(&self, key: &BlobKey) -> &Shard {
+        &self.entries[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     fn entry(&self, key: &BlobKey) -> Result<Arc<Entry>> {
-        if let Some(e) = self.shard(key).read().get(key) {
+        if let Some(e) = self.shard(key).read_locked().get(key) {
             return Ok(e.clone());
         }
         let entry = Arc::new(self.open_entry(key)?);
-        let mut shard = self.shard(key).write();
+        let mut shard = self.shard(key).write_locked();
         Ok(shard.entry(key.clone()).or_insert(entry).clone())
     }
 
@@ -342,7 +354,7 @@ impl Inner {
 
     /// Forgets `entry` so the next read asks the origin again.
     fn invalidate(&self, entry: &Arc<Entry>) {
-        let mut shard = self.shard(&entry.key).write();
+        let mut shard = self.shard(&entry.key).write_locked();
         if shard.get(&entry.key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
             shard.remove(&entry.key);
         }
@@ -352,7 +364,9 @@ impl Inner {
         log::log_once(
             Level::Warn,
             "store-write",
-            &format!("cannot store blocks in the cache, reading straight from the origin instead: {e}"),
+            &format!(
+                "cannot store blocks in the cache, reading straight from the origin instead: {e}"
+            ),
         );
     }
 
@@ -365,13 +379,19 @@ impl Inner {
         }
         let len = buf.len() as u64;
         let end = offset.checked_add(len).ok_or_else(|| {
-            Error::new(ErrorKind::OutOfRange, "offset + length overflows a 64-bit byte count")
+            Error::new(
+                ErrorKind::OutOfRange,
+                "offset + length overflows a 64-bit byte count",
+            )
         })?;
         let entry = self.entry(key)?;
         if end > entry.info.size {
             return Err(Error::new(
                 ErrorKind::OutOfRange,
-                format!("the range ends past the end of the blob, which has {} bytes", entry.info.size),
+                format!(
+                    "the range ends past the end of the blob, which has {} bytes",
+                    entry.info.size
+                ),
             ));
         }
         let bs = entry.block_size;
@@ -389,7 +409,9 @@ impl Inner {
             self.stats.misses.add(1);
             let t0 = Instant::now();
             let results = self.fill_each(&entry, &missing);
-            self.stats.origin_wait_ns.add(t0.elapsed().as_nanos() as u64);
+            self.stats
+                .origin_wait_ns
+                .add(t0.elapsed().as_nanos() as u64);
             for (i, r) in missing.iter().zip(results) {
                 match r {
                     Ok(()) => {}
@@ -460,8 +482,14 @@ impl Inner {
     /// Fills `indices` in parallel; returns one result per index.
     fn fill_each(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Vec<Result<()>> {
         if entry.dir.is_none() {
-            let why = self.store_problem.clone().unwrap_or_else(|| "the blob's cache directory is unusable".into());
-            return indices.iter().map(|_| Err(Error::store(why.clone()))).collect();
+            let why = self
+                .store_problem
+                .clone()
+                .unwrap_or_else(|| "the blob's cache directory is unusable".into());
+            return indices
+                .iter()
+                .map(|_| Err(Error::store(why.clone())))
+                .collect();
         }
         let tickets: Vec<Arc<Ticket>> = indices
             .iter()
@@ -520,7 +548,10 @@ impl Inner {
         if entry.block(index).is_some() {
             return Ok(());
         }
-        let dir = entry.dir.as_ref().ok_or_else(|| Error::store("no cache directory"))?;
+        let dir = entry
+            .dir
+            .as_ref()
+            .ok_or_else(|| Error::store("no cache directory"))?;
         let timeout = self.config.fetch_timeout * 2;
         let _lock = dir.lock_block(index, timeout, &|| self.stopped.load(Ordering::Relaxed))?;
         match dir.open_block(index) {
@@ -538,7 +569,14 @@ impl Inner {
         self.make_room(len, dir)?;
         let mut w = dir.writer(index)?;
         let (start, _) = entry.block_range(index);
-        let r = origin::read_exact(&*self.origin, &entry.key, &entry.info, start, len, &mut |c: &[u8]| w.write(c));
+        let r = origin::read_exact(
+            &*self.origin,
+            &entry.key,
+            &entry.info,
+            start,
+            len,
+            &mut |c: &[u8]| w.write(c),
+        );
         if let Err(e) = r {
             if e.kind() != ErrorKind::Store {
                 self.stats.origin_errors.add(1);
@@ -578,14 +616,20 @@ impl Inner {
     }
 
     fn evict(&self, skip: Option<&std::path::Path>) -> evict::EvictReport {
-        let Some(store) = &self.store else { return Default::default() };
+        let Some(store) = &self.store else {
+            return Default::default();
+        };
         let target = self.cap / 10 * 9;
         let report = match evict::try_evict_lock(store.root(), store.file_mode()) {
             Some(_guard) => evict::evict_to(store.root(), store.file_mode(), target, skip),
             None => {
                 // Someone else is evicting; count what is there now.
                 let u = evict::scan(store.root(), store.file_mode()).bytes;
-                evict::EvictReport { before: u, after: u, blocks_removed: 0 }
+                evict::EvictReport {
+                    before: u,
+                    after: u,
+                    blocks_removed: 0,
+                }
             }
         };
         self.usage.store(report.after, Ordering::Relaxed);
@@ -607,10 +651,11 @@ impl Inner {
     /// their space returns once readers finish with them.
     fn forget_removed_blocks(&self) {
         for shard in self.entries.iter() {
-            shard.write().retain(|_, e| {
+            shard.write_locked().retain(|_, e| {
                 let Some(dir) = &e.dir else { return true };
                 e.blocks.iter().enumerate().all(|(i, slot)| {
-                    slot.get().is_none() || crate::store::block::block_path(&dir.path, i as u64).exists()
+                    slot.get().is_none()
+                        || crate::store::block::block_path(&dir.path, i as u64).exists()
                 })
             });
         }
@@ -618,18 +663,20 @@ impl Inner {
 
     fn wake_janitor(&self) {
         let (m, cv) = &self.janitor_wake;
-        *m.lock() = true;
+        *m.locked() = true;
         cv.notify_one();
     }
 
     fn janitor(self: Arc<Self>) {
-        let Some(store) = self.store.clone() else { return };
+        let Some(store) = self.store.clone() else {
+            return;
+        };
         loop {
             {
                 let (m, cv) = &self.janitor_wake;
-                let mut woken = m.lock();
+                let mut woken = m.locked();
                 if !*woken {
-                    cv.wait_for(&mut woken, JANITOR_PERIOD);
+                    woken = cv.wait_on_for(woken, JANITOR_PERIOD);
                 }
                 *woken = false;
             }

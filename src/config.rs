@@ -92,6 +92,7 @@ impl Config {
 
     /// Reads the configuration through `get`, which returns a variable's value.
     /// Empty values count as unset.
+    #[allow(clippy::field_reassign_with_default)]
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let mut c = Config::default();
@@ -129,7 +130,9 @@ impl Config {
         }
         if let Some(v) = get("BLOBCACHE_LOG") {
             c.log_level = Level::parse(&v).ok_or_else(|| {
-                Error::config(format!("BLOBCACHE_LOG={v} is not valid; use error, warn, info or debug"))
+                Error::config(format!(
+                    "BLOBCACHE_LOG={v} is not valid; use error, warn, info or debug"
+                ))
             })?;
         }
         if let Some(v) = get("BLOBCACHE_FETCH_CONCURRENCY") {
@@ -182,7 +185,10 @@ impl Config {
 }
 
 fn default_dir(get: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    if let Some(x) = get("XDG_CACHE_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
+    if let Some(x) = get("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
         return Some(x.join("blobcache"));
     }
     get("HOME")
@@ -197,7 +203,9 @@ fn parse_flag(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Optio
         Some(v) => match v.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(Some(true)),
             "0" | "false" | "no" | "off" => Ok(Some(false)),
-            _ => Err(Error::config(format!("{name}={v} is not valid; use 1 or 0"))),
+            _ => Err(Error::config(format!(
+                "{name}={v} is not valid; use 1 or 0"
+            ))),
         },
     }
 }
@@ -221,7 +229,9 @@ fn parse_origin(v: &str) -> Result<OriginConfig> {
 /// Parses `123`, `16K`, `16M`, `1.5G`, `2T`, `16MiB`, `16MB` (all binary units).
 pub fn parse_size(v: &str) -> Option<u64> {
     let t = v.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim().to_ascii_uppercase();
     let unit = unit.trim_end_matches('B').trim_end_matches('I');
@@ -251,7 +261,9 @@ fn parse_max_size(v: &str) -> Option<MaxSize> {
     let t = v.trim();
     if let Some(p) = t.strip_suffix('%') {
         let p: u8 = p.trim().parse().ok()?;
-        return (1..=100).contains(&p).then_some(MaxSize::PercentOfFilesystem(p));
+        return (1..=100)
+            .contains(&p)
+            .then_some(MaxSize::PercentOfFilesystem(p));
     }
     parse_size(t).map(MaxSize::Bytes)
 }
@@ -259,7 +271,9 @@ fn parse_max_size(v: &str) -> Option<MaxSize> {
 /// Parses `30`, `30s`, `500ms`, `2m`.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let t = v.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().ok()?;
     let secs = match unit.trim() {
@@ -277,8 +291,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config> {
-        let m: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -332,9 +348,14 @@ mod tests {
 
     #[test]
     fn origin_accepts_azure_and_absolute_file_urls() {
-        assert_eq!(cfg(&[("BLOBCACHE_ORIGIN", "AZURE")]).unwrap().origin, OriginConfig::Azure);
         assert_eq!(
-            cfg(&[("BLOBCACHE_ORIGIN", "file:///srv/models")]).unwrap().origin,
+            cfg(&[("BLOBCACHE_ORIGIN", "AZURE")]).unwrap().origin,
+            OriginConfig::Azure
+        );
+        assert_eq!(
+            cfg(&[("BLOBCACHE_ORIGIN", "file:///srv/models")])
+                .unwrap()
+                .origin,
             OriginConfig::Directory(PathBuf::from("/srv/models"))
         );
         assert!(cfg(&[("BLOBCACHE_ORIGIN", "file://relative")]).is_err());

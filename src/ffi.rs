@@ -140,13 +140,18 @@ pub unsafe extern "C" fn blob_read(
                 return Err(Error::invalid("the destination buffer is NULL"));
             }
             if length > isize::MAX as usize {
-                return Err(Error::new(ErrorKind::OutOfRange, "length is larger than SSIZE_MAX"));
+                return Err(Error::new(
+                    ErrorKind::OutOfRange,
+                    "length is larger than SSIZE_MAX",
+                ));
             }
             // SAFETY: the caller guarantees `length` writable bytes at `buf`,
             // not aliased by anything else during this call.
             let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), length) };
             let inst = crate::state::current()?;
-            let inst = inst.as_ref().ok_or_else(|| Error::internal("no cache instance"))?;
+            let inst = inst
+                .as_ref()
+                .ok_or_else(|| Error::internal("no cache instance"))?;
             inst.cache.read(&key, offset as u64, dst)
         };
         run().map_err(|e| Error::new(e.kind(), format!("{e} {}", ctx())))

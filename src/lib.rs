@@ -18,6 +18,7 @@ pub mod redact;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod sync;
 
 pub use cache::Cache;
 pub use config::Config;

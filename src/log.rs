@@ -7,8 +7,9 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
-use parking_lot::Mutex;
+use arc_swap::ArcSwapOption;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -41,7 +42,8 @@ impl Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
-static ONCE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+// Lock-free (copy on write), so a fork at any moment cannot leave it locked.
+static ONCE: ArcSwapOption<HashSet<String>> = ArcSwapOption::const_empty();
 
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
@@ -72,21 +74,21 @@ pub fn log_once(level: Level, key: &str, message: &str) {
     if !enabled(level) {
         return;
     }
-    {
-        let mut seen = ONCE.lock();
-        if !seen.get_or_insert_with(HashSet::new).insert(key.to_string()) {
-            return;
-        }
+    let mut first = false;
+    ONCE.rcu(|seen| {
+        let mut set = seen.as_deref().cloned().unwrap_or_default();
+        first = set.insert(key.to_string());
+        Some(Arc::new(set))
+    });
+    if first {
+        log(level, message);
     }
-    log(level, message);
 }
 
 /// Forgets which one-time messages were logged (called at shutdown, so a new
 /// session warns again).
 pub fn reset_once() {
-    if let Some(mut seen) = ONCE.try_lock() {
-        *seen = None;
-    }
+    ONCE.store(None);
 }
 
 macro_rules! warning { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Warn, &format!($($t)*)) } }

@@ -90,13 +90,19 @@ fn check_common(what: &str, name: &str) -> Result<()> {
 fn check_segment(what: &str, name: &str, max: usize) -> Result<()> {
     check_common(what, name)?;
     if name.len() > max {
-        return Err(Error::invalid(format!("the {what} name is longer than {max} bytes")));
+        return Err(Error::invalid(format!(
+            "the {what} name is longer than {max} bytes"
+        )));
     }
     if name.contains('/') {
-        return Err(Error::invalid(format!("the {what} name contains '/', which is not allowed")));
+        return Err(Error::invalid(format!(
+            "the {what} name contains '/', which is not allowed"
+        )));
     }
     if name == "." || name == ".." {
-        return Err(Error::invalid(format!("the {what} name may not be '.' or '..'")));
+        return Err(Error::invalid(format!(
+            "the {what} name may not be '.' or '..'"
+        )));
     }
     Ok(())
 }
@@ -166,7 +172,11 @@ mod tests {
             ("a\u{7f}", "c", "b"),
         ] {
             let e = BlobKey::new(a, c, b).unwrap_err();
-            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument, "{a}/{c}/{b}");
+            assert_eq!(
+                e.kind(),
+                crate::error::ErrorKind::InvalidArgument,
+                "{a}/{c}/{b}"
+            );
         }
     }
 

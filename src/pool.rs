@@ -8,7 +8,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
+
+use crate::sync::{CondvarExt, MutexExt};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -23,14 +25,14 @@ pub struct Ticket {
 
 impl Ticket {
     fn finish(&self, r: Result<()>) {
-        *self.result.lock() = Some(r);
+        *self.result.locked() = Some(r);
         self.cv.notify_all();
     }
 
     pub fn wait(&self) -> Result<()> {
-        let mut g = self.result.lock();
+        let mut g = self.result.locked();
         while g.is_none() {
-            self.cv.wait(&mut g);
+            g = self.cv.wait_on(g);
         }
         g.clone().expect("checked above")
     }
@@ -86,7 +88,7 @@ impl Pool {
     /// Queues a demand job; the returned ticket reports its result.
     pub fn demand(&self, task: Task) -> Arc<Ticket> {
         let t = Arc::new(Ticket::default());
-        let mut q = self.shared.q.lock();
+        let mut q = self.shared.q.locked();
         if q.stopped {
             drop(q);
             t.finish(Err(stopped()));
@@ -100,7 +102,7 @@ impl Pool {
 
     /// Queues a readahead job (dropped if the pool stops first).
     pub fn ahead(&self, task: Task) {
-        let mut q = self.shared.q.lock();
+        let mut q = self.shared.q.locked();
         if q.stopped {
             return;
         }
@@ -111,14 +113,14 @@ impl Pool {
 
     /// Number of readahead jobs queued but not started.
     pub fn ahead_queued(&self) -> usize {
-        self.shared.q.lock().ahead.len()
+        self.shared.q.locked().ahead.len()
     }
 
     /// Stops accepting work, fails queued demand jobs, and joins the workers
     /// (each finishes the job it is running; jobs honour cancellation).
     pub fn stop(&self) {
         let pending: Vec<_> = {
-            let mut q = self.shared.q.lock();
+            let mut q = self.shared.q.locked();
             q.stopped = true;
             q.ahead.clear();
             q.demand.drain(..).collect()
@@ -127,7 +129,7 @@ impl Pool {
             t.finish(Err(stopped()));
         }
         self.shared.cv.notify_all();
-        let handles: Vec<_> = self.threads.lock().drain(..).collect();
+        let handles: Vec<_> = self.threads.locked().drain(..).collect();
         for h in handles {
             let _ = h.join();
         }
@@ -135,7 +137,10 @@ impl Pool {
 }
 
 fn stopped() -> Error {
-    Error::new(ErrorKind::Shutdown, "the library was shut down before this read could be filled")
+    Error::new(
+        ErrorKind::Shutdown,
+        "the library was shut down before this read could be filled",
+    )
 }
 
 enum Next {
@@ -146,7 +151,7 @@ enum Next {
 fn worker(s: &Shared) {
     loop {
         let next = {
-            let mut q = s.q.lock();
+            let mut q = s.q.locked();
             loop {
                 if let Some((task, ticket)) = q.demand.pop_front() {
                     break Next::Demand(task, ticket);
@@ -160,7 +165,7 @@ fn worker(s: &Shared) {
                         break Next::Ahead(task);
                     }
                 }
-                s.cv.wait(&mut q);
+                q = s.cv.wait_on(q);
             }
         };
         match next {
@@ -170,7 +175,7 @@ fn worker(s: &Shared) {
             }
             Next::Ahead(task) => {
                 let _ = run(task);
-                s.q.lock().ahead_running -= 1;
+                s.q.locked().ahead_running -= 1;
                 s.cv.notify_one();
             }
         }
@@ -229,10 +234,10 @@ mod tests {
     fn stop_fails_queued_work_and_refuses_new_work() {
         let p = Pool::new(1, "t").unwrap();
         let gate = Arc::new(Mutex::new(()));
-        let g = gate.lock();
+        let g = gate.locked();
         let gate2 = gate.clone();
         let first = p.demand(Box::new(move || {
-            drop(gate2.lock());
+            drop(gate2.locked());
             Ok(())
         }));
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -249,6 +254,9 @@ mod tests {
         let p = stopper.join().unwrap();
         assert!(first.wait().is_ok());
         assert_eq!(queued.wait().unwrap_err().kind(), ErrorKind::Shutdown);
-        assert_eq!(p.demand(Box::new(|| Ok(()))).wait().unwrap_err().kind(), ErrorKind::Shutdown);
+        assert_eq!(
+            p.demand(Box::new(|| Ok(()))).wait().unwrap_err().kind(),
+            ErrorKind::Shutdown
+        );
     }
 }

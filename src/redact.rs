@@ -6,9 +6,12 @@
 //! log line. This is a second line of defence: messages are built not to
 //! contain secrets in the first place.
 
-use parking_lot::RwLock;
+use std::sync::Arc;
 
-static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+use arc_swap::ArcSwapOption;
+
+// Lock-free (copy on write), so a fork at any moment cannot leave it locked.
+static SECRETS: ArcSwapOption<Vec<String>> = ArcSwapOption::const_empty();
 
 /// Registers a secret value so it never appears in output. Short values
 /// (under 8 characters) are ignored: replacing them would garble messages and
@@ -18,16 +21,18 @@ pub fn register_secret(secret: &str) {
     if secret.len() < 8 {
         return;
     }
-    let mut secrets = SECRETS.write();
-    if !secrets.iter().any(|s| s == secret) {
-        secrets.push(secret.to_string());
-        // Longest first, so a secret that contains another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
+    SECRETS.rcu(|current| {
+        let mut secrets = current.as_deref().cloned().unwrap_or_default();
+        if !secrets.iter().any(|s| s == secret) {
+            secrets.push(secret.to_string());
+            // Longest first, so a secret that contains another is replaced whole.
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+        Some(Arc::new(secrets))
+    });
     // A SAS token's signature is the part that matters; register it alone too
     // in its raw and percent-decoded spellings.
     if let Some(sig) = query_value(secret, "sig") {
-        drop(secrets);
         register_secret(sig);
         let decoded = percent_decode(sig);
         if decoded != sig {
@@ -68,7 +73,7 @@ fn percent_decode(s: &str) -> String {
 /// replaced by `<redacted>`.
 pub fn redact(message: &str) -> String {
     let mut out = message.to_string();
-    for secret in SECRETS.read().iter() {
+    for secret in SECRETS.load().as_deref().into_iter().flatten() {
         if out.contains(secret.as_str()) {
             out = out.replace(secret.as_str(), "<redacted>");
         }

@@ -11,11 +11,10 @@
 //! an instance from an older generation is abandoned (leaked on purpose: its
 //! locks and threads belong to the parent) and replaced.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
 use arc_swap::ArcSwapOption;
-use parking_lot::Mutex;
 
 use crate::cache::Cache;
 use crate::config::Config;
@@ -28,28 +27,54 @@ pub struct Instance {
 }
 
 static CURRENT: ArcSwapOption<Instance> = ArcSwapOption::const_empty();
-static LIFECYCLE: Mutex<()> = Mutex::new(());
+static LIFECYCLE: LifecycleLock = LifecycleLock::new();
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
 extern "C" fn after_fork_in_child() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
     // The lifecycle lock may have been held by a parent thread that does not
-    // exist here; the child starts with it free.
-    // SAFETY: only the forking thread exists in the child; nobody else can be
-    // holding or waiting for the lock in this process.
-    unsafe { LIFECYCLE.force_unlock_if_locked() };
+    // exist here; only the forking thread exists in the child, so it is free.
+    LIFECYCLE.reset();
 }
 
-trait ForceUnlock {
-    unsafe fn force_unlock_if_locked(&self);
-}
+/// Serialises start and shutdown. A plain flag rather than a mutex so the
+/// fork handler can release it in the child (waiters only ever wait for a
+/// start or shutdown, so sleeping briefly while it is taken is cheap).
+struct LifecycleLock(AtomicBool);
 
-impl ForceUnlock for Mutex<()> {
-    unsafe fn force_unlock_if_locked(&self) {
-        if self.is_locked() {
-            self.force_unlock();
+struct LifecycleGuard<'a>(&'a LifecycleLock);
+
+impl LifecycleLock {
+    const fn new() -> LifecycleLock {
+        LifecycleLock(AtomicBool::new(false))
+    }
+
+    fn lock(&self) -> LifecycleGuard<'_> {
+        let mut spins = 0u32;
+        while self
+            .0
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
         }
+        LifecycleGuard(self)
+    }
+
+    fn reset(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for LifecycleGuard<'_> {
+    fn drop(&mut self) {
+        (self.0).0.store(false, Ordering::Release);
     }
 }
 
@@ -90,7 +115,10 @@ fn start() -> Result<()> {
     log::set_level(config.log_level);
     register_secrets();
     let cache = Cache::new(config)?;
-    CURRENT.store(Some(Arc::new(Instance { generation: gen, cache })));
+    CURRENT.store(Some(Arc::new(Instance {
+        generation: gen,
+        cache,
+    })));
     Ok(())
 }
 

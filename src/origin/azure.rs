@@ -25,6 +25,8 @@ impl Origin for AzureOrigin {
     }
 
     fn read(&self, _: &BlobKey, _: &ObjectInfo, _: u64, _: u64, _: &mut Sink<'_>) -> Result<()> {
-        Err(Error::config("BLOBCACHE_ORIGIN=azure is not available in this build yet"))
+        Err(Error::config(
+            "BLOBCACHE_ORIGIN=azure is not available in this build yet",
+        ))
     }
 }

@@ -27,7 +27,10 @@ impl DirectoryOrigin {
     fn path(&self, key: &BlobKey) -> PathBuf {
         // BlobKey::new has refused '..', '.', empty segments, backslashes and
         // leading '/', so this stays under root.
-        self.root.join(&key.account).join(&key.container).join(&key.blob)
+        self.root
+            .join(&key.account)
+            .join(&key.container)
+            .join(&key.blob)
     }
 
     fn version_of(meta: &std::fs::Metadata) -> String {
@@ -46,7 +49,10 @@ impl DirectoryOrigin {
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::new(
                 ErrorKind::NotFound,
-                format!("no such blob at the directory origin ({} does not exist)", path.display()),
+                format!(
+                    "no such blob at the directory origin ({} does not exist)",
+                    path.display()
+                ),
             ),
             _ => Error::origin(format!("cannot open {}: {e}", path.display())),
         })?;
@@ -76,7 +82,14 @@ impl Origin for DirectoryOrigin {
         })
     }
 
-    fn read(&self, key: &BlobKey, info: &ObjectInfo, offset: u64, len: u64, sink: &mut Sink<'_>) -> Result<()> {
+    fn read(
+        &self,
+        key: &BlobKey,
+        info: &ObjectInfo,
+        offset: u64,
+        len: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
         let (file, meta) = self.open(key)?;
         let changed = |now: &str| {
             Error::new(

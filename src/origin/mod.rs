@@ -30,8 +30,14 @@ pub trait Origin: Send + Sync {
     /// `info.version`*, to `sink`. If the blob no longer has that version the
     /// call fails with [`crate::error::ErrorKind::Changed`]. It must deliver
     /// exactly `len` bytes or fail; callers check this again.
-    fn read(&self, key: &BlobKey, info: &ObjectInfo, offset: u64, len: u64, sink: &mut Sink<'_>)
-        -> Result<()>;
+    fn read(
+        &self,
+        key: &BlobKey,
+        info: &ObjectInfo,
+        offset: u64,
+        len: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<()>;
 
     /// Cancels work in flight and stops background threads (called at
     /// shutdown; must not block on the network).

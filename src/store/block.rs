@@ -61,7 +61,10 @@ fn trailer(len: u64, index: u64, sha: &[u8; 32]) -> [u8; TRAILER_LEN] {
 /// `index` with `len` bytes.
 pub fn check_trailer(t: &[u8], len: u64, index: u64) -> std::result::Result<(), String> {
     if t.len() != TRAILER_LEN {
-        return Err(format!("trailer is {} bytes, expected {TRAILER_LEN}", t.len()));
+        return Err(format!(
+            "trailer is {} bytes, expected {TRAILER_LEN}",
+            t.len()
+        ));
     }
     if &t[0..8] != MAGIC {
         return Err("bad magic".into());
@@ -98,7 +101,9 @@ pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error("cannot open cached block", &path, &e)),
     };
-    let meta = file.metadata().map_err(|e| io_error("cannot stat cached block", &path, &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| io_error("cannot stat cached block", &path, &e))?;
     let total = len + TRAILER_LEN as u64;
     if !meta.is_file() || meta.len() != total {
         return Err(Error::store(format!(
@@ -113,9 +118,13 @@ pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
     // so every byte of the mapping stays backed by the file.
     let map = unsafe { MmapOptions::new().len(total as usize).map(&file) }
         .map_err(|e| io_error("cannot map cached block", &path, &e))?;
-    check_trailer(&map[len as usize..], len, index)
-        .map_err(|why| Error::store(format!("cached block {} is damaged: {why}", path.display())))?;
-    Ok(Some(Block { map, len: len as usize }))
+    check_trailer(&map[len as usize..], len, index).map_err(|why| {
+        Error::store(format!("cached block {} is damaged: {why}", path.display()))
+    })?;
+    Ok(Some(Block {
+        map,
+        len: len as usize,
+    }))
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -167,7 +176,9 @@ impl BlockWriter {
 
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.written + data.len() as u64 > self.len {
-            return Err(Error::internal("block writer got more bytes than the block holds"));
+            return Err(Error::internal(
+                "block writer got more bytes than the block holds",
+            ));
         }
         self.hasher.update(data);
         self.file
@@ -193,17 +204,22 @@ impl BlockWriter {
         file.write_all(&trailer(self.len, self.index, &sha))
             .map_err(|e| io_error("cannot write block file", &self.tmp, &e))?;
         if self.fsync {
-            file.sync_data().map_err(|e| io_error("cannot fsync block file", &self.tmp, &e))?;
+            file.sync_data()
+                .map_err(|e| io_error("cannot fsync block file", &self.tmp, &e))?;
         }
         drop(file);
         let dest = block_path(&self.dir, self.index);
-        std::fs::rename(&self.tmp, &dest).map_err(|e| io_error("cannot publish block file", &dest, &e))?;
+        std::fs::rename(&self.tmp, &dest)
+            .map_err(|e| io_error("cannot publish block file", &dest, &e))?;
         self.tmp = PathBuf::new(); // published: nothing to remove on drop
         match open_block(&self.dir, self.index, self.len)? {
             Some(b) => Ok(b),
             None => Err(Error::new(
                 ErrorKind::Store,
-                format!("block {} vanished right after it was published (evicted?)", dest.display()),
+                format!(
+                    "block {} vanished right after it was published (evicted?)",
+                    dest.display()
+                ),
             )),
         }
     }
@@ -241,7 +257,10 @@ mod tests {
         assert_eq!(again.data(), b"helloworld");
         assert!(open_block(&d, 8, 10).unwrap().is_none());
         // No temporary files remain.
-        let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("b.7")]);
         std::fs::remove_dir_all(d).unwrap();
     }

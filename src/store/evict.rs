@@ -41,11 +41,17 @@ fn disk_bytes(m: &std::fs::Metadata) -> u64 {
 pub fn scan(root: &Path, file_mode: u32) -> Usage {
     let mut usage = Usage::default();
     let blobs = root.join("blobs");
-    let Ok(prefixes) = std::fs::read_dir(&blobs) else { return usage };
+    let Ok(prefixes) = std::fs::read_dir(&blobs) else {
+        return usage;
+    };
     for p in prefixes.flatten() {
-        let Ok(keys) = std::fs::read_dir(p.path()) else { continue };
+        let Ok(keys) = std::fs::read_dir(p.path()) else {
+            continue;
+        };
         for k in keys.flatten() {
-            let Ok(versions) = std::fs::read_dir(k.path()) else { continue };
+            let Ok(versions) = std::fs::read_dir(k.path()) else {
+                continue;
+            };
             let mut any = false;
             for v in versions.flatten() {
                 any = true;
@@ -66,7 +72,9 @@ fn scan_version(path: &Path, file_mode: u32, stale: &mut u64) -> VersionUsage {
         path: path.to_path_buf(),
         ..Default::default()
     };
-    let Ok(entries) = std::fs::read_dir(path) else { return vu };
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return vu;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
@@ -82,7 +90,10 @@ fn scan_version(path: &Path, file_mode: u32, stale: &mut u64) -> VersionUsage {
             let idx = rest.split('.').next().and_then(|s| s.parse::<u64>().ok());
             // A temporary file whose block lock is free has no writer.
             let stale_tmp = match idx {
-                Some(i) => matches!(lock::try_lock_block(&path.join("lock"), file_mode, i), Ok(Some(_))),
+                Some(i) => matches!(
+                    lock::try_lock_block(&path.join("lock"), file_mode, i),
+                    Ok(Some(_))
+                ),
                 None => true,
             };
             if stale_tmp && std::fs::remove_file(e.path()).is_ok() {
@@ -143,7 +154,9 @@ pub fn evict_to(root: &Path, file_mode: u32, target: u64, skip: Option<&Path>) -
         return report;
     }
     // Oldest first; the skipped directory last.
-    usage.versions.sort_by_key(|v| (Some(v.path.as_path()) == skip, v.last_use));
+    usage
+        .versions
+        .sort_by_key(|v| (Some(v.path.as_path()) == skip, v.last_use));
     let mut current = usage.bytes;
     for v in &usage.versions {
         if current <= target {
@@ -156,17 +169,25 @@ pub fn evict_to(root: &Path, file_mode: u32, target: u64, skip: Option<&Path>) -
             // Take the block's lock so we never remove a block being written
             // (its writer will publish it again otherwise harmlessly, but the
             // lock keeps the accounting honest).
-            let Ok(Some(_l)) = lock::try_lock_block(&v.path.join("lock"), file_mode, *idx) else { continue };
+            let Ok(Some(_l)) = lock::try_lock_block(&v.path.join("lock"), file_mode, *idx) else {
+                continue;
+            };
             if std::fs::remove_file(v.path.join(format!("b.{idx}"))).is_ok() {
                 current = current.saturating_sub(*bytes);
                 report.blocks_removed += 1;
             }
         }
-        if v.blocks.iter().all(|(i, _)| !v.path.join(format!("b.{i}")).exists()) {
+        if v.blocks
+            .iter()
+            .all(|(i, _)| !v.path.join(format!("b.{i}")).exists())
+        {
             // Nothing left but meta and lock: remove the directory when no
             // one is writing in it.
             let busy = std::fs::read_dir(&v.path)
-                .map(|es| es.flatten().any(|e| e.file_name().to_string_lossy().starts_with("tmp.")))
+                .map(|es| {
+                    es.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("tmp."))
+                })
                 .unwrap_or(true);
             if !busy && Some(v.path.as_path()) != skip {
                 let _ = crate::store::remove_tree(&v.path);

@@ -30,7 +30,11 @@ fn ofd_lock(file: &File, index: u64, wait: bool) -> std::io::Result<bool> {
     fl.l_start = index as libc::off_t;
     fl.l_len = 1;
     fl.l_pid = 0; // required for OFD locks
-    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+    let cmd = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
     // SAFETY: `fl` is a valid, initialised flock struct that lives across the
     // call; the descriptor is owned by `file` and open.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
@@ -76,7 +80,10 @@ pub fn lock_block(
             Err(e) => return Err(io_error("cannot lock", path, &e)),
         }
         if cancelled() {
-            return Err(Error::new(ErrorKind::Shutdown, "the library was shut down while waiting for another reader to fill the block"));
+            return Err(Error::new(
+                ErrorKind::Shutdown,
+                "the library was shut down while waiting for another reader to fill the block",
+            ));
         }
         if start.elapsed() > timeout {
             return Err(Error::new(
@@ -123,7 +130,9 @@ mod tests {
         let dir = tempdir();
         let p = dir.join("lock");
         let _a = lock_block(&p, 0o600, 0, Duration::from_secs(1), &|| false).unwrap();
-        let e = lock_block(&p, 0o600, 0, Duration::from_secs(10), &|| true).err().unwrap();
+        let e = lock_block(&p, 0o600, 0, Duration::from_secs(10), &|| true)
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), ErrorKind::Shutdown);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -20,7 +20,12 @@ impl Meta {
     pub fn encode(&self) -> String {
         let body = format!(
             "{HEADER}\naccount={}\ncontainer={}\nblob={}\nsize={}\nversion={}\nblock_size={}\n",
-            self.key.account, self.key.container, self.key.blob, self.size, self.version, self.block_size
+            self.key.account,
+            self.key.container,
+            self.key.blob,
+            self.size,
+            self.version,
+            self.block_size
         );
         let sum = hex(&Sha256::digest(body.as_bytes()));
         format!("{body}checksum={sum}\n")
@@ -61,7 +66,12 @@ impl Meta {
             return Err("block_size is 0".into());
         }
         let key = BlobKey::new(&account, &container, &blob).map_err(|e| e.to_string())?;
-        Ok(Meta { key, size, version, block_size })
+        Ok(Meta {
+            key,
+            size,
+            version,
+            block_size,
+        })
     }
 }
 

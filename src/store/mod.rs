@@ -61,7 +61,12 @@ pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
             )))
         }
         Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => return Err(Error::store(format!("{} exists and is not a directory", path.display()))),
+        Ok(_) => {
+            return Err(Error::store(format!(
+                "{} exists and is not a directory",
+                path.display()
+            )))
+        }
         Err(_) => {}
     }
     DirBuilder::new()
@@ -74,12 +79,22 @@ pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
 impl Store {
     /// Opens (creating if needed) the store under `dir`.
     pub fn open(dir: &Path, block_size: u64, shared: bool, fsync: bool) -> Result<Store> {
-        let (dir_mode, file_mode) = if shared { (0o770, 0o660) } else { (0o700, 0o600) };
+        let (dir_mode, file_mode) = if shared {
+            (0o770, 0o660)
+        } else {
+            (0o700, 0o600)
+        };
         let root = dir.join(LAYOUT);
         create_dir(dir, dir_mode)?;
         create_dir(&root, dir_mode)?;
         create_dir(&root.join("blobs"), dir_mode)?;
-        Ok(Store { root, block_size, dir_mode, file_mode, fsync })
+        Ok(Store {
+            root,
+            block_size,
+            dir_mode,
+            file_mode,
+            fsync,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -111,7 +126,12 @@ impl Store {
     /// `meta` file if needed. When `current` is true (the origin has just
     /// confirmed `info` is the blob's current version), directories of other
     /// versions of the blob are removed.
-    pub fn open_version(&self, key: &BlobKey, info: &ObjectInfo, current: bool) -> Result<VersionDir> {
+    pub fn open_version(
+        &self,
+        key: &BlobKey,
+        info: &ObjectInfo,
+        current: bool,
+    ) -> Result<VersionDir> {
         let key_dir = self.key_dir(key);
         let name = Self::version_name(info, self.block_size);
         let path = key_dir.join(&name);
@@ -123,7 +143,9 @@ impl Store {
             block_size: self.block_size,
         };
         let meta_path = path.join("meta");
-        let existing = read_small(&meta_path).ok().and_then(|b| Meta::decode(&b).ok());
+        let existing = read_small(&meta_path)
+            .ok()
+            .and_then(|b| Meta::decode(&b).ok());
         if existing.as_ref() != Some(&meta) {
             write_atomic(&path, "meta", meta.encode().as_bytes(), self.file_mode)?;
         }
@@ -152,14 +174,26 @@ impl Store {
         let mut best: Option<(std::time::SystemTime, ObjectInfo)> = None;
         for e in std::fs::read_dir(self.key_dir(key)).ok()?.flatten() {
             let meta_path = e.path().join("meta");
-            let Ok(bytes) = read_small(&meta_path) else { continue };
-            let Ok(meta) = Meta::decode(&bytes) else { continue };
+            let Ok(bytes) = read_small(&meta_path) else {
+                continue;
+            };
+            let Ok(meta) = Meta::decode(&bytes) else {
+                continue;
+            };
             if meta.key != *key || meta.block_size != self.block_size {
                 continue;
             }
-            let mtime = std::fs::metadata(&meta_path).and_then(|m| m.modified()).ok()?;
+            let mtime = std::fs::metadata(&meta_path)
+                .and_then(|m| m.modified())
+                .ok()?;
             if best.as_ref().map_or(true, |(t, _)| mtime > *t) {
-                best = Some((mtime, ObjectInfo { size: meta.size, version: meta.version }));
+                best = Some((
+                    mtime,
+                    ObjectInfo {
+                        size: meta.size,
+                        version: meta.version,
+                    },
+                ));
             }
         }
         best.map(|(_, info)| info)
@@ -191,12 +225,29 @@ impl VersionDir {
         block::open_block(&self.path, index, self.block_len(index))
     }
 
-    pub fn lock_block(&self, index: u64, timeout: Duration, cancelled: &dyn Fn() -> bool) -> Result<BlockLock> {
-        lock::lock_block(&self.path.join("lock"), self.file_mode, index, timeout, cancelled)
+    pub fn lock_block(
+        &self,
+        index: u64,
+        timeout: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<BlockLock> {
+        lock::lock_block(
+            &self.path.join("lock"),
+            self.file_mode,
+            index,
+            timeout,
+            cancelled,
+        )
     }
 
     pub fn writer(&self, index: u64) -> Result<BlockWriter> {
-        BlockWriter::create(&self.path, index, self.block_len(index), self.file_mode, self.fsync)
+        BlockWriter::create(
+            &self.path,
+            index,
+            self.block_len(index),
+            self.file_mode,
+            self.fsync,
+        )
     }
 
     /// Removes block `index` (hold its lock). Mappings of it stay valid.
@@ -216,7 +267,12 @@ pub fn touch(path: &Path) {
         // SAFETY: `c` is a valid NUL-terminated path; a NULL `times` means
         // "now" for both timestamps; AT_SYMLINK_NOFOLLOW keeps us off links.
         unsafe {
-            libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), libc::AT_SYMLINK_NOFOLLOW);
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                std::ptr::null(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            );
         }
     }
 }
@@ -235,7 +291,11 @@ pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Writes `dir/name` atomically (temporary file, then rename).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.{}.{}", std::process::id(), block::tmp_name(0)));
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}",
+        std::process::id(),
+        block::tmp_name(0)
+    ));
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)

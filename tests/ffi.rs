@@ -1,0 +1,487 @@
+//! The exported C functions, called as a C caller would, with configuration
+//! from the environment: error buffers, bad input, lifecycle, fork.
+
+mod fixture;
+
+use std::ffi::{c_char, CStr, CString};
+use std::sync::Arc;
+
+use blobcache::ffi::{blob_read, cache_abi_version, runai_cache_abi_version, shutdown};
+use fixture::isolate::in_own_process;
+use fixture::{bytes, Fixture, ACCOUNT, CONTAINER};
+
+struct Call {
+    ret: isize,
+    message: String,
+}
+
+fn call(
+    account: &[u8],
+    container: &[u8],
+    blob: &[u8],
+    buf: &mut [u8],
+    offset: usize,
+    err_size: usize,
+) -> Call {
+    let a = CString::new(account).unwrap();
+    let c = CString::new(container).unwrap();
+    let b = CString::new(blob).unwrap();
+    let mut err = vec![0x7f as c_char; 600];
+    let ret = unsafe {
+        blob_read(
+            a.as_ptr(),
+            c.as_ptr(),
+            b.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            offset,
+            buf.len(),
+            err.as_mut_ptr(),
+            err_size,
+        )
+    };
+    let message = if err_size > 0 && ret < 0 {
+        unsafe { CStr::from_ptr(err.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        String::new()
+    };
+    Call { ret, message }
+}
+
+fn read_ok(blob: &str, offset: usize, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let r = call(
+        ACCOUNT.as_bytes(),
+        CONTAINER.as_bytes(),
+        blob.as_bytes(),
+        &mut buf,
+        offset,
+        512,
+    );
+    assert_eq!(
+        r.ret, len as isize,
+        "read {blob} {offset}+{len} failed: {}",
+        r.message
+    );
+    buf
+}
+
+fn read_err(account: &[u8], container: &[u8], blob: &[u8], offset: usize, len: usize) -> String {
+    let mut buf = vec![0u8; len];
+    let r = call(account, container, blob, &mut buf, offset, 512);
+    assert_eq!(
+        r.ret,
+        -1,
+        "expected a failure for {:?}",
+        String::from_utf8_lossy(blob)
+    );
+    assert!(!r.message.is_empty());
+    r.message
+}
+
+#[test]
+fn both_abi_version_functions_return_1() {
+    assert_eq!(cache_abi_version(), 1);
+    assert_eq!(runai_cache_abi_version(), 1);
+}
+
+#[test]
+fn reads_return_the_blob_bytes_through_the_c_function() {
+    let fx = Fixture::new("ffi-read");
+    let data = bytes(1, 300_000);
+    fx.put("dir/model one.safetensors", &data);
+    in_own_process(
+        "reads_return_the_blob_bytes_through_the_c_function",
+        &fx.env("64K"),
+        || {
+            assert_eq!(read_ok("dir/model one.safetensors", 0, 8), &data[..8]);
+            assert_eq!(
+                read_ok("dir/model one.safetensors", 65530, 100_000),
+                &data[65530..165_530]
+            );
+            let mut empty = [];
+            let r = call(
+                ACCOUNT.as_bytes(),
+                CONTAINER.as_bytes(),
+                b"dir/model one.safetensors",
+                &mut empty,
+                5,
+                512,
+            );
+            assert_eq!(r.ret, 0);
+        },
+    );
+}
+
+#[test]
+fn error_messages_fit_every_buffer_size_and_never_overrun_it() {
+    let fx = Fixture::new("ffi-errbuf");
+    fx.put("m", &bytes(2, 1000));
+    in_own_process(
+        "error_messages_fit_every_buffer_size_and_never_overrun_it",
+        &fx.env("64K"),
+        || {
+            let a = CString::new(ACCOUNT).unwrap();
+            let c = CString::new(CONTAINER).unwrap();
+            let b = CString::new("m").unwrap();
+            let mut buf = vec![0u8; 100];
+            // NULL with size 0.
+            let ret = unsafe {
+                blob_read(
+                    a.as_ptr(),
+                    c.as_ptr(),
+                    b.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    950,
+                    100,
+                    std::ptr::null_mut(),
+                    0,
+                )
+            };
+            assert_eq!(ret, -1);
+            let mut full = String::new();
+            for size in [1usize, 2, 7, 512] {
+                let mut err = vec![0x55 as c_char; size + 16];
+                let ret = unsafe {
+                    blob_read(
+                        a.as_ptr(),
+                        c.as_ptr(),
+                        b.as_ptr(),
+                        buf.as_mut_ptr().cast(),
+                        950,
+                        100,
+                        err.as_mut_ptr(),
+                        size,
+                    )
+                };
+                assert_eq!(ret, -1);
+                assert!(
+                    err[size..].iter().all(|&x| x == 0x55),
+                    "wrote past {size} bytes"
+                );
+                let nul = err[..size]
+                    .iter()
+                    .position(|&x| x == 0)
+                    .expect("NUL-terminated");
+                let s = unsafe { CStr::from_ptr(err.as_ptr()) }
+                    .to_str()
+                    .expect("valid UTF-8");
+                assert_eq!(s.len(), nul);
+                if size == 512 {
+                    full = s.to_string();
+                }
+            }
+            assert!(full.contains("acct/models/m"), "names the blob: {full}");
+            assert!(full.contains("950..1050"), "names the range: {full}");
+            assert!(full.contains("1000 bytes"), "says why: {full}");
+        },
+    );
+}
+
+#[test]
+fn truncation_keeps_multibyte_characters_whole() {
+    let fx = Fixture::new("ffi-utf8");
+    in_own_process(
+        "truncation_keeps_multibyte_characters_whole",
+        &fx.env("64K"),
+        || {
+            let blob = "ééééééééé";
+            for size in 1..80 {
+                let a = CString::new(ACCOUNT).unwrap();
+                let c = CString::new(CONTAINER).unwrap();
+                let b = CString::new(blob).unwrap();
+                let mut err = vec![0x55 as c_char; size + 4];
+                let mut buf = [0u8; 4];
+                let ret = unsafe {
+                    blob_read(
+                        a.as_ptr(),
+                        c.as_ptr(),
+                        b.as_ptr(),
+                        buf.as_mut_ptr().cast(),
+                        0,
+                        4,
+                        err.as_mut_ptr(),
+                        size,
+                    )
+                };
+                assert_eq!(ret, -1);
+                assert!(
+                    unsafe { CStr::from_ptr(err.as_ptr()) }.to_str().is_ok(),
+                    "size {size} split a character"
+                );
+                assert!(err[size..].iter().all(|&x| x == 0x55));
+            }
+        },
+    );
+}
+
+#[test]
+fn bad_arguments_fail_with_a_clear_message_and_touch_nothing() {
+    let fx = Fixture::new("ffi-bad");
+    fx.put("m", &bytes(3, 1000));
+    // A file next to the cache that a path escape would reach.
+    in_own_process(
+        "bad_arguments_fail_with_a_clear_message_and_touch_nothing",
+        &fx.env("64K"),
+        || {
+            type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a str);
+            let cases: Vec<Case> = vec![
+                (b"", CONTAINER.as_bytes(), b"m", "account name is empty"),
+                (ACCOUNT.as_bytes(), b"", b"m", "container name is empty"),
+                (
+                    ACCOUNT.as_bytes(),
+                    CONTAINER.as_bytes(),
+                    b"",
+                    "blob name is empty",
+                ),
+                (b"..", CONTAINER.as_bytes(), b"m", "'.' or '..'"),
+                (ACCOUNT.as_bytes(), b"..", b"m", "'.' or '..'"),
+                (
+                    ACCOUNT.as_bytes(),
+                    CONTAINER.as_bytes(),
+                    b"../../etc/passwd",
+                    "'..' path segment",
+                ),
+                (
+                    ACCOUNT.as_bytes(),
+                    CONTAINER.as_bytes(),
+                    b"/etc/passwd",
+                    "starts with '/'",
+                ),
+                (
+                    ACCOUNT.as_bytes(),
+                    CONTAINER.as_bytes(),
+                    b"a\\..\\b",
+                    "backslash",
+                ),
+                (
+                    ACCOUNT.as_bytes(),
+                    CONTAINER.as_bytes(),
+                    b"\xff\xfe",
+                    "not valid UTF-8",
+                ),
+                (ACCOUNT.as_bytes(), b"a/b", b"m", "contains '/'"),
+            ];
+            for (a, c, b, want) in cases {
+                let m = read_err(a, c, b, 0, 4);
+                assert!(m.contains(want), "{:?}: {m}", String::from_utf8_lossy(b));
+            }
+            let m = read_err(
+                ACCOUNT.as_bytes(),
+                CONTAINER.as_bytes(),
+                b"m",
+                usize::MAX - 1,
+                16,
+            );
+            assert!(m.contains("overflow"), "{m}");
+            let m = read_err(ACCOUNT.as_bytes(), CONTAINER.as_bytes(), b"m", 999, 2);
+            assert!(m.contains("past the end"), "{m}");
+
+            // NULL pointers.
+            let c = CString::new(CONTAINER).unwrap();
+            let b = CString::new("m").unwrap();
+            let mut err = vec![0 as c_char; 512];
+            let mut buf = [0u8; 4];
+            let ret = unsafe {
+                blob_read(
+                    std::ptr::null(),
+                    c.as_ptr(),
+                    b.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    0,
+                    4,
+                    err.as_mut_ptr(),
+                    512,
+                )
+            };
+            assert_eq!(ret, -1);
+            assert!(unsafe { CStr::from_ptr(err.as_ptr()) }
+                .to_string_lossy()
+                .contains("account name is NULL"));
+            let a = CString::new(ACCOUNT).unwrap();
+            let ret = unsafe {
+                blob_read(
+                    a.as_ptr(),
+                    c.as_ptr(),
+                    b.as_ptr(),
+                    std::ptr::null_mut(),
+                    0,
+                    4,
+                    err.as_mut_ptr(),
+                    512,
+                )
+            };
+            assert_eq!(ret, -1);
+            assert!(unsafe { CStr::from_ptr(err.as_ptr()) }
+                .to_string_lossy()
+                .contains("buffer is NULL"));
+        },
+    );
+    // Nothing but the cache's own layout was created.
+    for p in fx.cache_files() {
+        assert!(
+            p.starts_with(fx.cache.path().join("v1")),
+            "unexpected {}",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn an_invalid_setting_fails_reads_naming_the_variable() {
+    let fx = Fixture::new("ffi-config");
+    fx.put("m", &bytes(4, 10));
+    let mut env = fx.env("64K");
+    env.push(("BLOBCACHE_MAX_SIZE".into(), "a lot".into()));
+    in_own_process(
+        "an_invalid_setting_fails_reads_naming_the_variable",
+        &env,
+        || {
+            let m = read_err(ACCOUNT.as_bytes(), CONTAINER.as_bytes(), b"m", 0, 4);
+            assert!(
+                m.contains("BLOBCACHE_MAX_SIZE=a lot") && m.contains("use"),
+                "{m}"
+            );
+            // Fixing the variable and starting over works: settings are read
+            // once per lifecycle.
+            std::env::set_var("BLOBCACHE_MAX_SIZE", "1G");
+            shutdown();
+            assert_eq!(read_ok("m", 0, 10), bytes(4, 10));
+        },
+    );
+}
+
+#[test]
+fn shutdown_is_idempotent_and_the_next_read_starts_the_cache_again() {
+    let fx = Fixture::new("ffi-cycle");
+    let data = bytes(5, 500_000);
+    fx.put("m", &data);
+    in_own_process(
+        "shutdown_is_idempotent_and_the_next_read_starts_the_cache_again",
+        &fx.env("64K"),
+        || {
+            shutdown(); // before any read
+            for i in 0..20 {
+                let off = i * 20_000;
+                assert_eq!(read_ok("m", off, 10_000), &data[off..off + 10_000]);
+                shutdown();
+                shutdown();
+            }
+        },
+    );
+}
+
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn shutdown_joins_the_library_threads() {
+    let fx = Fixture::new("ffi-threads");
+    fx.put("m", &bytes(6, 200_000));
+    in_own_process("shutdown_joins_the_library_threads", &fx.env("64K"), || {
+        let before = thread_count();
+        read_ok("m", 0, 200_000);
+        assert!(thread_count() > before, "the cache runs worker threads");
+        let t0 = std::time::Instant::now();
+        shutdown();
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "shutdown took {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(thread_count(), before);
+    });
+}
+
+#[test]
+fn shutdown_racing_reads_on_other_threads_never_breaks_a_read() {
+    let fx = Fixture::new("ffi-race");
+    let data = Arc::new(bytes(7, 2 << 20));
+    fx.put("m", &data);
+    in_own_process(
+        "shutdown_racing_reads_on_other_threads_never_breaks_a_read",
+        &fx.env("64K"),
+        || {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let readers: Vec<_> = (0..6u64)
+                .map(|t| {
+                    let (data, stop) = (data.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        let (mut ok, mut failed) = (0, 0);
+                        let mut i = t as usize;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            i = i
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            let off = (i >> 33) % (data.len() - 70_000);
+                            let mut buf = vec![0u8; 70_000];
+                            let r = call(
+                                ACCOUNT.as_bytes(),
+                                CONTAINER.as_bytes(),
+                                b"m",
+                                &mut buf,
+                                off,
+                                512,
+                            );
+                            if r.ret == 70_000 {
+                                assert!(buf == data[off..off + 70_000], "wrong bytes at {off}");
+                                ok += 1;
+                            } else {
+                                assert_eq!(r.ret, -1);
+                                assert!(r.message.contains("shut down"), "{}", r.message);
+                                failed += 1;
+                            }
+                        }
+                        (ok, failed)
+                    })
+                })
+                .collect();
+            for _ in 0..100 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                shutdown();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (ok, failed) = readers
+                .into_iter()
+                .map(|r| r.join().unwrap())
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            assert!(ok > 0, "no read succeeded ({failed} failed)");
+            eprintln!("{ok} reads succeeded, {failed} failed cleanly during 100 shutdowns");
+        },
+    );
+}
+
+#[test]
+fn a_forked_child_reads_at_once() {
+    let fx = Fixture::new("ffi-fork");
+    let data = bytes(8, 1 << 20);
+    fx.put("m", &data);
+    in_own_process("a_forked_child_reads_at_once", &fx.env("64K"), || {
+        assert_eq!(read_ok("m", 0, 4096), &data[..4096]);
+        // SAFETY: the child only calls blob_read (the subject of the test)
+        // and _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut buf = vec![0u8; 300_000];
+            let r = call(
+                ACCOUNT.as_bytes(),
+                CONTAINER.as_bytes(),
+                b"m",
+                &mut buf,
+                500_000,
+                512,
+            );
+            let good = r.ret == 300_000 && buf == data[500_000..800_000];
+            unsafe { libc::_exit(if good { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status}"
+        );
+        assert_eq!(read_ok("m", 0, 4096), &data[..4096]);
+    });
+}
