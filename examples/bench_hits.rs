@@ -46,7 +46,10 @@ fn main() {
     cache.fill_all(&key).unwrap();
     let data = Arc::new(data);
 
-    println!("warm 8 MiB reads over a {} MiB blob, {reps} repetitions, GB/s median (min-max)", size >> 20);
+    println!(
+        "warm 8 MiB reads over a {} MiB blob, {reps} repetitions, GB/s median (min-max)",
+        size >> 20
+    );
     for threads in [1usize, 2] {
         let mut lib = vec![];
         let mut mem = vec![];
@@ -67,13 +70,67 @@ fn main() {
             l / m
         );
     }
+    small_reads(&cache, &tmp, reps);
     cache.shutdown();
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// Small hits (8 B and 4 KiB) on 8 blobs: median time per call with one
+/// thread, and calls/s with 1, 2 and 8 threads (each thread its own blob).
+fn small_reads(cache: &Arc<Cache>, tmp: &std::path::Path, reps: usize) {
+    let origin = tmp.join("origin/acct/c");
+    let keys: Vec<BlobKey> = (0..8)
+        .map(|i| {
+            let name = format!("small{i}");
+            std::fs::write(origin.join(&name), vec![i as u8; 4 << 20]).unwrap();
+            let k = BlobKey::new("acct", "c", &name).unwrap();
+            cache.fill_all(&k).unwrap();
+            k
+        })
+        .collect();
+    const CALLS: usize = 200_000;
+    for len in [8usize, 4096] {
+        let mut line = format!("small hits of {len} B:");
+        let mut single = 0.0;
+        for threads in [1usize, 2, 8] {
+            let mut rates = vec![];
+            for _ in 0..reps {
+                let t0 = Instant::now();
+                let hs: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (cache, key) = (cache.clone(), keys[t].clone());
+                        std::thread::spawn(move || {
+                            let mut buf = vec![0u8; len];
+                            let mut off = 0u64;
+                            for _ in 0..CALLS / threads {
+                                cache.read(&key, off, &mut buf).unwrap();
+                                off = (off + 65536 + 8) % ((4 << 20) - 4096);
+                            }
+                        })
+                    })
+                    .collect();
+                hs.into_iter().for_each(|h| h.join().unwrap());
+                rates.push(CALLS as f64 / t0.elapsed().as_secs_f64());
+            }
+            let (r, _, _) = median(rates);
+            if threads == 1 {
+                single = r;
+                line += &format!(" {:.2} us/call;", 1e6 / r);
+            }
+            line += &format!(" {threads}T {:.2} Mcalls/s ({:.2}x)", r / 1e6, r / single);
+        }
+        println!("{line}");
+    }
+}
+
 /// Reads the whole blob in `chunk`-sized pieces split over `threads`;
 /// returns GB/s.
-fn run(threads: usize, size: usize, chunk: usize, f: impl Fn(usize, &mut [u8]) + Send + Sync + Clone + 'static) -> f64 {
+fn run(
+    threads: usize,
+    size: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [u8]) + Send + Sync + Clone + 'static,
+) -> f64 {
     let per = size / threads;
     let t0 = Instant::now();
     let hs: Vec<_> = (0..threads)

@@ -114,12 +114,30 @@ fn start() -> Result<()> {
     let config = Config::from_env()?;
     log::set_level(config.log_level);
     register_secrets();
+    warn_unknown_variables();
     let cache = Cache::new(config)?;
     CURRENT.store(Some(Arc::new(Instance {
         generation: gen,
         cache,
     })));
     Ok(())
+}
+
+/// A misspelt setting would otherwise be ignored without a word.
+fn warn_unknown_variables() {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("BLOBCACHE_") && !crate::config::VARIABLES.contains(&name.as_ref()) {
+            log::log_once(
+                log::Level::Warn,
+                &format!("unknown:{name}"),
+                &format!(
+                    "ignoring unknown setting {name} (known: {})",
+                    crate::config::VARIABLES.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 fn register_secrets() {

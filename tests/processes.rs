@@ -11,19 +11,35 @@ use fixture::{bytes, Fixture, ACCOUNT, CONTAINER};
 
 fn cat(fx: &Fixture, blob: &str, block: &str, out: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_blobcache"));
-    c.args(["cat", &format!("az://{ACCOUNT}/{CONTAINER}/{blob}"), "--threads", "4", "--chunk", "3M", "--out"])
-        .arg(out)
-        .envs(fx.env(block).into_iter())
-        .env("BLOBCACHE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.args([
+        "cat",
+        &format!("az://{ACCOUNT}/{CONTAINER}/{blob}"),
+        "--threads",
+        "4",
+        "--chunk",
+        "3M",
+        "--out",
+    ])
+    .arg(out)
+    .envs(fx.env(block).into_iter())
+    .env("BLOBCACHE_LOG", "warn")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     c
 }
 
 fn json_u64(json: &str, field: &str) -> u64 {
     let pat = format!("\"{field}\":");
-    let i = json.find(&pat).unwrap_or_else(|| panic!("{field} missing in {json}")) + pat.len();
-    json[i..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    let i = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("{field} missing in {json}"))
+        + pat.len();
+    json[i..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -31,18 +47,33 @@ fn four_processes_reading_one_cold_blob_fetch_each_block_once() {
     let fx = Fixture::new("proc-once");
     let data = bytes(1, 48 << 20);
     fx.put("model.safetensors", &data);
-    let outs: Vec<_> = (0..4).map(|i| fx.cache.path().join(format!("../out-{}-{i}", std::process::id()))).collect();
-    let children: Vec<Child> = outs.iter().map(|o| cat(&fx, "model.safetensors", "1M", o).spawn().unwrap()).collect();
+    let outs: Vec<_> = (0..4)
+        .map(|i| {
+            fx.cache
+                .path()
+                .join(format!("../out-{}-{i}", std::process::id()))
+        })
+        .collect();
+    let children: Vec<Child> = outs
+        .iter()
+        .map(|o| cat(&fx, "model.safetensors", "1M", o).spawn().unwrap())
+        .collect();
     let mut fetched = 0;
     for (child, out) in children.into_iter().zip(&outs) {
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let json = String::from_utf8(o.stdout).unwrap();
         fetched += json_u64(&json, "blocks_fetched");
-        assert!(std::fs::read(out).unwrap() == data, "process output differs from the blob");
+        assert!(
+            std::fs::read(out).unwrap() == data,
+            "process output differs from the blob"
+        );
         std::fs::remove_file(out).unwrap();
     }
-    assert_eq!(fetched, 48, "48 blocks of 1 MiB were fetched {fetched} times in total");
+    assert_eq!(
+        fetched, 48,
+        "48 blocks of 1 MiB were fetched {fetched} times in total"
+    );
 }
 
 #[test]
@@ -50,11 +81,18 @@ fn processes_killed_at_random_moments_never_leave_wrong_bytes_behind() {
     let fx = Fixture::new("proc-kill");
     let data = bytes(2, 64 << 20);
     fx.put("m", &data);
-    let sink = fx.cache.path().join(format!("../kill-out-{}", std::process::id()));
+    let sink = fx
+        .cache
+        .path()
+        .join(format!("../kill-out-{}", std::process::id()));
     let mut seed = 0x1234_5678u64;
     for round in 0..6 {
-        let mut kids: Vec<Child> = (0..3).map(|_| cat(&fx, "m", "256K", &sink).spawn().unwrap()).collect();
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut kids: Vec<Child> = (0..3)
+            .map(|_| cat(&fx, "m", "256K", &sink).spawn().unwrap())
+            .collect();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(5 + (seed >> 33) % 60));
         for k in &mut kids {
             let _ = k.kill(); // SIGKILL
@@ -63,13 +101,23 @@ fn processes_killed_at_random_moments_never_leave_wrong_bytes_behind() {
         eprintln!("round {round}: killed 3 readers");
     }
     // A fresh process reads every byte correctly, and the store is clean.
-    let out = fx.cache.path().join(format!("../verify-{}", std::process::id()));
+    let out = fx
+        .cache
+        .path()
+        .join(format!("../verify-{}", std::process::id()));
     let o = cat(&fx, "m", "256K", &out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::read(&out).unwrap() == data, "wrong bytes after crashes");
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "wrong bytes after crashes"
+    );
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&sink);
-    let tmp: Vec<_> = fx.cache_files().into_iter().filter(|p| p.to_string_lossy().contains("/tmp.")).collect();
+    let tmp: Vec<_> = fx
+        .cache_files()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/tmp."))
+        .collect();
     assert!(tmp.is_empty(), "temporary files left behind: {tmp:?}");
 }
 
@@ -89,13 +137,23 @@ fn the_library_never_writes_to_stdout_and_logs_one_prefixed_line_per_event() {
         .unwrap();
     assert!(o.status.success());
     let stdout = String::from_utf8(o.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "only the command's own JSON line: {stdout}");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "only the command's own JSON line: {stdout}"
+    );
     assert!(stdout.starts_with("{\"bytes\":"));
     let stderr = String::from_utf8(o.stderr).unwrap();
     assert!(stderr.contains("blobcache: warn: "), "{stderr}");
     for line in stderr.lines() {
-        assert!(line.starts_with("blobcache: "), "unprefixed stderr line: {line}");
+        assert!(
+            line.starts_with("blobcache: "),
+            "unprefixed stderr line: {line}"
+        );
     }
-    let warnings = stderr.lines().filter(|l| l.contains("reads go straight to the origin")).count();
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("reads go straight to the origin"))
+        .count();
     assert_eq!(warnings, 1, "one warning, not one per read: {stderr}");
 }

@@ -7,7 +7,12 @@ use std::process::Command;
 fn library() -> PathBuf {
     // target/<profile>/deps/symbols-<hash> → target/<profile>/libblobcache.so
     let exe = std::env::current_exe().unwrap();
-    let lib = exe.parent().unwrap().parent().unwrap().join("libblobcache.so");
+    let lib = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libblobcache.so");
     assert!(lib.exists(), "{} not built", lib.display());
     lib
 }
@@ -33,13 +38,21 @@ fn exports_are_exactly_the_streamer_interface_and_documented_extras() {
     exported.sort_unstable();
     assert_eq!(
         exported,
-        ["blob_read", "blobcache_stats_json", "cache_abi_version", "runai_cache_abi_version", "shutdown"]
+        [
+            "blob_read",
+            "blobcache_stats_json",
+            "cache_abi_version",
+            "runai_cache_abi_version",
+            "shutdown"
+        ]
     );
 }
 
 #[test]
 fn the_header_declares_every_export() {
-    let header = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/blobcache.h")).unwrap();
+    let header =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/blobcache.h"))
+            .unwrap();
     for f in [
         "uint32_t cache_abi_version(void);",
         "uint32_t runai_cache_abi_version(void);",
@@ -53,13 +66,27 @@ fn the_header_declares_every_export() {
 
 #[test]
 fn the_library_depends_only_on_the_c_runtime() {
-    let out = Command::new("readelf").arg("-d").arg(library()).output().expect("readelf");
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(library())
+        .output()
+        .expect("readelf");
     let text = String::from_utf8(out.stdout).unwrap();
     for line in text.lines().filter(|l| l.contains("(NEEDED)")) {
-        let ok = ["libc.so", "libm.so", "libgcc_s.so", "ld-linux", "libpthread.so", "libdl.so"]
-            .iter()
-            .any(|n| line.contains(n));
+        let ok = [
+            "libc.so",
+            "libm.so",
+            "libgcc_s.so",
+            "ld-linux",
+            "libpthread.so",
+            "libdl.so",
+        ]
+        .iter()
+        .any(|n| line.contains(n));
         assert!(ok, "unexpected dependency: {line}");
     }
-    assert!(!text.contains("SYMBOLIC"), "linked with -Bsymbolic: our `shutdown` would capture the std's");
+    assert!(
+        !text.contains("SYMBOLIC"),
+        "linked with -Bsymbolic: our `shutdown` would capture the std's"
+    );
 }
