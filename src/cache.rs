@@ -496,7 +496,8 @@ impl Inner {
             .map(|&i| {
                 let me = self.clone();
                 let e = entry.clone();
-                self.pool.demand(Box::new(move || me.fill_block(&e, i)))
+                self.pool
+                    .demand(Box::new(move || me.fill_block(&e, i).map(|_| ())))
             })
             .collect();
         tickets.iter().map(|t| t.wait()).collect()
@@ -522,7 +523,8 @@ impl Inner {
         }
         let count = entry.block_count();
         for i in (last + 1)..(last + 1 + n).min(count) {
-            if entry.blocks[i as usize].get().is_some() {
+            // Already here, or on disk (mapping it is cheap)?
+            if entry.block(i).is_some() {
                 continue;
             }
             if entry.queued_ahead[i as usize].swap(true, Ordering::Relaxed) {
@@ -530,23 +532,29 @@ impl Inner {
             }
             let me = self.clone();
             let e = entry.clone();
-            self.pool.ahead(Box::new(move || {
-                let r = me.fill_block(&e, i);
-                if r.is_ok() {
-                    me.stats.readahead_blocks.add(1);
-                } else {
-                    e.queued_ahead[i as usize].store(false, Ordering::Relaxed);
-                }
-                r
-            }));
+            self.pool
+                .ahead(Box::new(move || match me.fill_block(&e, i) {
+                    Ok(fetched) => {
+                        if fetched {
+                            me.stats.readahead_blocks.add(1);
+                        }
+                        Ok(())
+                    }
+                    Err(err) => {
+                        e.queued_ahead[i as usize].store(false, Ordering::Relaxed);
+                        log::debug!("readahead of block {i} of {} failed: {err}", e.key);
+                        Err(err)
+                    }
+                }));
         }
     }
 
     /// Makes block `index` of `entry` present: maps it if published,
-    /// otherwise takes its lock and fills it from the origin.
-    fn fill_block(&self, entry: &Entry, index: u64) -> Result<()> {
+    /// otherwise takes its lock and fills it from the origin. Returns whether
+    /// it fetched the block from the origin.
+    fn fill_block(&self, entry: &Entry, index: u64) -> Result<bool> {
         if entry.block(index).is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let dir = entry
             .dir
@@ -557,7 +565,7 @@ impl Inner {
         match dir.open_block(index) {
             Ok(Some(b)) => {
                 let _ = entry.blocks[index as usize].set(b);
-                return Ok(());
+                return Ok(false);
             }
             Ok(None) => {}
             Err(e) => {
@@ -591,7 +599,7 @@ impl Inner {
         if usage > self.cap {
             self.wake_janitor();
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Makes sure `len` more bytes fit under the cap, evicting if needed.

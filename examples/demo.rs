@@ -1,0 +1,229 @@
+//! The main job, end to end: a cold load and then a warm load of a model
+//! through the shared library, loaded the way the Run:ai streamer loads it
+//! (`dlopen(RTLD_NOW | RTLD_LOCAL)`, `dlsym`, never `dlclose`).
+//!
+//! Run it with `scripts/demo`, which builds the library and starts the origin.
+//! Environment: `DEMO_LIB` (path to libblobcache.so), `DEMO_ACCOUNT`,
+//! `DEMO_CONTAINER`, `DEMO_BLOBS` (comma-separated blob names), plus the
+//! library's own `BLOBCACHE_*` and Azure variables.
+
+use std::ffi::{c_char, c_void, CString};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+type BlobRead = unsafe extern "C" fn(
+    *const c_char,
+    *const c_char,
+    *const c_char,
+    *mut c_void,
+    usize,
+    usize,
+    *mut c_char,
+    usize,
+) -> isize;
+type Shutdown = extern "C" fn();
+type StatsJson = unsafe extern "C" fn(*mut c_char, usize) -> isize;
+
+struct Lib {
+    read: BlobRead,
+    shutdown: Shutdown,
+    stats: StatsJson,
+}
+
+fn load(path: &str) -> Lib {
+    let c = CString::new(path).unwrap();
+    // SAFETY: loading a library we built; it has no constructors with
+    // preconditions.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!h.is_null(), "cannot dlopen {path}");
+    let sym = |name: &str| {
+        let n = CString::new(name).unwrap();
+        // SAFETY: `h` is a valid handle; the name is NUL-terminated.
+        let p = unsafe { libc::dlsym(h, n.as_ptr()) };
+        assert!(!p.is_null(), "{name} not exported");
+        p
+    };
+    // SAFETY: the symbols have these signatures (include/blobcache.h).
+    unsafe {
+        let version: extern "C" fn() -> u32 = std::mem::transmute(sym("cache_abi_version"));
+        assert_eq!(version(), 1);
+        Lib {
+            read: std::mem::transmute::<*mut c_void, BlobRead>(sym("blob_read")),
+            shutdown: std::mem::transmute::<*mut c_void, Shutdown>(sym("shutdown")),
+            stats: std::mem::transmute::<*mut c_void, StatsJson>(sym("blobcache_stats_json")),
+        }
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (run scripts/demo)"))
+}
+
+/// Reads every blob whole in 8 MiB chunks on 8 threads, as the streamer
+/// does; returns (bytes, seconds, FNV-1a digest per blob).
+fn load_model(
+    lib: &Arc<Lib>,
+    account: &str,
+    container: &str,
+    blobs: &[(String, usize)],
+    hash: bool,
+) -> (usize, f64, Vec<u64>) {
+    const CHUNK: usize = 8 << 20;
+    let mut work = vec![];
+    for (b, (_, size)) in blobs.iter().enumerate() {
+        for off in (0..*size).step_by(CHUNK) {
+            work.push((b, off, CHUNK.min(size - off)));
+        }
+    }
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicUsize::new(0));
+    let digests: Arc<Vec<std::sync::Mutex<Vec<(usize, u64)>>>> = Arc::new(
+        blobs
+            .iter()
+            .map(|_| std::sync::Mutex::new(vec![]))
+            .collect(),
+    );
+    let names: Arc<Vec<(CString, CString, CString)>> = Arc::new(
+        blobs
+            .iter()
+            .map(|(n, _)| {
+                (
+                    CString::new(account).unwrap(),
+                    CString::new(container).unwrap(),
+                    CString::new(n.as_str()).unwrap(),
+                )
+            })
+            .collect(),
+    );
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (lib, work, next, digests, names) = (
+                lib.clone(),
+                work.clone(),
+                next.clone(),
+                digests.clone(),
+                names.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; CHUNK];
+                let mut err = vec![0 as c_char; 512];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(b, off, len)) = work.get(i) else {
+                        return;
+                    };
+                    let (a, c, n) = &names[b];
+                    // SAFETY: valid strings, a buffer of `len` bytes, a 512-byte error buffer.
+                    let r = unsafe {
+                        (lib.read)(
+                            a.as_ptr(),
+                            c.as_ptr(),
+                            n.as_ptr(),
+                            buf.as_mut_ptr().cast(),
+                            off,
+                            len,
+                            err.as_mut_ptr(),
+                            err.len(),
+                        )
+                    };
+                    if r != len as isize {
+                        // SAFETY: the library NUL-terminates its message.
+                        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
+                        panic!("read failed: {}", msg.to_string_lossy());
+                    }
+                    if !hash {
+                        continue;
+                    }
+                    let mut h: u64 = 0xcbf29ce484222325;
+                    for &x in &buf[..len] {
+                        h = (h ^ x as u64).wrapping_mul(0x100000001b3);
+                    }
+                    digests[b].lock().unwrap().push((off, h));
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let secs = t0.elapsed().as_secs_f64();
+    let total = blobs.iter().map(|(_, s)| s).sum();
+    let per_blob = digests
+        .iter()
+        .map(|d| {
+            let mut v = d.lock().unwrap().clone();
+            v.sort();
+            v.iter().fold(0u64, |acc, (_, h)| acc.rotate_left(5) ^ h)
+        })
+        .collect();
+    (total, secs, per_blob)
+}
+
+fn stats(lib: &Lib) -> String {
+    let mut buf = vec![0 as c_char; 1024];
+    // SAFETY: a 1024-byte buffer.
+    let n = unsafe { (lib.stats)(buf.as_mut_ptr(), buf.len()) };
+    if n < 0 {
+        return "{}".into();
+    }
+    // SAFETY: NUL-terminated by the library.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn main() {
+    let lib = Arc::new(load(&env("DEMO_LIB")));
+    let account = env("DEMO_ACCOUNT");
+    let container = env("DEMO_CONTAINER");
+    let blobs: Vec<(String, usize)> = env("DEMO_BLOBS")
+        .split(',')
+        .map(|s| {
+            let (name, size) = s.rsplit_once(':').expect("name:size");
+            (name.to_string(), size.parse().unwrap())
+        })
+        .collect();
+    let gb = |bytes: usize, secs: f64| bytes as f64 / secs / 1e9;
+
+    let (n, cold, _) = load_model(&lib, &account, &container, &blobs, false);
+    let cold_stats = stats(&lib);
+    (lib.shutdown)();
+    println!(
+        "cold load: {:>7.1} MiB in {cold:6.2} s = {:.2} GB/s   {cold_stats}",
+        n as f64 / 1048576.0,
+        gb(n, cold)
+    );
+
+    let (n, warm, _) = load_model(&lib, &account, &container, &blobs, false);
+    let warm_stats = stats(&lib);
+    (lib.shutdown)();
+    // Verification, not timed: read everything again and hash it.
+    let (_, _, d1) = load_model(&lib, &account, &container, &blobs, true);
+    (lib.shutdown)();
+    println!(
+        "warm load: {:>7.1} MiB in {warm:6.2} s = {:.2} GB/s   {warm_stats}",
+        n as f64 / 1048576.0,
+        gb(n, warm)
+    );
+    if let Ok(dir) = std::env::var("DEMO_SOURCE_DIR") {
+        let want: Vec<u64> = blobs
+            .iter()
+            .map(|(name, _)| file_digest(&std::path::Path::new(&dir).join(name)))
+            .collect();
+        assert_eq!(d1, want, "loaded bytes differ from the source files");
+        println!("every byte matches the source files");
+    }
+    println!("warm/cold speed-up: {:.1}x", cold / warm);
+}
+
+/// The digest `load_model` computes, over a local file.
+fn file_digest(path: &std::path::Path) -> u64 {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    data.chunks(8 << 20).fold(0u64, |acc, chunk| {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for &x in chunk {
+            h = (h ^ x as u64).wrapping_mul(0x100000001b3);
+        }
+        acc.rotate_left(5) ^ h
+    })
+}
