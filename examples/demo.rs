@@ -25,6 +25,9 @@ type BlobRead = unsafe extern "C" fn(
 type Shutdown = extern "C" fn();
 type StatsJson = unsafe extern "C" fn(*mut c_char, usize) -> isize;
 
+/// (offset, hash) of each chunk read from one blob.
+type Digests = std::sync::Mutex<Vec<(usize, u64)>>;
+
 struct Lib {
     read: BlobRead,
     shutdown: Shutdown,
@@ -78,7 +81,7 @@ fn load_model(
     }
     let work = Arc::new(work);
     let next = Arc::new(AtomicUsize::new(0));
-    let digests: Arc<Vec<std::sync::Mutex<Vec<(usize, u64)>>>> = Arc::new(
+    let digests: Arc<Vec<Digests>> = Arc::new(
         blobs
             .iter()
             .map(|_| std::sync::Mutex::new(vec![]))
