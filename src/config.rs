@@ -17,6 +17,16 @@ pub enum OriginConfig {
     Directory(PathBuf),
 }
 
+/// How Azure requests are authenticated (`BLOBCACHE_AZURE_AUTH`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// The first credential found in the environment (see `origin::azure::auth`).
+    #[default]
+    Auto,
+    /// Unsigned requests, for containers that allow public read access.
+    Anonymous,
+}
+
 /// The cap on the cache's disk usage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaxSize {
@@ -37,6 +47,7 @@ pub struct Config {
     pub fetch_timeout: Duration,
     pub offline: bool,
     pub azure_endpoint: Option<String>,
+    pub azure_auth: AzureAuth,
     /// Group-shared cache: directories 0770 and files 0660 instead of 0700/0600.
     pub shared: bool,
     /// fsync each block before publishing it.
@@ -60,6 +71,7 @@ pub const VARIABLES: &[&str] = &[
     "BLOBCACHE_FETCH_TIMEOUT",
     "BLOBCACHE_OFFLINE",
     "BLOBCACHE_AZURE_ENDPOINT",
+    "BLOBCACHE_AZURE_AUTH",
     "BLOBCACHE_SHARED",
     "BLOBCACHE_FSYNC",
     "BLOBCACHE_AUTOREGISTER",
@@ -78,6 +90,7 @@ impl Default for Config {
             fetch_timeout: Duration::from_secs(30),
             offline: false,
             azure_endpoint: None,
+            azure_auth: AzureAuth::Auto,
             shared: false,
             fsync: false,
         }
@@ -179,6 +192,17 @@ impl Config {
                 )));
             }
             c.azure_endpoint = Some(t.trim_end_matches('/').to_string());
+        }
+        if let Some(v) = get("BLOBCACHE_AZURE_AUTH") {
+            c.azure_auth = match v.trim().to_ascii_lowercase().as_str() {
+                "auto" => AzureAuth::Auto,
+                "anonymous" => AzureAuth::Anonymous,
+                _ => {
+                    return Err(Error::config(format!(
+                        "BLOBCACHE_AZURE_AUTH={v} is not valid; use auto (credentials from the environment) or anonymous (unsigned requests, for public containers)"
+                    )))
+                }
+            };
         }
         Ok(c)
     }
@@ -338,6 +362,7 @@ mod tests {
             ("BLOBCACHE_OFFLINE", "maybe"),
             ("BLOBCACHE_DIR", "relative/dir"),
             ("BLOBCACHE_AZURE_ENDPOINT", "ftp://x"),
+            ("BLOBCACHE_AZURE_AUTH", "password"),
         ] {
             let e = cfg(&[(var, val)]).unwrap_err();
             assert_eq!(e.kind(), crate::error::ErrorKind::Config);

@@ -15,10 +15,31 @@ use std::time::{Duration, Instant};
 
 use crate::error::{io_error, Error, ErrorKind, Result};
 
-/// A held lock on one block. Dropping it releases the lock (by closing the
-/// file description).
+/// A held lock on one block. Dropping it releases the lock explicitly, not
+/// only by closing the descriptor: a child forked while the lock was held
+/// keeps a copy of the descriptor (and so of the open file description) that
+/// it never closes, and closing ours alone would leave the lock held.
 pub struct BlockLock {
-    _file: File,
+    file: File,
+    index: u64,
+}
+
+impl Drop for BlockLock {
+    fn drop(&mut self) {
+        // SAFETY: as in ofd_lock: a valid flock struct and our own descriptor.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_UNLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = self.index as libc::off_t;
+        fl.l_len = 1;
+        unsafe {
+            libc::fcntl(
+                self.file.as_raw_fd(),
+                libc::F_OFD_SETLK,
+                &mut fl as *mut libc::flock,
+            )
+        };
+    }
 }
 
 fn ofd_lock(file: &File, index: u64, wait: bool) -> std::io::Result<bool> {
@@ -75,7 +96,7 @@ pub fn lock_block(
     let mut sleep = Duration::from_micros(200);
     loop {
         match ofd_lock(&file, index, false) {
-            Ok(true) => return Ok(BlockLock { _file: file }),
+            Ok(true) => return Ok(BlockLock { file, index }),
             Ok(false) => {}
             Err(e) => return Err(io_error("cannot lock", path, &e)),
         }
@@ -103,7 +124,7 @@ pub fn lock_block(
 pub fn try_lock_block(path: &Path, mode: u32, index: u64) -> Result<Option<BlockLock>> {
     let file = open_lock_file(path, mode)?;
     match ofd_lock(&file, index, false) {
-        Ok(true) => Ok(Some(BlockLock { _file: file })),
+        Ok(true) => Ok(Some(BlockLock { file, index })),
         Ok(false) => Ok(None),
         Err(e) => Err(io_error("cannot lock", path, &e)),
     }

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Builds the C programs in examples-c/ and runs them against the built
+# library: plainly, under AddressSanitizer + UBSan, and (streamer_like)
+# under valgrind. Needs cc, make, valgrind, and a built library:
+#
+#   cargo build --release && scripts/test-c.sh
+#
+#   BLOBCACHE_LIB=path/libblobcache.so   the library to test (default
+#                                        target/release/libblobcache.so)
+#   BLOBCACHE_C_TEST_LONG=1              long forms (many more reads, cycles
+#                                        and forks)
+#   BLOBCACHE_C_TEST_SEED=N              repeat the random choices of a run
+#   BLOBCACHE_C_TEST_VALGRIND=0          skip the valgrind run
+#
+# Each run gets a fresh cache directory; everything lives in one temporary
+# directory that is removed at the end. Prints PASS/FAIL per run and exits 1
+# if any failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+lib=${BLOBCACHE_LIB:-target/release/libblobcache.so}
+long=${BLOBCACHE_C_TEST_LONG:-0}
+seed=${BLOBCACHE_C_TEST_SEED:-$(( (RANDOM << 30 | RANDOM << 15 | RANDOM) + 1 ))}
+use_valgrind=${BLOBCACHE_C_TEST_VALGRIND:-1}
+# The library sees only the settings each run gives it (and does not warn
+# about ours, which share its prefix).
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^BLOBCACHE_' || true)
+
+[[ $lib == /* ]] || lib=$repo/$lib
+if [[ ! -f $lib ]]; then
+    echo "FAIL: $lib does not exist: run 'cargo build --release' first (or set BLOBCACHE_LIB)" >&2
+    exit 1
+fi
+for tool in cc make timeout; do
+    command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed" >&2; exit 1; }
+done
+if [[ $use_valgrind == 1 ]] && ! command -v valgrind >/dev/null; then
+    echo "FAIL: valgrind is not installed (install it, or set BLOBCACHE_C_TEST_VALGRIND=0)" >&2
+    exit 1
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/blobcache-c.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+start=$SECONDS
+
+# Counts (reads per thread, shutdown cycles, forks): short forms by
+# default, long with BLOBCACHE_C_TEST_LONG=1. No forks under ASan: GCC's ASan
+# runtime deadlocks a child forked while another thread is in malloc (see
+# DEFAULT_FORKS in streamer_like.c); the plain and valgrind runs cover fork.
+if [[ $long == 1 ]]; then
+    reads=5000 cycles=300 forks=40
+    evict_reads=600 evict_cycles=100 evict_forks=8
+    asan_reads=1500 asan_cycles=150
+    vg_reads=300 vg_cycles=30 vg_forks=6
+else
+    reads=500 cycles=50 forks=12
+    evict_reads=60 evict_cycles=10 evict_forks=2
+    asan_reads=300 asan_cycles=50
+    vg_reads=100 vg_cycles=10 vg_forks=3
+fi
+
+# The origin: a directory of blobs, read by the library through
+# BLOBCACHE_ORIGIN=file://... and by the programs directly, as the truth.
+account=acct
+container=models
+dir=$tmp/origin/$account/$container
+mkdir -p "$dir/sub dir"
+MiB=$((1 << 20))
+head -c 1 /dev/urandom >"$dir/one-byte.bin"
+head -c $MiB /dev/urandom >"$dir/one-mib.bin"
+head -c $((5 * MiB + 3)) /dev/urandom >"$dir/five-mib-plus-3.bin"
+head -c $((40 * MiB)) /dev/urandom >"$dir/forty-mib.safetensors"
+head -c $((2 * MiB + 17)) /dev/urandom >"$dir/sub dir/ünï cödé %+.bin"
+: >"$dir/empty.bin"
+blobs=(one-byte.bin one-mib.bin five-mib-plus-3.bin forty-mib.safetensors
+       "sub dir/ünï cödé %+.bin" empty.bin)
+
+export BLOBCACHE_ORIGIN=file://$tmp/origin
+export BLOBCACHE_BLOCK_SIZE=1M          # blobs span many blocks
+export BLOBCACHE_MAX_SIZE=1G
+export BLOBCACHE_LOG=warn
+export BLOBCACHE_FETCH_TIMEOUT=10s      # a stuck block lock fails in 20 s, not 60
+export ASAN_OPTIONS=detect_leaks=0      # the library keeps process-wide state
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+echo "test-c: library $lib"
+echo "test-c: seed $seed (BLOBCACHE_C_TEST_SEED=$seed repeats it), $([[ $long == 1 ]] && echo long || echo short) forms"
+
+if ! make -s -C examples-c LIBDIR="$(dirname "$lib")" all asan >"$tmp/make.log" 2>&1; then
+    cat "$tmp/make.log" >&2
+    echo "FAIL: building examples-c"
+    exit 1
+fi
+echo "PASS: build examples-c (all, asan)"
+
+failed=()
+runs=0
+# run NAME LIMIT_SECONDS COMMAND...: runs COMMAND with a fresh, not yet
+# existing cache directory, killing it after LIMIT_SECONDS.
+run() {
+    local name=$1 limit=$2 t0=$SECONDS rc=0
+    shift 2
+    runs=$((runs + 1))
+    printf '\n--- %s\n' "$name"
+    BLOBCACHE_DIR=$tmp/cache-$runs timeout -k 10 "$limit" "$@" || rc=$?
+    if [[ $rc == 0 ]]; then
+        echo "PASS: $name ($((SECONDS - t0)) s)"
+    else
+        local why="exit status $rc"
+        [[ $rc == 124 || $rc == 137 ]] && why="killed after ${limit} s (hang?)"
+        [[ $rc == 99 ]] && why="valgrind reported errors"
+        echo "FAIL: $name ($why)"
+        failed+=("$name")
+    fi
+}
+
+# sl_args OPTION...: prints streamer_like's argument list, NUL-separated:
+# the options given, the seed, a fresh scratch directory (phase d's extra
+# cache directories), then the library, the origin and the blobs.
+sl_args() {
+    local scratch=$tmp/scratch-$((runs + 1))
+    mkdir -p "$scratch"
+    printf '%s\0' -s "$seed" -S "$scratch" "$@" "$lib" "$tmp/origin" "$account" "$container" "${blobs[@]}"
+}
+mapfile -d '' args < <(sl_args -n "$reads" -c "$cycles" -f "$forks" -T 240)
+run "streamer_like" 600 examples-c/build/streamer_like "${args[@]}"
+
+mapfile -d '' args < <(sl_args -n "$evict_reads" -c "$evict_cycles" -f "$evict_forks" -T 240)
+BLOBCACHE_MAX_SIZE=8M run "streamer_like, 8 MiB cache cap (eviction under load)" 600 \
+    examples-c/build/streamer_like "${args[@]}"
+
+run "linked" 120 examples-c/build/linked "$tmp/origin" "$account" "$container" five-mib-plus-3.bin
+
+mapfile -d '' args < <(sl_args -n "$asan_reads" -c "$asan_cycles" -f 0 -T 240)
+run "streamer_like (ASan+UBSan)" 900 examples-c/build/asan/streamer_like "${args[@]}"
+
+run "linked (ASan+UBSan)" 120 examples-c/build/asan/linked "$tmp/origin" "$account" "$container" forty-mib.safetensors
+
+if [[ $use_valgrind == 1 ]]; then
+    mapfile -d '' args < <(sl_args -t 4 -n "$vg_reads" -c "$vg_cycles" -f "$vg_forks" -T 600)
+    run "streamer_like (valgrind)" 1200 valgrind -q --error-exitcode=99 --errors-for-leak-kinds=none \
+        --fair-sched=yes examples-c/build/streamer_like "${args[@]}"
+else
+    echo "SKIP: streamer_like (valgrind): BLOBCACHE_C_TEST_VALGRIND=0"
+fi
+
+echo
+if ((${#failed[@]} > 0)); then
+    echo "FAIL: ${#failed[@]} of $runs C test runs failed: ${failed[*]} ($((SECONDS - start)) s; seed $seed)"
+    exit 1
+fi
+echo "PASS: all $runs C test runs ($((SECONDS - start)) s)"

@@ -1,0 +1,85 @@
+"""Builds the blobcache wheel (configuration in pyproject.toml).
+
+- The cdylib is built by setuptools-rust (`cargo rustc --lib --release`) and
+  installed as `blobcache/libblobcache.so`, the name the streamer's users see.
+- The `blobcache` command is the crate's binary, built with `cargo build --release`.
+- `blobcache-autoregister.pth` goes to the root of site-packages, next to
+  `_blobcache_autoregister.py`, so pip records it and `pip uninstall` removes it.
+- Nothing in the wheel is a CPython extension, so it is tagged py3-none-<platform>.
+"""
+
+import os
+import re
+import shutil
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+from setuptools_rust import Binding, RustBin, RustExtension
+from setuptools_rust.build import build_rust
+
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools < 70.1
+    from wheel.bdist_wheel import bdist_wheel
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PTH = "blobcache-autoregister.pth"
+
+
+def cargo_version():
+    with open(os.path.join(HERE, "Cargo.toml"), encoding="utf-8") as f:
+        text = f.read()
+    package = re.search(r"^\[package\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    version = package and re.search(r'^version\s*=\s*"([^"]+)"', package.group(1), re.M)
+    if not version:
+        raise RuntimeError("no version in the [package] table of Cargo.toml")
+    return version.group(1)
+
+
+class BuildPyWithPth(build_py):
+    """Also puts the start-up hook's .pth file at the root of the build."""
+
+    def run(self):
+        super().run()
+        src = os.path.join(HERE, "python", PTH)
+        dst = os.path.join(self.build_lib, PTH)
+        os.makedirs(self.build_lib, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
+
+
+class BuildRustLibName(build_rust):
+    """Installs the cdylib as libblobcache.so rather than <module>.cpython-3XX-<platform>.so."""
+
+    def get_dylib_ext_path(self, ext, target_fname):
+        path = super().get_dylib_ext_path(ext, target_fname)
+        return os.path.join(os.path.dirname(path), "libblobcache.so")
+
+
+class BdistWheelPy3None(bdist_wheel):
+    """No CPython extension inside: one wheel serves every Python 3 on the platform."""
+
+    def get_tag(self):
+        _, _, plat = super().get_tag()
+        return "py3", "none", plat
+
+
+setup(
+    version=cargo_version(),
+    rust_extensions=[
+        RustExtension(
+            "blobcache.libblobcache",
+            path="Cargo.toml",
+            binding=Binding.NoBinding,
+            debug=False,
+            # The crate types of Cargo.toml, so this build and the one of the
+            # binary below share one compilation of the library instead of
+            # invalidating each other.
+            args=["--crate-type", "cdylib,rlib"],
+        ),
+        RustBin("blobcache", path="Cargo.toml", args=["--bin", "blobcache"], debug=False),
+    ],
+    cmdclass={"build_py": BuildPyWithPth, "build_rust": BuildRustLibName, "bdist_wheel": BdistWheelPy3None},
+)

@@ -1,0 +1,428 @@
+//! Credentials: which one an account uses, and signing requests with it.
+//!
+//! Signing and token handling come from the `object_store` crate (shared key
+//! signatures, SAS query parameters, and the Entra ID token providers with
+//! their token caches); this module only picks the credential and applies it
+//! to a request through the public [`AzureAuthorizer`].
+//!
+//! Which credential an account uses, first match wins (all read from the
+//! environment once per lifecycle, when the account is first used):
+//! 1. anonymous (unsigned requests, for public containers) when
+//!    `BLOBCACHE_AZURE_AUTH=anonymous` or `AZURE_SKIP_SIGNATURE=true`;
+//! 2. shared key: `AZURE_STORAGE_ACCOUNT_KEY` (or its aliases
+//!    `AZURE_STORAGE_KEY`, `AZURE_STORAGE_ACCESS_KEY`,
+//!    `AZURE_STORAGE_MASTER_KEY`);
+//! 3. SAS: `AZURE_STORAGE_SAS_TOKEN` (or `AZURE_STORAGE_SAS_KEY`), with or
+//!    without a leading `?`;
+//! 4. `AZURE_STORAGE_CONNECTION_STRING`, when its `AccountName` is this
+//!    account or absent: its `AccountKey`, else its `SharedAccessSignature`;
+//! 5. Entra ID, exactly as `object_store`'s `MicrosoftAzureBuilder::from_env`
+//!    chooses, first match wins:
+//!    - bearer token `AZURE_STORAGE_TOKEN` (used as is, never refreshed);
+//!    - workload identity: `AZURE_CLIENT_ID` + `AZURE_TENANT_ID` +
+//!      `AZURE_FEDERATED_TOKEN_FILE` (what AKS injects);
+//!    - service principal: `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET` +
+//!      `AZURE_TENANT_ID` (`AZURE_AUTHORITY_HOST` for other clouds);
+//!    - Azure CLI (`az account get-access-token`) when
+//!      `AZURE_USE_AZURE_CLI=true`;
+//!    - otherwise managed identity: the instance metadata service
+//!      (169.254.169.254), or `IDENTITY_ENDPOINT` on App Service and
+//!      similar (`AZURE_CLIENT_ID`, `AZURE_OBJECT_ID` or
+//!      `AZURE_MSI_RESOURCE_ID` pick a user-assigned identity).
+//!
+//! One credential, and so one token cache, per account per lifecycle of the
+//! library, shared by all threads: tokens are fetched once and refreshed
+//! five minutes before they expire.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use object_store::azure::{
+    AzureAuthorizer, AzureConfigKey, AzureCredentialProvider, MicrosoftAzureBuilder,
+};
+use object_store::client::HttpRequest;
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+
+use super::endpoint::ConnectionString;
+use crate::error::{Error, Result};
+use crate::sync::MutexExt;
+
+/// The `x-ms-version` of unsigned (anonymous) requests; signed ones get
+/// `object_store`'s.
+pub const ANONYMOUS_VERSION: &str = "2023-11-03";
+
+const KEY_VARS: &[&str] = &[
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
+];
+const SAS_VARS: &[&str] = &["AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_KEY"];
+/// Variables whose values are secrets, kept out of every message.
+const SECRET_VARS: &[&str] = &[
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_STORAGE_CLIENT_SECRET",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_FABRIC_SESSION_TOKEN",
+];
+
+/// The Azure-related environment, captured once per lifecycle (or given
+/// explicitly, as tests do).
+#[derive(Clone, Debug, Default)]
+pub struct AzureEnv {
+    vars: BTreeMap<String, String>,
+}
+
+impl AzureEnv {
+    /// `AZURE_*` and `IDENTITY_ENDPOINT` from the process environment.
+    pub fn from_process() -> AzureEnv {
+        AzureEnv::from_pairs(std::env::vars_os().filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            let wanted = k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT";
+            wanted.then(|| (k, v.to_string_lossy().into_owned()))
+        }))
+    }
+
+    /// The given variables (empty values count as unset).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> AzureEnv {
+        AzureEnv {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .filter(|(_, v)| !v.trim().is_empty())
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|v| v.trim())
+    }
+
+    fn first(&self, names: &'static [&'static str]) -> Option<(&'static str, &str)> {
+        names.iter().find_map(|n| self.get(n).map(|v| (*n, v)))
+    }
+
+    pub fn connection_string(&self) -> Option<ConnectionString> {
+        self.get("AZURE_STORAGE_CONNECTION_STRING")
+            .map(ConnectionString::parse)
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+    }
+
+    /// Registers every secret this environment holds with
+    /// [`crate::redact`], so none can reach a message even by accident.
+    pub fn register_secrets(&self) {
+        for name in SECRET_VARS {
+            if let Some(v) = self.get(name) {
+                crate::redact::register_secret(v);
+                for part in v.split(';') {
+                    if let Some((_, val)) = part.split_once('=') {
+                        crate::redact::register_secret(val);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where an account's credential came from (for log lines and hints).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Anonymous,
+    Key(&'static str),
+    Sas(&'static str),
+    ConnectionStringKey,
+    ConnectionStringSas,
+    EntraId,
+}
+
+impl Source {
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Anonymous => "anonymous (unsigned requests)".into(),
+            Source::Key(var) => format!("shared key from {var}"),
+            Source::Sas(var) => format!("SAS token from {var}"),
+            Source::ConnectionStringKey => "shared key from AZURE_STORAGE_CONNECTION_STRING".into(),
+            Source::ConnectionStringSas => "SAS from AZURE_STORAGE_CONNECTION_STRING".into(),
+            Source::EntraId => "Entra ID (object_store's credential chain)".into(),
+        }
+    }
+
+    /// What to check when Azure refuses the credential (401/403).
+    pub fn refused_hint(&self, account: &str) -> String {
+        match self {
+            Source::Anonymous => "the container does not allow anonymous access; set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or unset BLOBCACHE_AZURE_AUTH=anonymous".into(),
+            Source::Key(var) => format!("check that {var} is a current key of account {account}"),
+            Source::Sas(var) => format!("check {var}: expired, no read (r) permission, or for another account or container"),
+            Source::ConnectionStringKey => format!("check the AccountKey in AZURE_STORAGE_CONNECTION_STRING is a current key of account {account}"),
+            Source::ConnectionStringSas => "check the SharedAccessSignature in AZURE_STORAGE_CONNECTION_STRING: expired or without read (r) permission".into(),
+            Source::EntraId => format!("check that the identity has the Storage Blob Data Reader role on account {account} (or set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN)"),
+        }
+    }
+}
+
+/// The credential of one account.
+pub struct Credential {
+    pub source: Source,
+    provider: Option<AzureCredentialProvider>,
+    /// The last failure to get a token, and when: repeated for
+    /// [`FAILURE_MEMORY`] instead of asking the identity service again, so a
+    /// node without a usable identity fails each read quickly.
+    last_failure: Mutex<Option<(Instant, String)>>,
+}
+
+/// How long a failure to get a token is remembered.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(30);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.source.describe())
+    }
+}
+
+impl Credential {
+    /// Chooses the credential of `account` (see the module docs for the
+    /// order). No network: token providers fetch on first use.
+    pub fn choose(
+        account: &str,
+        env: &AzureEnv,
+        anonymous: bool,
+        fetch_timeout: Duration,
+    ) -> Result<Credential> {
+        if anonymous || env.flag("AZURE_SKIP_SIGNATURE") {
+            return Ok(Credential {
+                source: Source::Anonymous,
+                provider: None,
+                last_failure: Mutex::new(None),
+            });
+        }
+        let builder = || base_builder(account, fetch_timeout);
+        let conn = env.connection_string().filter(|c| c.applies_to(account));
+        let (source, builder) = if let Some((var, key)) = env.first(KEY_VARS) {
+            (Source::Key(var), builder().with_access_key(key))
+        } else if let Some((var, sas)) = env.first(SAS_VARS) {
+            (
+                Source::Sas(var),
+                builder().with_config(AzureConfigKey::SasKey, sas),
+            )
+        } else if let Some(key) = conn.as_ref().and_then(|c| c.account_key.as_deref()) {
+            (Source::ConnectionStringKey, builder().with_access_key(key))
+        } else if let Some(sas) = conn.as_ref().and_then(|c| c.sas.as_deref()) {
+            (
+                Source::ConnectionStringSas,
+                builder().with_config(AzureConfigKey::SasKey, sas),
+            )
+        } else {
+            (Source::EntraId, entra_builder(account, env, fetch_timeout))
+        };
+        let store = builder.build().map_err(|e| {
+            Error::config(format!(
+                "cannot set up the Azure credential ({}) for account {account}: {}",
+                source.describe(),
+                flatten(&e.to_string())
+            ))
+        })?;
+        Ok(Credential {
+            source,
+            provider: Some(store.credentials().clone()),
+            last_failure: Mutex::new(None),
+        })
+    }
+
+    /// Adds the date, version and authorization to `request` (for a SAS:
+    /// query parameters, so never log the request's URI after this).
+    /// Waits at most `limit` for a token.
+    pub async fn authorize(
+        &self,
+        account: &str,
+        request: &mut HttpRequest,
+        limit: Duration,
+    ) -> Result<()> {
+        let Some(provider) = &self.provider else {
+            request.headers_mut().insert(
+                "x-ms-version",
+                http::HeaderValue::from_static(ANONYMOUS_VERSION),
+            );
+            return Ok(());
+        };
+        if let Some((when, why)) = &*self.last_failure.locked() {
+            if when.elapsed() < FAILURE_MEMORY {
+                return Err(Error::origin(format!(
+                    "{why} (failed {} ago; not asked again for {} s)",
+                    super::retry::fmt_duration(when.elapsed()),
+                    FAILURE_MEMORY.as_secs()
+                )));
+            }
+        }
+        let why = match tokio::time::timeout(limit, provider.get_credential()).await {
+            Ok(Ok(credential)) => {
+                AzureAuthorizer::new(&credential, account).authorize(request);
+                return Ok(());
+            }
+            Ok(Err(e)) => flatten(&e.to_string()),
+            Err(_) => format!("no answer within {}", super::retry::fmt_duration(limit)),
+        };
+        let why = format!(
+            "cannot get an Azure credential ({}) for account {account}: {why}; set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or check this machine's identity (workload identity, service principal or managed identity variables)",
+            self.source.describe(),
+        );
+        *self.last_failure.locked() = Some((Instant::now(), why.clone()));
+        Err(Error::origin(why))
+    }
+}
+
+/// A builder whose only job is to make a credential provider: the
+/// container and endpoint are placeholders (requests are ours).
+fn base_builder(account: &str, fetch_timeout: Duration) -> MicrosoftAzureBuilder {
+    let connect = super::retry::MAX_CONNECT.min(fetch_timeout);
+    MicrosoftAzureBuilder::new()
+        .with_client_options(
+            ClientOptions::new()
+                .with_timeout(fetch_timeout)
+                .with_connect_timeout(connect),
+        )
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: 3,
+            retry_timeout: fetch_timeout,
+        })
+        .with_account(account)
+        .with_container_name("unused")
+}
+
+/// `MicrosoftAzureBuilder::from_env` over `env`, minus what is decided
+/// elsewhere (endpoint, emulator mode, account, container; keys and SAS are
+/// absent when this is used).
+fn entra_builder(account: &str, env: &AzureEnv, fetch_timeout: Duration) -> MicrosoftAzureBuilder {
+    let mut b = base_builder(account, fetch_timeout);
+    for (name, value) in &env.vars {
+        if !name.starts_with("AZURE_") {
+            continue;
+        }
+        let Ok(key) = name.to_ascii_lowercase().parse::<AzureConfigKey>() else {
+            continue;
+        };
+        if matches!(
+            key,
+            AzureConfigKey::UseEmulator
+                | AzureConfigKey::Endpoint
+                | AzureConfigKey::AccountName
+                | AzureConfigKey::ContainerName
+                | AzureConfigKey::SkipSignature
+                | AzureConfigKey::AccessKey
+                | AzureConfigKey::SasKey
+        ) {
+            continue;
+        }
+        b = b.with_config(key, value.trim());
+    }
+    if let Some(e) = env.get("IDENTITY_ENDPOINT") {
+        b = b.with_msi_endpoint(e);
+    }
+    b.with_account(account).with_container_name("unused")
+}
+
+/// One line, for messages that may hold a multi-line server answer.
+pub fn flatten(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = super::super::endpoint::DEVELOPMENT_KEY;
+    const T: Duration = Duration::from_secs(5);
+
+    fn env(pairs: &[(&str, &str)]) -> AzureEnv {
+        AzureEnv::from_pairs(pairs.iter().copied())
+    }
+
+    fn source(pairs: &[(&str, &str)]) -> Source {
+        Credential::choose("acct", &env(pairs), false, T)
+            .unwrap()
+            .source
+    }
+
+    #[test]
+    fn the_documented_order_is_the_implemented_order() {
+        let sp = [
+            ("AZURE_CLIENT_ID", "id"),
+            ("AZURE_TENANT_ID", "tenant"),
+            ("AZURE_CLIENT_SECRET", "secret-value"),
+        ];
+        let sas = ("AZURE_STORAGE_SAS_TOKEN", "?sv=2022-11-02&sig=abc%3D");
+        let key = ("AZURE_STORAGE_ACCOUNT_KEY", KEY);
+        let conn = (
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "AccountName=acct;SharedAccessSignature=sv=2022&sig=x",
+        );
+        let all: Vec<_> = sp.iter().copied().chain([sas, key, conn]).collect();
+        assert_eq!(source(&all), Source::Key("AZURE_STORAGE_ACCOUNT_KEY"));
+        let no_key: Vec<_> = sp.iter().copied().chain([sas, conn]).collect();
+        assert_eq!(source(&no_key), Source::Sas("AZURE_STORAGE_SAS_TOKEN"));
+        let conn_sp: Vec<_> = sp.iter().copied().chain([conn]).collect();
+        assert_eq!(source(&conn_sp), Source::ConnectionStringSas);
+        assert_eq!(source(&sp), Source::EntraId);
+        assert_eq!(
+            source(&[("AZURE_STORAGE_KEY", KEY)]),
+            Source::Key("AZURE_STORAGE_KEY")
+        );
+        assert_eq!(
+            source(&[key, ("AZURE_SKIP_SIGNATURE", "true")]),
+            Source::Anonymous
+        );
+        let anon = Credential::choose("acct", &env(&[key]), true, T).unwrap();
+        assert_eq!(anon.source, Source::Anonymous);
+    }
+
+    #[test]
+    fn a_connection_string_for_another_account_is_not_used() {
+        let pairs = [(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "AccountName=other;AccountKey=a2V5a2V5a2V5",
+        )];
+        assert_eq!(source(&pairs), Source::EntraId);
+    }
+
+    #[test]
+    fn an_invalid_key_is_a_configuration_error_without_the_key() {
+        let bad = "not base64 at all!!";
+        let e = Credential::choose(
+            "acct",
+            &env(&[("AZURE_STORAGE_ACCOUNT_KEY", bad)]),
+            false,
+            T,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Config);
+        assert!(!e.message().contains(bad), "{e}");
+        assert!(e.message().contains("AZURE_STORAGE_ACCOUNT_KEY"), "{e}");
+    }
+
+    #[test]
+    fn only_azure_variables_are_captured_from_the_process() {
+        let e = AzureEnv::from_process();
+        assert!(e
+            .vars
+            .keys()
+            .all(|k| k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT"));
+    }
+}

@@ -1,0 +1,267 @@
+//! The Azure Blob Storage origin.
+//!
+//! - [`endpoint`]: which URL an account's blobs are at, and how container
+//!   and blob names are percent-encoded into it;
+//! - [`auth`]: which credential an account uses (the order is documented
+//!   there) and signing requests with it, through `object_store`;
+//! - [`http`]: the HTTP client, one signed request, and error messages;
+//! - [`retry`]: what is retried, the backoff, and the time budget;
+//! - [`fetch`]: `stat` (HEAD) and `read` (ranged GET conditional on the
+//!   ETag, streamed, resumed after a break).
+//!
+//! The requests run on a Tokio runtime (two worker threads) that this origin
+//! owns, created on first use; callers (the cache's fill threads, or a
+//! reader for pass-through reads) block on their own request with
+//! `Handle::block_on`, so the bytes are handled on the calling thread.
+//! [`Origin::shutdown`] cancels every request in flight, waits briefly for
+//! the callers to return, and stops the runtime, joining its threads; it
+//! never waits on the network. Each lifecycle of the library builds a new
+//! origin (and a forked child builds its own), so nothing here outlives one.
+
+pub mod auth;
+pub mod endpoint;
+pub mod fetch;
+pub mod http;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::watch;
+
+use crate::config::{AzureAuth, Config};
+use crate::error::{Error, ErrorKind, Result};
+use crate::log;
+use crate::names::BlobKey;
+use crate::origin::{ObjectInfo, Origin, Sink};
+use crate::sync::MutexExt;
+
+pub use auth::AzureEnv;
+use fetch::{Account, Ctx};
+
+/// How long `shutdown` waits for cancelled calls to return, and then for the
+/// runtime's threads to stop.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+const RUNTIME_STOP: Duration = Duration::from_millis(500);
+
+pub struct AzureOrigin {
+    endpoint_template: Option<String>,
+    anonymous: bool,
+    fetch_timeout: Duration,
+    concurrency: usize,
+    env: AzureEnv,
+    accounts: Mutex<HashMap<String, Arc<Account>>>,
+    runtime: Mutex<Slot>,
+    stopped: AtomicBool,
+    in_flight: AtomicUsize,
+    cancel: watch::Sender<bool>,
+}
+
+enum Slot {
+    NotStarted,
+    Running {
+        runtime: Runtime,
+        client: reqwest::Client,
+    },
+    Stopped,
+}
+
+/// Counts a call in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn shut_down() -> Error {
+    Error::new(
+        ErrorKind::Shutdown,
+        "the library was shut down while this Azure request was in flight",
+    )
+}
+
+impl AzureOrigin {
+    /// An origin reading credentials from the process environment. Cheap: no
+    /// network, no threads until the first request.
+    pub fn new(config: &Config) -> Result<AzureOrigin> {
+        AzureOrigin::with_env(config, AzureEnv::from_process())
+    }
+
+    /// An origin reading credentials from `env` instead of the process
+    /// environment (for tests and embedders).
+    pub fn with_env(config: &Config, env: AzureEnv) -> Result<AzureOrigin> {
+        env.register_secrets();
+        Ok(AzureOrigin {
+            endpoint_template: config.azure_endpoint.clone(),
+            anonymous: config.azure_auth == AzureAuth::Anonymous,
+            fetch_timeout: config.fetch_timeout,
+            concurrency: config.fetch_concurrency,
+            env,
+            accounts: Mutex::new(HashMap::new()),
+            runtime: Mutex::new(Slot::NotStarted),
+            stopped: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            cancel: watch::channel(false).0,
+        })
+    }
+
+    /// The account's endpoint and credential, set up on first use.
+    fn account(&self, name: &str) -> Result<Arc<Account>> {
+        let mut accounts = self.accounts.locked();
+        if let Some(a) = accounts.get(name) {
+            return Ok(a.clone());
+        }
+        let connection = self.env.connection_string();
+        let endpoint = endpoint::resolve(
+            name,
+            self.endpoint_template.as_deref(),
+            connection.as_ref(),
+            self.env.get("AZURE_STORAGE_ENDPOINT_SUFFIX"),
+        )?;
+        let credential =
+            auth::Credential::choose(name, &self.env, self.anonymous, self.fetch_timeout)?;
+        log::debug!(
+            "azure: account {name} at {endpoint}, credential: {}",
+            credential.source.describe()
+        );
+        let account = Arc::new(Account::new(name.to_string(), endpoint, credential));
+        accounts.insert(name.to_string(), account.clone());
+        Ok(account)
+    }
+
+    /// The runtime's handle and the HTTP client, starting them on first use.
+    fn runtime(&self) -> Result<(Handle, reqwest::Client)> {
+        let mut slot = self.runtime.locked();
+        if let Slot::NotStarted = *slot {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(8)
+                .thread_name("blobcache-azure")
+                .enable_all()
+                .build()
+                .map_err(|e| Error::internal(format!("cannot start the Azure I/O runtime: {e}")))?;
+            let client = {
+                let _in_runtime = runtime.enter();
+                http::client(self.concurrency, self.fetch_timeout)?
+            };
+            *slot = Slot::Running { runtime, client };
+        }
+        match &*slot {
+            Slot::Running { runtime, client } => Ok((runtime.handle().clone(), client.clone())),
+            _ => Err(shut_down()),
+        }
+    }
+
+    /// Runs one operation to completion on the calling thread, or until
+    /// `shutdown` cancels it.
+    fn run<T, F>(&self, op: impl FnOnce(reqwest::Client) -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _counted = InFlight(&self.in_flight);
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(shut_down());
+        }
+        if tokio::task::try_id().is_some() {
+            return Err(Error::internal(
+                "blobcache's blocking read was called from inside a Tokio task; call it from a plain thread (for example with tokio::task::spawn_blocking)",
+            ));
+        }
+        let (handle, client) = self.runtime()?;
+        let mut cancel = self.cancel.subscribe();
+        let work = op(client);
+        let result = handle.block_on(async move {
+            tokio::select! {
+                biased;
+                _ = cancel.wait_for(|stop| *stop) => Err(shut_down()),
+                r = work => r,
+            }
+        });
+        // Whatever went wrong, no credential leaves this module.
+        result.map_err(|e| Error::new(e.kind(), crate::redact::redact(e.message())))
+    }
+}
+
+impl Origin for AzureOrigin {
+    fn describe(&self) -> String {
+        match &self.endpoint_template {
+            Some(t) => format!("azure ({t})"),
+            None => "azure".into(),
+        }
+    }
+
+    fn stat(&self, key: &BlobKey) -> Result<ObjectInfo> {
+        let account = self.account(&key.account)?;
+        let fetch_timeout = self.fetch_timeout;
+        self.run(|client| async move {
+            let ctx = Ctx {
+                client: &client,
+                fetch_timeout,
+            };
+            fetch::stat(&ctx, &account, key).await
+        })
+    }
+
+    fn read(
+        &self,
+        key: &BlobKey,
+        info: &ObjectInfo,
+        offset: u64,
+        len: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
+        let account = self.account(&key.account)?;
+        let fetch_timeout = self.fetch_timeout;
+        self.run(|client| async move {
+            let ctx = Ctx {
+                client: &client,
+                fetch_timeout,
+            };
+            fetch::read(&ctx, &account, key, info, offset, len, sink).await
+        })
+    }
+
+    fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.cancel.send_replace(true);
+        // Cancelled calls return at their next poll; wait for them so none
+        // is still inside the runtime when it stops.
+        let start = Instant::now();
+        while self.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < SHUTDOWN_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let busy = self.in_flight.load(Ordering::SeqCst);
+        let slot = std::mem::replace(&mut *self.runtime.locked(), Slot::Stopped);
+        if let Slot::Running { runtime, client } = slot {
+            drop(client);
+            if busy == 0 && Handle::try_current().is_err() {
+                runtime.shutdown_timeout(RUNTIME_STOP);
+            } else if busy == 0 {
+                // Inside some runtime (an embedder's), blocking is not allowed.
+                runtime.shutdown_background();
+            } else {
+                // A caller is stuck outside our control (in its sink, say):
+                // stopping the runtime under it could make it panic. Leave
+                // the runtime's threads idle instead.
+                log::debug!("azure: {busy} calls still running at shutdown; leaving the runtime");
+                std::mem::forget(runtime);
+            }
+        }
+        self.accounts.locked().clear();
+    }
+}
+
+impl Drop for AzureOrigin {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
