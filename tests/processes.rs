@@ -21,7 +21,7 @@ fn cat(fx: &Fixture, blob: &str, block: &str, out: &std::path::Path) -> Command 
         "--out",
     ])
     .arg(out)
-    .envs(fx.env(block).into_iter())
+    .envs(fx.env(block))
     .env("BLOBCACHE_LOG", "warn")
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
