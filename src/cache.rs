@@ -306,24 +306,27 @@ impl Inner {
                 }
             }
         } else {
-            match self.origin.stat(key) {
-                Ok(info) => (info, true),
-                Err(e) if e.kind() == ErrorKind::Origin => {
-                    match self.store.as_ref().and_then(|s| s.find_cached(key)) {
-                        Some(info) => {
-                            log::log_once(
-                                Level::Warn,
-                                &format!("offline:{key}"),
-                                &format!(
-                                    "the origin is unreachable ({e}); serving {key} from the cache without checking its version"
-                                ),
-                            );
-                            (info, false)
-                        }
-                        None => return Err(e),
-                    }
+            // With a cached version at hand, an origin that cannot be reached
+            // is not waited for: one connection attempt, then the cache.
+            let cached = self.store.as_ref().and_then(|s| s.find_cached(key));
+            let stat = match cached {
+                Some(_) => self.origin.stat_quick(key),
+                None => self.origin.stat(key),
+            };
+            match (stat, cached) {
+                (Ok(info), _) => (info, true),
+                (Err(e), Some(info)) if e.kind() == ErrorKind::Unreachable => {
+                    log::log_once_per_process(
+                        Level::Warn,
+                        &format!("unreachable:{}", key.account),
+                        &format!(
+                            "the origin is unreachable ({e}); serving account {}'s blobs from the cache without checking their versions",
+                            key.account
+                        ),
+                    );
+                    (info, false)
                 }
-                Err(e) => return Err(e),
+                (Err(e), _) => return Err(e),
             }
         };
         let dir = match &self.store {
