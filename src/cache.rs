@@ -27,7 +27,7 @@ use crate::names::BlobKey;
 use crate::origin::{self, directory::DirectoryOrigin, ObjectInfo, Origin};
 use crate::pool::{Pool, Ticket};
 use crate::stats::{Snapshot, Stats};
-use crate::store::{evict, Block, Store, VersionDir};
+use crate::store::{counters, evict, Block, Store, VersionDir};
 
 const SHARDS: usize = 64;
 /// How often an entry's last-use time is written to disk, at most.
@@ -81,6 +81,8 @@ struct Inner {
     hasher: std::collections::hash_map::RandomState,
     pool: Pool,
     stats: Stats,
+    /// What of `stats` was already added to the store's counters file.
+    persisted: counters::Flusher,
     stopped: AtomicBool,
     cap: u64,
     usage: AtomicU64,
@@ -161,6 +163,7 @@ impl Cache {
             hasher: Default::default(),
             pool,
             stats: Stats::default(),
+            persisted: counters::Flusher::default(),
             stopped: AtomicBool::new(false),
             cap,
             usage: AtomicU64::new(usage),
@@ -268,6 +271,7 @@ impl Cache {
         if let Some(h) = self.janitor.locked().take() {
             let _ = h.join();
         }
+        inner.flush_stats();
         for shard in inner.entries.iter() {
             shard.write_locked().clear();
         }
@@ -672,6 +676,15 @@ impl Inner {
         }
     }
 
+    /// Adds this cache's counts since the last flush to the store's
+    /// counters file (the janitor's period, and at shutdown).
+    fn flush_stats(&self) {
+        if let Some(store) = &self.store {
+            self.persisted
+                .flush(store.root(), store.file_mode(), self.stats.snapshot());
+        }
+    }
+
     fn wake_janitor(&self) {
         let (m, cv) = &self.janitor_wake;
         *m.locked() = true;
@@ -694,6 +707,7 @@ impl Inner {
             if self.stopped.load(Ordering::Relaxed) {
                 return;
             }
+            self.flush_stats();
             let usage = evict::scan(store.root(), store.file_mode()).bytes;
             self.usage.store(usage, Ordering::Relaxed);
             if usage > self.cap {
