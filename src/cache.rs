@@ -293,7 +293,13 @@ impl Inner {
         if let Some(e) = self.shard(key).read_locked().get(key) {
             return Ok(e.clone());
         }
-        let entry = Arc::new(self.open_entry(key)?);
+        // The version check of a first access waits on the origin too.
+        let t0 = Instant::now();
+        let entry = self.open_entry(key);
+        self.stats
+            .origin_wait_ns
+            .add(t0.elapsed().as_nanos() as u64);
+        let entry = Arc::new(entry?);
         let mut shard = self.shard(key).write_locked();
         Ok(shard.entry(key.clone()).or_insert(entry).clone())
     }
