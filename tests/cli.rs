@@ -521,3 +521,58 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     );
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn counters_of_a_process_killed_with_sigkill_are_on_disk_up_to_its_last_periodic_flush() {
+    use common::proxy::{Fault, Gate};
+    let az = Azurite::start();
+    az.create_container("models");
+    az.put("models", "k/a.bin", &bytes(21, 256 << 10));
+    az.put("models", "k/b.bin", &bytes(22, 256 << 10));
+    let proxy = Proxy::start(az.port);
+    // The listing and a.bin's block pass; b.bin's block stops mid-way.
+    for _ in 0..2 {
+        proxy.inject("GET", Fault::CutBody { after: usize::MAX });
+    }
+    let gate = Gate::default();
+    proxy.inject(
+        "GET",
+        Fault::PauseBody {
+            after: 1000,
+            gate: gate.clone(),
+        },
+    );
+    let dir = TempDir::new("sigkill");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+    cmd.env_clear().args([
+        "warm",
+        "az://devstoreaccount1/models/k",
+        "--jobs",
+        "1",
+        "-q",
+    ]);
+    for (k, v) in azure_env(&proxy.template(), dir.path()) {
+        cmd.env(k, v);
+    }
+    cmd.env("BLOBCACHE_FETCH_TIMEOUT", "60s");
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        gate.wait_paused(Duration::from_secs(30)),
+        "b.bin was never fetched"
+    );
+    // Past the janitor's period (5 s): a.bin's block has been counted on disk.
+    std::thread::sleep(Duration::from_millis(6500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    gate.open();
+    let s = ok(&run(
+        &azure_env(&proxy.template(), dir.path()),
+        &["stats", "--json"],
+    ));
+    assert_eq!(json_num(&s, "bytes_from_origin"), 256 << 10, "{s}");
+    assert_eq!(json_num(&s, "blocks_fetched"), 1, "{s}");
+}

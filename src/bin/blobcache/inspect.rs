@@ -212,12 +212,6 @@ pub fn stats(json: bool, reset: bool) -> Outcome {
         } else {
             c.hits as f64 * 100.0 / reads as f64
         };
-        let served = c.bytes_from_cache + c.bytes_from_origin;
-        let byte_pct = if served == 0 {
-            0.0
-        } else {
-            c.bytes_from_cache as f64 * 100.0 / served as f64
-        };
         let cap_s = cap.map_or("?".into(), size);
         let used_pct = cap.filter(|c| *c > 0).map_or(String::new(), |cap| {
             format!(" ({:.0}%)", usage as f64 * 100.0 / cap as f64)
@@ -251,7 +245,7 @@ pub fn stats(json: bool, reset: bool) -> Outcome {
             );
             let _ = writeln!(
                 out,
-                "bytes served     {} from the cache, {} from the origin ({byte_pct:.1}% from the cache)",
+                "bytes            {} served from the cache, {} fetched from the origin",
                 size(c.bytes_from_cache),
                 size(c.bytes_from_origin)
             );
@@ -267,7 +261,7 @@ pub fn stats(json: bool, reset: bool) -> Outcome {
             );
             let _ = writeln!(
                 out,
-                "origin wait      {:.1} s",
+                "origin wait      {:.1} s (readers waiting for fills and version checks)",
                 c.origin_wait_ns as f64 / 1e9
             );
         }
