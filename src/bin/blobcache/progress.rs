@@ -39,7 +39,7 @@ impl Progress {
         }
         let now = Instant::now();
         let due = match self.last {
-            None => !self.tty || now - self.start >= Duration::from_millis(200),
+            None => !self.tty || self.drawn || now - self.start >= Duration::from_millis(200),
             Some(t) => {
                 now - t
                     >= if self.tty {
@@ -91,9 +91,11 @@ impl Progress {
         let _ = err.flush();
     }
 
-    /// Ends the redrawn line.
-    pub fn finish(&mut self) {
+    /// Draws the final state and ends the redrawn line.
+    pub fn finish(&mut self, done: u64, fetched: u64, items: usize, items_total: usize) {
         if self.drawn {
+            self.last = None;
+            self.update(done, fetched, items, items_total);
             let _ = writeln!(std::io::stderr());
             self.drawn = false;
         }

@@ -94,8 +94,10 @@ pub fn warm(
                 .push(("(worker)".into(), "a warm-up thread panicked".into()));
         }
     }
-    progress.finish();
     let after = cache.stats();
+    let fetched = after.bytes_from_origin - before.bytes_from_origin;
+    let done = (already.load(Ordering::Relaxed) + fetched).min(total);
+    progress.finish(done, fetched, finished.load(Ordering::Relaxed), count);
     let failed = std::mem::take(&mut *failed.lock().unwrap());
     Report {
         blobs: count,
