@@ -576,3 +576,33 @@ fn counters_of_a_process_killed_with_sigkill_are_on_disk_up_to_its_last_periodic
     assert_eq!(json_num(&s, "bytes_from_origin"), 256 << 10, "{s}");
     assert_eq!(json_num(&s, "blocks_fetched"), 1, "{s}");
 }
+
+#[test]
+fn evict_and_verify_while_a_reader_holds_blocks_mapped_never_disturb_its_reads() {
+    let (f, env) = dir_fixture("evict-reader");
+    let data = bytes(31, (1 << 20) + 99);
+    f.put("m/a.bin", &data);
+    // A reader process's cache (here: in this test process) with every
+    // block mapped.
+    let cache = Cache::new(Config {
+        readahead_blocks: 0,
+        ..f.config(256 << 10)
+    })
+    .unwrap();
+    let key = BlobKey::new("acct", "models", "m/a.bin").unwrap();
+    let mut buf = vec![0u8; 512 << 10];
+    cache.read(&key, 0, &mut buf).unwrap();
+    assert!(buf == data[..512 << 10]);
+    ok(&run(&env, &["warm", "az://acct/models/m", "-q"]));
+    ok(&run(&env, &["verify"]));
+    let e = ok(&run(&env, &["evict", "--all"]));
+    assert!(e.contains("removed 5 blocks"), "{e}");
+    assert!(f.cached_blocks().is_empty());
+    // The reader still gets the right bytes: its mappings outlive the
+    // unlinked files, and the blocks it had not mapped come from the origin.
+    for _ in 0..2 {
+        let mut again = vec![0u8; data.len()];
+        cache.read(&key, 0, &mut again).unwrap();
+        assert!(again == data, "wrong bytes after evict");
+    }
+}
