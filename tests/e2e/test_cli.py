@@ -80,3 +80,17 @@ def test_warm_with_the_command_then_the_streamer_loads_with_the_origin_unreachab
 
     p = run_cli(env, "verify")
     assert p.returncode == 0 and f"checked {model.total_blocks} blocks" in p.stdout, p.stdout + p.stderr
+
+
+def test_doctor_from_the_wheel_checks_endpoint_cache_and_that_the_streamer_will_load_the_library(origin, lib, new_cache):
+    cache = new_cache("cli-doctor")
+    env = clean_env(BLOBCACHE_DIR=str(cache), **origin.env)
+    p = run_cli(env, "doctor", f"az://{origins.CONTAINER}/")
+    out = p.stdout
+    assert p.returncode == 0, out + p.stderr
+    assert "will load blobcache: yes" in out, out  # from the venv's python -m blobcache
+    assert "listing works, " in out and "writable: yes" in out, out
+    if origin.name == "azurite":
+        assert "endpoint answers" in out and "AZURE_STORAGE_ACCOUNT_KEY" in out, out
+        assert origins.AZURITE_KEY not in out + p.stderr
+
