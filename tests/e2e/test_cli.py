@@ -55,7 +55,8 @@ def test_warm_with_the_command_then_the_streamer_loads_with_the_origin_unreachab
     assert all(x["complete"] for x in listed), listed
 
     # Nothing listens on this port: the origin cannot be reached.
-    dead = dict(env, BLOBCACHE_AZURE_ENDPOINT="http://127.0.0.1:%d/{account}" % origins.free_port())
+    dead = dict(env, BLOBCACHE_AZURE_ENDPOINT="http://127.0.0.1:%d/{account}" % origins.free_port(),
+                BLOBCACHE_LOG="info")
     run = run_loader(dead, [origin.uri(f) for f in model.files], model.dir)
     assert run["error"] is None, run.describe()
     s = run["sessions"][0]
@@ -64,6 +65,12 @@ def test_warm_with_the_command_then_the_streamer_loads_with_the_origin_unreachab
     warnings = [ln for ln in run.stderr.splitlines() if "origin is unreachable" in ln]
     assert len(warnings) == 1, run.stderr[-3000:]
     assert "from the cache" in warnings[0]
+    # The library's own report: its counters as JSON, and one summary line at shutdown.
+    assert "origin_wait_ms" in s["stats"] and s["stats"]["hits"] > 0, s["stats"]
+    summary = [ln for ln in run.stderr.splitlines() if ln.startswith("blobcache: info: shutdown: ")]
+    assert len(summary) == 1, run.stderr[-3000:]
+    for field in ("hits=", "misses=0", "bytes_from_cache=", "bytes_from_origin=0", "origin_wait="):
+        assert field in summary[0], summary[0]
     record_time(origin.name, "streamer load, origin unreachable (after warm)", s["seconds"], model.tensor_bytes)
 
     # What every process counted, kept on disk: the warm runs and the load.
