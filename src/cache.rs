@@ -27,7 +27,7 @@ use crate::names::BlobKey;
 use crate::origin::{self, directory::DirectoryOrigin, ObjectInfo, Origin};
 use crate::pool::{Pool, Ticket};
 use crate::stats::{Snapshot, Stats};
-use crate::store::{evict, Block, Store, VersionDir};
+use crate::store::{counters, evict, Block, Store, VersionDir};
 
 const SHARDS: usize = 64;
 /// How often an entry's last-use time is written to disk, at most.
@@ -81,6 +81,8 @@ struct Inner {
     hasher: std::collections::hash_map::RandomState,
     pool: Pool,
     stats: Stats,
+    /// What of `stats` was already added to the store's counters file.
+    persisted: counters::Flusher,
     stopped: AtomicBool,
     cap: u64,
     usage: AtomicU64,
@@ -161,6 +163,7 @@ impl Cache {
             hasher: Default::default(),
             pool,
             stats: Stats::default(),
+            persisted: counters::Flusher::default(),
             stopped: AtomicBool::new(false),
             cap,
             usage: AtomicU64::new(usage),
@@ -268,6 +271,7 @@ impl Cache {
         if let Some(h) = self.janitor.locked().take() {
             let _ = h.join();
         }
+        inner.flush_stats();
         for shard in inner.entries.iter() {
             shard.write_locked().clear();
         }
@@ -289,7 +293,13 @@ impl Inner {
         if let Some(e) = self.shard(key).read_locked().get(key) {
             return Ok(e.clone());
         }
-        let entry = Arc::new(self.open_entry(key)?);
+        // The version check of a first access waits on the origin too.
+        let t0 = Instant::now();
+        let entry = self.open_entry(key);
+        self.stats
+            .origin_wait_ns
+            .add(t0.elapsed().as_nanos() as u64);
+        let entry = Arc::new(entry?);
         let mut shard = self.shard(key).write_locked();
         Ok(shard.entry(key.clone()).or_insert(entry).clone())
     }
@@ -306,24 +316,27 @@ impl Inner {
                 }
             }
         } else {
-            match self.origin.stat(key) {
-                Ok(info) => (info, true),
-                Err(e) if e.kind() == ErrorKind::Origin => {
-                    match self.store.as_ref().and_then(|s| s.find_cached(key)) {
-                        Some(info) => {
-                            log::log_once(
-                                Level::Warn,
-                                &format!("offline:{key}"),
-                                &format!(
-                                    "the origin is unreachable ({e}); serving {key} from the cache without checking its version"
-                                ),
-                            );
-                            (info, false)
-                        }
-                        None => return Err(e),
-                    }
+            // With a cached version at hand, an origin that cannot be reached
+            // is not waited for: one connection attempt, then the cache.
+            let cached = self.store.as_ref().and_then(|s| s.find_cached(key));
+            let stat = match cached {
+                Some(_) => self.origin.stat_quick(key),
+                None => self.origin.stat(key),
+            };
+            match (stat, cached) {
+                (Ok(info), _) => (info, true),
+                (Err(e), Some(info)) if e.kind() == ErrorKind::Unreachable => {
+                    log::log_once_per_process(
+                        Level::Warn,
+                        &format!("unreachable:{}", key.account),
+                        &format!(
+                            "the origin is unreachable ({e}); serving account {}'s blobs from the cache without checking their versions",
+                            key.account
+                        ),
+                    );
+                    (info, false)
                 }
-                Err(e) => return Err(e),
+                (Err(e), _) => return Err(e),
             }
         };
         let dir = match &self.store {
@@ -669,6 +682,15 @@ impl Inner {
         }
     }
 
+    /// Adds this cache's counts since the last flush to the store's
+    /// counters file (the janitor's period, and at shutdown).
+    fn flush_stats(&self) {
+        if let Some(store) = &self.store {
+            self.persisted
+                .flush(store.root(), store.file_mode(), self.stats.snapshot());
+        }
+    }
+
     fn wake_janitor(&self) {
         let (m, cv) = &self.janitor_wake;
         *m.locked() = true;
@@ -691,6 +713,7 @@ impl Inner {
             if self.stopped.load(Ordering::Relaxed) {
                 return;
             }
+            self.flush_stats();
             let usage = evict::scan(store.root(), store.file_mode()).bytes;
             self.usage.store(usage, Ordering::Relaxed);
             if usage > self.cap {

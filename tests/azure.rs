@@ -634,7 +634,7 @@ fn an_unreachable_origin_with_nothing_cached_fails_quickly_with_a_clear_error() 
     let t0 = Instant::now();
     let e = read_all(&c, &k, 10).unwrap_err();
     let first = t0.elapsed();
-    assert_eq!(e.kind(), ErrorKind::Origin, "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
     let m = e.message();
     assert!(
         m.contains(&format!(
