@@ -902,7 +902,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// `<requests in flight>x<MiB per request>`, default `8x8,16x16`),
 /// `BENCH_BLOCKS` (library block sizes, default `16M`), `BENCH_THREADS`
 /// (library reader threads, default 8), `BENCH_WRAP` (a command prefix for
-/// the library runs, e.g. `perf record -g -o /tmp/cold.data --`).
+/// the library runs, e.g. `perf record -g -o /tmp/cold.data --`),
+/// `BENCH_CAT` (comma-separated `blobcache` executables to compare, e.g. a
+/// build from before a change; default: this build's).
 #[test]
 #[ignore]
 fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
@@ -920,6 +922,11 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
         .split(',')
         .map(String::from)
         .collect();
+    let exes: Vec<String> = std::env::var("BENCH_CAT")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(String::from).collect())
+        .unwrap_or_else(|| vec![env!("CARGO_BIN_EXE_blobcache").to_string()]);
     let wrap: Vec<String> = std::env::var("BENCH_WRAP")
         .unwrap_or_default()
         .split_whitespace()
@@ -997,11 +1004,10 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
     };
     // The `blobcache cat` command (the library's cache and fill path), cold,
     // into a fresh cache directory, `threads` readers of 8 MiB.
-    let library = |block: &str| -> Run {
+    let library = |exe: &str, block: &str| -> Run {
         let dir = TempDir::new("bench");
-        let exe = env!("CARGO_BIN_EXE_blobcache").to_string();
         let mut argv: Vec<String> = wrap.clone();
-        argv.push(exe);
+        argv.push(exe.to_string());
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
         cmd.env_clear();
@@ -1099,8 +1105,17 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
         .map(|(n, m)| format!("plain GETs, {n} in flight x {m} MiB"))
         .collect();
     names.push("AzureOrigin::read alone, 8 MiB".into());
-    for b in &blocks {
-        names.push(format!("blobcache cat, cold, {b} blocks"));
+    let mut library_variants = Vec::new();
+    for exe in &exes {
+        for b in &blocks {
+            let label = if exes.len() > 1 {
+                format!(" ({exe})")
+            } else {
+                String::new()
+            };
+            names.push(format!("blobcache cat, cold, {b} blocks{label}"));
+            library_variants.push((exe.clone(), b.clone()));
+        }
     }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); names.len()];
     eprintln!(
@@ -1116,7 +1131,8 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
             } else if v == plain_variants.len() {
                 origin_only()
             } else {
-                library(&blocks[v - plain_variants.len() - 1])
+                let (exe, block) = &library_variants[v - plain_variants.len() - 1];
+                library(exe, block)
             };
             eprintln!(
                 "round {}: {}: {:.2} s = {:.2} GiB/s; CPU/GiB: reader {:.2} s, Azurite {:.2} s",
@@ -1146,7 +1162,7 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
     }
     // Per round: each library variant against that round's best plain run.
     let p = plain_variants.len();
-    for (b, block) in blocks.iter().enumerate() {
+    for b in 0..library_variants.len() {
         let ratios: Vec<f64> = (0..rounds)
             .map(|i| {
                 let best = (0..p).map(|v| rate(&runs[v][i])).fold(0.0, f64::max);
@@ -1154,7 +1170,8 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
             })
             .collect();
         eprintln!(
-            "library ({block} blocks) / best plain, per round: median {:.2}x (min {:.2}x, max {:.2}x)",
+            "{} / best plain, per round: median {:.2}x (min {:.2}x, max {:.2}x)",
+            names[p + 1 + b],
             median(ratios.clone()),
             ratios.iter().cloned().fold(f64::INFINITY, f64::min),
             ratios.iter().cloned().fold(0.0, f64::max),
