@@ -41,20 +41,28 @@ fn disk_bytes(m: &std::fs::Metadata) -> u64 {
 pub fn scan(root: &Path, file_mode: u32) -> Usage {
     let mut usage = Usage::default();
     let blobs = root.join("blobs");
+    if !real_dir(&blobs) {
+        return usage;
+    }
     let Ok(prefixes) = std::fs::read_dir(&blobs) else {
         return usage;
     };
-    for p in prefixes.flatten() {
+    // Only real directories are entered: a symbolic link planted in the
+    // store must never lead the scan (which removes files) elsewhere.
+    for p in prefixes.flatten().filter(is_dir) {
         let Ok(keys) = std::fs::read_dir(p.path()) else {
             continue;
         };
-        for k in keys.flatten() {
+        for k in keys.flatten().filter(is_dir) {
             let Ok(versions) = std::fs::read_dir(k.path()) else {
                 continue;
             };
             let mut any = false;
             for v in versions.flatten() {
                 any = true;
+                if !is_dir(&v) {
+                    continue;
+                }
                 let vu = scan_version(&v.path(), file_mode, &mut usage.stale_tmp_removed);
                 usage.bytes += vu.bytes;
                 usage.versions.push(vu);
@@ -65,6 +73,15 @@ pub fn scan(root: &Path, file_mode: u32) -> Usage {
         }
     }
     usage
+}
+
+/// Whether a directory entry is a directory itself (not a link to one).
+fn is_dir(e: &std::fs::DirEntry) -> bool {
+    e.file_type().is_ok_and(|t| t.is_dir())
+}
+
+fn real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
 fn scan_version(path: &Path, file_mode: u32, stale: &mut u64) -> VersionUsage {

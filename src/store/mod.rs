@@ -76,6 +76,31 @@ pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
         .map_err(|e| io_error("cannot create cache directory", path, &e))
 }
 
+/// Creates the directories from `root` (which must exist) down to `path`,
+/// one level at a time, refusing a symlink at any level: a link planted
+/// inside the cache must not lead it to read or write elsewhere.
+pub fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<()> {
+    let rel = path.strip_prefix(root).map_err(|_| {
+        Error::internal(format!(
+            "{} is not below {}",
+            path.display(),
+            root.display()
+        ))
+    })?;
+    let mut p = root.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        match DirBuilder::new().mode(mode).create(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("cannot create cache directory", &p, &e)),
+        }
+        // Whether just created or already there, it must be a directory.
+        create_dir(&p, mode)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the store under `dir`.
     pub fn open(dir: &Path, block_size: u64, shared: bool, fsync: bool) -> Result<Store> {
@@ -135,7 +160,7 @@ impl Store {
         let key_dir = self.key_dir(key);
         let name = Self::version_name(info, self.block_size);
         let path = key_dir.join(&name);
-        create_dir(&path, self.dir_mode)?;
+        create_dirs_below(&self.root, &path, self.dir_mode)?;
         let meta = Meta {
             key: key.clone(),
             size: info.size,
