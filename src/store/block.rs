@@ -213,6 +213,7 @@ impl BlockWriter {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(|e| io_error("cannot create block file", &tmp, &e))?;
+        crate::store::set_file_mode(&file, mode);
         Ok(BlockWriter {
             file: Some(file),
             tmp,

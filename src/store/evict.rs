@@ -145,6 +145,9 @@ pub fn try_evict_lock(root: &Path, file_mode: u32) -> Option<EvictGuard> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(root.join("evict.lock"))
         .ok()?;
+    if file_mode & 0o070 != 0 {
+        crate::store::set_file_mode(&file, file_mode);
+    }
     // SAFETY: flock on a descriptor we own; no memory is passed.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     (rc == 0).then_some(EvictGuard { _file: file })
