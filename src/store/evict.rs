@@ -75,6 +75,17 @@ pub fn scan(root: &Path, file_mode: u32) -> Usage {
     usage
 }
 
+/// A temporary `meta` file this old has no writer left (writing one takes
+/// microseconds).
+const STALE_META_TMP: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn older_than(m: &std::fs::Metadata, age: std::time::Duration) -> bool {
+    m.modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a > age)
+}
+
 /// Whether a directory entry is a directory itself (not a link to one).
 fn is_dir(e: &std::fs::DirEntry) -> bool {
     e.file_type().is_ok_and(|t| t.is_dir())
@@ -117,6 +128,12 @@ fn scan_version(path: &Path, file_mode: u32, stale: &mut u64) -> VersionUsage {
                 *stale += 1;
             } else {
                 vu.bytes += bytes;
+            }
+        } else if name.starts_with(".meta.") && older_than(&m, STALE_META_TMP) {
+            // A `meta` being written (write_atomic) by a process that died
+            // between creating and renaming it.
+            if std::fs::remove_file(e.path()).is_ok() {
+                *stale += 1;
             }
         } else if name == "meta" {
             vu.last_use = m.modified().ok();
