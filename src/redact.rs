@@ -41,6 +41,22 @@ pub fn register_secret(secret: &str) {
     }
 }
 
+/// Registers the secret fields of an Azure connection string (its account
+/// key and SAS), not the others: the account name and endpoints belong in
+/// messages.
+pub fn register_connection_string_secrets(connection_string: &str) {
+    for part in connection_string.split(';') {
+        if let Some((name, val)) = part.split_once('=') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("AccountKey")
+                || name.eq_ignore_ascii_case("SharedAccessSignature")
+            {
+                register_secret(val);
+            }
+        }
+    }
+}
+
 fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .trim_start_matches('?')
@@ -164,6 +180,17 @@ mod tests {
         assert_eq!(
             m,
             "refused: Authorization SharedKey devstoreaccount1:<redacted> for /c/b; Bearer <redacted> failed"
+        );
+    }
+
+    #[test]
+    fn only_the_key_and_sas_of_a_connection_string_are_secrets() {
+        register_connection_string_secrets(
+            "DefaultEndpointsProtocol=https;AccountName=visibleaccount1;AccountKey=S2V5S2V5S2V5S2V5;EndpointSuffix=core.windows.net",
+        );
+        assert_eq!(
+            redact("account visibleaccount1 key S2V5S2V5S2V5S2V5"),
+            "account visibleaccount1 key <redacted>"
         );
     }
 
