@@ -90,9 +90,17 @@ fn run_case(proxy: &Proxy, blobs: &[Blob], c: &Case, test: &str) -> Outcome {
     if !c.succeed && o.correct > 0 {
         o.note("some reads succeeded although every request was faulted");
     }
+    let slowest = if c.succeed {
+        format!("slowest read {} ms", r.values["slowest_ok_ms"])
+    } else {
+        format!(
+            "slowest failure {} ms (bound {bound} ms)",
+            r.values["slowest_err_ms"]
+        )
+    };
     o.note(format!(
-        "slowest success {} ms, slowest failure {} ms (bound {bound} ms), threads {}, fds {}",
-        r.values["slowest_ok_ms"], r.values["slowest_err_ms"], r.values["threads"], r.values["fds"]
+        "BLOBCACHE_FETCH_TIMEOUT={} ms; {slowest}; threads before first read -> after shutdown {}, descriptors {}",
+        c.timeout_ms, r.values["threads"], r.values["fds"]
     ));
     report::record("network", c.name, &o, test);
     o
