@@ -107,8 +107,8 @@ struct Origin<'a> {
     block: u64,
 }
 
-/// Rounds of `procs` readers of one cold blob each, every reader killed at
-/// its own random moment within the time a cold fill takes; then a
+/// Rounds of `procs` readers of one cold blob each, every reader killed
+/// when the fill has published a random number of the blob's blocks; then a
 /// verification pass over every blob.
 fn kill_rounds(
     origin: &[Origin<'_>],
@@ -140,18 +140,34 @@ fn kill_rounds(
         let (mut mid_fill, mut tmp_seen, mut blocks_seen) = (0u64, 0usize, 0usize);
         for round in 1..=rounds {
             let uri = o.uri.replace("{round}", &round.to_string());
-            let mut kids: Vec<(Child, Duration)> = (0..procs)
+            // Each reader is killed when the fill has published a random
+            // fraction of the blob's blocks (or at a random moment within
+            // a cold fill's time, if the fill is slower to show progress).
+            let blocks = (size as u64).div_ceil(o.block);
+            let base = files_named(cache, |f| f.starts_with("b.")).len() as u64;
+            let mut kids: Vec<(Child, u64, Duration)> = (0..procs)
                 .map(|p| {
-                    let at = Duration::from_micros(rng.below(fill.as_micros() as u64));
                     let out = tmp.join(format!("out-{p}"));
-                    (cat(&uri, &env, &out).spawn().unwrap(), at)
+                    let at = Duration::from_micros(rng.below(fill.as_micros() as u64));
+                    (
+                        cat(&uri, &env, &out).spawn().unwrap(),
+                        rng.below(blocks),
+                        at,
+                    )
                 })
                 .collect();
+            kids.sort_by_key(|(_, target, _)| *target);
             let t0 = Instant::now();
-            kids.sort_by_key(|(_, at)| *at);
-            for (kid, at) in &mut kids {
-                if let Some(left) = at.checked_sub(t0.elapsed()) {
-                    std::thread::sleep(left);
+            for (kid, target, at) in &mut kids {
+                loop {
+                    let published = files_named(cache, |f| f.starts_with("b.")).len() as u64 - base;
+                    if published >= *target
+                        || t0.elapsed() >= 4 * *at + fill
+                        || kid.try_wait().unwrap().is_some()
+                    {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
                 }
                 if kid.try_wait().unwrap().is_none() {
                     mid_fill += 1;
