@@ -153,9 +153,12 @@ fn four_processes_of_32_threads_with_eviction_all_the_time_read_only_right_bytes
     sampler.join().unwrap();
     let peak = peak.load(Ordering::Relaxed);
     let cap = (CAP_MIB * MIB) as u64;
-    // Fills that passed their room check at the same moment can each add
-    // a block before the next eviction: at most one per fill worker.
-    let allowance = (PROCESSES * FETCH_CONCURRENCY * MIB) as u64;
+    // Each process checks room against its own count of the usage, which
+    // learns of the others' fills only when it scans the store (at an
+    // eviction, and every 5 s): after an eviction to 90 % of the cap, every
+    // process may fill the last 10 % itself, plus a block per fill worker
+    // in flight (docs/RELIABILITY.md, known limits).
+    let allowance = (PROCESSES * (CAP_MIB * MIB / 10 + FETCH_CONCURRENCY * MIB)) as u64;
     if peak > cap + allowance {
         o.other(format!(
             "disk usage peaked at {} MiB, cap {CAP_MIB} MiB",
@@ -163,12 +166,12 @@ fn four_processes_of_32_threads_with_eviction_all_the_time_read_only_right_bytes
         ));
     }
     o.note(format!(
-        "{secs} s, {PROCESSES} processes x {THREADS} threads, working set {} MiB, cap {CAP_MIB} MiB: {} MiB read and checked, peak usage {:.1} MiB ({} samples; bound cap + {} MiB in-flight fills)",
+        "{secs} s, {PROCESSES} processes x {THREADS} threads, working set {} MiB, cap {CAP_MIB} MiB: {} MiB read and checked, peak usage {:.1} MiB ({} samples; bound: cap + {:.1} MiB, i.e. per process 10 % of the cap and a block per fill worker)",
         working_set >> 20,
         total >> 20,
         peak as f64 / MIB as f64,
         samples.load(Ordering::Relaxed),
-        allowance >> 20
+        allowance as f64 / MIB as f64
     ));
     report::record(
         "soak",
