@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 
 echo "=== tools"
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked --quiet
+# The fuzz targets (fuzz/, scripts/fuzz) build with cargo-fuzz on nightly.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+rustup toolchain list | grep -q '^nightly' || { echo "install-test-deps: the nightly toolchain is missing (scripts/fuzz needs it)" >&2; exit 1; }
 apt=()
 command -v valgrind >/dev/null || apt+=(valgrind)
 command -v nm >/dev/null || apt+=(binutils)

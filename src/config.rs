@@ -306,13 +306,26 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         "m" | "min" => n * 60.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    // try_: a huge value ("1e30") is out of range, not a panic.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_huge_or_odd_timeout_is_refused_not_a_panic() {
+        for v in [
+            "111111111111111111111111111111",
+            "1e400",
+            "9999999999999999999999m",
+        ] {
+            let e = cfg(&[("BLOBCACHE_FETCH_TIMEOUT", v)]).unwrap_err();
+            assert!(e.message().contains("BLOBCACHE_FETCH_TIMEOUT"), "{e}");
+        }
+    }
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config> {
         let m: HashMap<String, String> = vars

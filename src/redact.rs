@@ -41,6 +41,22 @@ pub fn register_secret(secret: &str) {
     }
 }
 
+/// Registers the secret fields of an Azure connection string (its account
+/// key and SAS), not the others: the account name and endpoints belong in
+/// messages.
+pub fn register_connection_string_secrets(connection_string: &str) {
+    for part in connection_string.split(';') {
+        if let Some((name, val)) = part.split_once('=') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("AccountKey")
+                || name.eq_ignore_ascii_case("SharedAccessSignature")
+            {
+                register_secret(val);
+            }
+        }
+    }
+}
+
 fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .trim_start_matches('?')
@@ -72,13 +88,43 @@ fn percent_decode(s: &str) -> String {
 /// Returns `message` with every registered secret and every `sig=` value
 /// replaced by `<redacted>`.
 pub fn redact(message: &str) -> String {
-    let mut out = message.to_string();
+    // Authorization values first: a registered secret replaced inside one
+    // (an account name, say) would hide where its credential starts.
+    let out = redact_credential_after(message, "SharedKey ", true);
+    let mut out = redact_credential_after(&out, "Bearer ", false);
     for secret in SECRETS.load().as_deref().into_iter().flatten() {
         if out.contains(secret.as_str()) {
             out = out.replace(secret.as_str(), "<redacted>");
         }
     }
     redact_query_param(&out, "sig=")
+}
+
+/// Replaces the credential that follows `scheme` (an Authorization header's
+/// value echoed back by a server): up to the next whitespace, quote or `<`;
+/// for SharedKey only the signature after `account:`.
+fn redact_credential_after(message: &str, scheme: &str, after_colon: bool) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(pos) = rest.find(scheme) {
+        out.push_str(&rest[..pos + scheme.len()]);
+        rest = &rest[pos + scheme.len()..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '&' | ';' | ','))
+            .unwrap_or(rest.len());
+        let start = if after_colon {
+            rest[..end].find(':').map_or(end, |i| i + 1)
+        } else {
+            0
+        };
+        out.push_str(&rest[..start]);
+        if end > start {
+            out.push_str("<redacted>");
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn redact_query_param(message: &str, param: &str) -> String {
@@ -124,6 +170,28 @@ mod tests {
     fn sas_signature_is_registered_in_both_spellings() {
         register_secret("?sv=2022-11-02&ss=b&sig=AbCdEfGh%2BIjKl%3D");
         assert!(!redact("token AbCdEfGh+IjKl= seen").contains("AbCdEfGh+IjKl="));
+    }
+
+    #[test]
+    fn authorization_values_echoed_by_a_server_are_replaced() {
+        let m = redact(
+            "refused: Authorization SharedKey devstoreaccount1:6vhmotAbC+/9xyz= for /c/b; Bearer eyJ0.eyJ1.sig_x failed",
+        );
+        assert_eq!(
+            m,
+            "refused: Authorization SharedKey devstoreaccount1:<redacted> for /c/b; Bearer <redacted> failed"
+        );
+    }
+
+    #[test]
+    fn only_the_key_and_sas_of_a_connection_string_are_secrets() {
+        register_connection_string_secrets(
+            "DefaultEndpointsProtocol=https;AccountName=visibleaccount1;AccountKey=S2V5S2V5S2V5S2V5;EndpointSuffix=core.windows.net",
+        );
+        assert_eq!(
+            redact("account visibleaccount1 key S2V5S2V5S2V5S2V5"),
+            "account visibleaccount1 key <redacted>"
+        );
     }
 
     #[test]

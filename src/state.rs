@@ -152,11 +152,7 @@ fn register_secrets() {
         if let Ok(v) = std::env::var(var) {
             crate::redact::register_secret(&v);
             // Connection strings hold the key as one of their fields.
-            for part in v.split(';') {
-                if let Some((_, val)) = part.split_once('=') {
-                    crate::redact::register_secret(val);
-                }
-            }
+            crate::redact::register_connection_string_secrets(&v);
         }
     }
 }

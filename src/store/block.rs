@@ -134,10 +134,60 @@ fn map_block(dir: &Path, index: u64, len: u64, populate: bool) -> Result<Option<
     check_trailer(&map[len as usize..], len, index).map_err(|why| {
         Error::store(format!("cached block {} is damaged: {why}", path.display()))
     })?;
-    Ok(Some(Block {
+    let block = Block {
         map,
         len: len as usize,
-    }))
+    };
+    if written_before_boot(&meta) {
+        if !block.verify() {
+            return Err(Error::store(format!(
+                "cached block {} is damaged: its bytes do not match the SHA-256 recorded when it was filled (torn by a power cut?)",
+                path.display()
+            )));
+        }
+        // Checked in this boot: later opens may trust it. (futimens needs
+        // only ownership or write access, not a writable descriptor.)
+        // SAFETY: a descriptor we own; NULL times means "now".
+        unsafe { libc::futimens(file.as_raw_fd(), std::ptr::null()) };
+    }
+    Ok(Some(block))
+}
+
+/// Slack for clocks set late in boot: blocks written in the first minutes
+/// after boot are checked once more, which costs one hash and is harmless.
+const BOOT_SLACK_SECS: i64 = 300;
+
+/// Whether a published block was last written before the machine booted.
+///
+/// A block is written to a temporary file and published by rename; without
+/// `BLOBCACHE_FSYNC=1` its pages reach the disk when the kernel writes them
+/// back, in no particular order. A power cut can therefore leave a published
+/// block whose trailer is on disk but some of whose bytes are not (zeros or
+/// old contents). Such a block can only exist if it was written before the
+/// current boot: those are checked against their SHA-256 on first open
+/// (and then marked, by setting their mtime to now, as checked). Blocks
+/// written since boot are read through the page cache that holds exactly
+/// what was written. When the boot time is unknown every block is checked.
+fn written_before_boot(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match boot_time() {
+        Some(boot) => meta.mtime() < boot + BOOT_SLACK_SECS,
+        None => true,
+    }
+}
+
+/// The boot time in seconds since the epoch (`btime` of /proc/stat).
+fn boot_time() -> Option<i64> {
+    static BOOT: std::sync::OnceLock<Option<i64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -175,6 +225,7 @@ impl BlockWriter {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(|e| io_error("cannot create block file", &tmp, &e))?;
+        crate::store::set_file_mode(&file, mode);
         // Reserve the whole file up front: a full disk shows before any
         // byte is fetched, and writing into allocated space costs the
         // filesystem less than allocating page by page (ext4: about a
@@ -278,6 +329,32 @@ mod tests {
         d
     }
 
+    fn set_mtime(p: &Path, secs: i64) {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let t = libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        };
+        assert_eq!(
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) },
+            0
+        );
+    }
+
+    #[test]
+    fn a_block_from_before_the_boot_is_checked_once_and_then_trusted() {
+        let d = tempdir("boot");
+        let mut w = BlockWriter::create(&d, 0, 6, 0o600, false).unwrap();
+        w.write(b"intact").unwrap();
+        w.publish().unwrap();
+        let p = block_path(&d, 0);
+        set_mtime(&p, 1_000_000_000);
+        assert_eq!(open_block(&d, 0, 6).unwrap().unwrap().data(), b"intact");
+        // Checked: its mtime is now this boot's.
+        assert!(!written_before_boot(&std::fs::metadata(&p).unwrap()));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
     #[test]
     fn published_block_reads_back_and_verifies() {
         let d = tempdir("roundtrip");
@@ -327,6 +404,11 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         std::fs::write(&p, &bytes).unwrap();
         assert!(!open_block(&d, 1, 4).unwrap().unwrap().verify());
+        // The same block as a power cut would leave it, written before the
+        // boot: open_block checks its hash and refuses it.
+        set_mtime(&p, 1_000_000_000);
+        let e = open_block(&d, 1, 4).err().expect("a torn block is refused");
+        assert!(e.message().contains("do not match the SHA-256"), "{e}");
         // Flipped trailer byte → check mismatch.
         bytes[0] ^= 1;
         bytes[4 + 9] ^= 1;

@@ -41,20 +41,28 @@ fn disk_bytes(m: &std::fs::Metadata) -> u64 {
 pub fn scan(root: &Path, file_mode: u32) -> Usage {
     let mut usage = Usage::default();
     let blobs = root.join("blobs");
+    if !real_dir(&blobs) {
+        return usage;
+    }
     let Ok(prefixes) = std::fs::read_dir(&blobs) else {
         return usage;
     };
-    for p in prefixes.flatten() {
+    // Only real directories are entered: a symbolic link planted in the
+    // store must never lead the scan (which removes files) elsewhere.
+    for p in prefixes.flatten().filter(is_dir) {
         let Ok(keys) = std::fs::read_dir(p.path()) else {
             continue;
         };
-        for k in keys.flatten() {
+        for k in keys.flatten().filter(is_dir) {
             let Ok(versions) = std::fs::read_dir(k.path()) else {
                 continue;
             };
             let mut any = false;
             for v in versions.flatten() {
                 any = true;
+                if !is_dir(&v) {
+                    continue;
+                }
                 let vu = scan_version(&v.path(), file_mode, &mut usage.stale_tmp_removed);
                 usage.bytes += vu.bytes;
                 usage.versions.push(vu);
@@ -65,6 +73,26 @@ pub fn scan(root: &Path, file_mode: u32) -> Usage {
         }
     }
     usage
+}
+
+/// A temporary `meta` file this old has no writer left (writing one takes
+/// microseconds).
+const STALE_META_TMP: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn older_than(m: &std::fs::Metadata, age: std::time::Duration) -> bool {
+    m.modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a > age)
+}
+
+/// Whether a directory entry is a directory itself (not a link to one).
+fn is_dir(e: &std::fs::DirEntry) -> bool {
+    e.file_type().is_ok_and(|t| t.is_dir())
+}
+
+fn real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
 fn scan_version(path: &Path, file_mode: u32, stale: &mut u64) -> VersionUsage {
@@ -101,6 +129,12 @@ fn scan_version(path: &Path, file_mode: u32, stale: &mut u64) -> VersionUsage {
             } else {
                 vu.bytes += bytes;
             }
+        } else if name.starts_with(".meta.") && older_than(&m, STALE_META_TMP) {
+            // A `meta` being written (write_atomic) by a process that died
+            // between creating and renaming it.
+            if std::fs::remove_file(e.path()).is_ok() {
+                *stale += 1;
+            }
         } else if name == "meta" {
             vu.last_use = m.modified().ok();
             vu.bytes += bytes;
@@ -128,6 +162,9 @@ pub fn try_evict_lock(root: &Path, file_mode: u32) -> Option<EvictGuard> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(root.join("evict.lock"))
         .ok()?;
+    if file_mode & 0o070 != 0 {
+        crate::store::set_file_mode(&file, file_mode);
+    }
     // SAFETY: flock on a descriptor we own; no memory is passed.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     (rc == 0).then_some(EvictGuard { _file: file })

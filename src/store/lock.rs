@@ -70,7 +70,7 @@ fn ofd_lock(file: &File, index: u64, wait: bool) -> std::io::Result<bool> {
 }
 
 fn open_lock_file(path: &Path, mode: u32) -> Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -78,7 +78,12 @@ fn open_lock_file(path: &Path, mode: u32) -> Result<File> {
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| io_error("cannot open lock file", path, &e))
+        .map_err(|e| io_error("cannot open lock file", path, &e))?;
+    if mode & 0o070 != 0 {
+        // Shared cache: group members must be able to open it for writing.
+        crate::store::set_file_mode(&f, mode);
+    }
+    Ok(f)
 }
 
 /// Takes the lock on block `index`, waiting for a holder in another thread or

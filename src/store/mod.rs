@@ -76,7 +76,49 @@ pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
         .recursive(true)
         .mode(mode)
         .create(path)
-        .map_err(|e| io_error("cannot create cache directory", path, &e))
+        .map_err(|e| io_error("cannot create cache directory", path, &e))?;
+    set_dir_mode(path, mode);
+    Ok(())
+}
+
+/// Gives a directory we created exactly `mode`: the umask (typically 022)
+/// would otherwise take the group's write bit from a shared cache.
+fn set_dir_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+/// Gives a file we opened exactly `mode`, whatever the umask (best effort:
+/// a lock file created by another user of a shared cache stays as it is).
+pub fn set_file_mode(file: &std::fs::File, mode: u32) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: fchmod on a descriptor we own; no memory is passed.
+    unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) };
+}
+
+/// Creates the directories from `root` (which must exist) down to `path`,
+/// one level at a time, refusing a symlink at any level: a link planted
+/// inside the cache must not lead it to read or write elsewhere.
+pub fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<()> {
+    let rel = path.strip_prefix(root).map_err(|_| {
+        Error::internal(format!(
+            "{} is not below {}",
+            path.display(),
+            root.display()
+        ))
+    })?;
+    let mut p = root.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        match DirBuilder::new().mode(mode).create(&p) {
+            Ok(()) => set_dir_mode(&p, mode),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("cannot create cache directory", &p, &e)),
+        }
+        // Whether just created or already there, it must be a directory.
+        create_dir(&p, mode)?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -138,7 +180,7 @@ impl Store {
         let key_dir = self.key_dir(key);
         let name = Self::version_name(info, self.block_size);
         let path = key_dir.join(&name);
-        create_dir(&path, self.dir_mode)?;
+        create_dirs_below(&self.root, &path, self.dir_mode)?;
         let meta = Meta {
             key: key.clone(),
             size: info.size,
@@ -306,6 +348,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
         .map_err(|e| io_error("cannot create", &tmp, &e))?;
+    set_file_mode(&f, mode);
     let res = f
         .write_all(bytes)
         .and_then(|_| std::fs::rename(&tmp, dir.join(name)));

@@ -9,7 +9,7 @@ pub mod proxy;
 // Temporary directories and deterministic contents are the fixture's, shared
 // with the other integration tests.
 #[path = "../fixture/mod.rs"]
-mod fixture;
+pub mod fixture;
 #[allow(unused_imports)]
 pub use fixture::Fixture;
 pub use fixture::{bytes, TempDir};

@@ -26,6 +26,17 @@ pub enum Fault {
     /// Forward; pass the head and `after` body bytes, report that through
     /// the gate, wait until the gate opens, then close.
     PauseBody { after: usize, gate: Gate },
+    /// Forward; pass the head and `after` body bytes, then reset the
+    /// connection (RST, not FIN).
+    Reset { after: usize },
+    /// Forward, passing the body `chunk` bytes at a time with `every`
+    /// between chunks.
+    Trickle { chunk: usize, every: Duration },
+    /// Answer with this status, echoing the request's head (its target with
+    /// any query string, and every header, Authorization included) in the
+    /// error body's message and in a header, as a careless or hostile
+    /// server might; not forwarded.
+    Reflect { code: u16 },
 }
 
 /// Lets a test act while the proxy holds a response mid-body.
@@ -71,9 +82,17 @@ pub struct Seen {
     pub authorization: Option<String>,
 }
 
+/// A method, the faults applied in turn, and the next one's index.
+type Rule = (String, Vec<Option<Fault>>, usize);
+
 struct State {
     upstream: u16,
     faults: Mutex<VecDeque<(String, Fault)>>,
+    /// Per method: faults applied in turn, round and round, to requests
+    /// that no queued fault claims (`None`: pass the request untouched).
+    rules: Mutex<Vec<Rule>>,
+    /// Full Authorization values of the requests a Reflect fault echoed.
+    reflected: Mutex<Vec<String>>,
     ranged_gets: AtomicUsize,
     requests: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
@@ -93,6 +112,8 @@ impl Proxy {
         let state = Arc::new(State {
             upstream,
             faults: Mutex::new(VecDeque::new()),
+            rules: Mutex::new(Vec::new()),
+            reflected: Mutex::new(Vec::new()),
             ranged_gets: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
@@ -126,6 +147,21 @@ impl Proxy {
             .lock()
             .unwrap()
             .push_back((method.to_string(), fault));
+    }
+
+    /// Applies `cycle` in turn to every later request with this method
+    /// that no queued fault claims (replacing an earlier rule).
+    pub fn rule(&self, method: &str, cycle: Vec<Option<Fault>>) {
+        let mut r = self.state.rules.lock().unwrap();
+        r.retain(|(m, _, _)| m != method);
+        if !cycle.is_empty() {
+            r.push((method.to_string(), cycle, 0));
+        }
+    }
+
+    /// The Authorization values of requests answered by a Reflect fault.
+    pub fn reflected_authorizations(&self) -> Vec<String> {
+        self.state.reflected.lock().unwrap().clone()
     }
 
     /// GET requests that carried a Range header.
@@ -226,7 +262,13 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
         let fault = {
             let mut q = st.faults.lock().unwrap();
             let i = q.iter().position(|(m, _)| *m == method);
-            i.and_then(|i| q.remove(i)).map(|(_, f)| f)
+            i.and_then(|i| q.remove(i)).map(|(_, f)| f).or_else(|| {
+                let mut rules = st.rules.lock().unwrap();
+                let (_, cycle, next) = rules.iter_mut().find(|(m, _, _)| *m == method)?;
+                let f = cycle[*next % cycle.len()].clone();
+                *next += 1;
+                f
+            })
         };
         let mut seen = Seen {
             method: method.clone(),
@@ -241,6 +283,15 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
                 seen.status = *code;
                 st.seen.lock().unwrap().push(seen);
                 to_client.write_all(&error_answer(*code, *retry_after, id, method != "HEAD"))?;
+                continue;
+            }
+            Some(Fault::Reflect { code }) => {
+                seen.status = *code;
+                st.seen.lock().unwrap().push(seen);
+                if let Some(a) = header(&text, "authorization") {
+                    st.reflected.lock().unwrap().push(a.to_string());
+                }
+                to_client.write_all(&reflect_answer(*code, &text, method != "HEAD"))?;
                 continue;
             }
             Some(Fault::StallHead { stall }) => {
@@ -273,13 +324,31 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
             let after = match &fault {
                 Some(Fault::CutBody { after })
                 | Some(Fault::StallBody { after, .. })
-                | Some(Fault::PauseBody { after, .. }) => (*after).min(len),
+                | Some(Fault::PauseBody { after, .. })
+                | Some(Fault::Reset { after }) => (*after).min(len),
                 _ => len,
             };
+            if let Some(Fault::Trickle { chunk, every }) = &fault {
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min((*chunk).max(1));
+                    copy_exact(from_up, &mut to_client, n)?;
+                    to_client.flush()?;
+                    left -= n;
+                    if left > 0 {
+                        std::thread::sleep(*every);
+                    }
+                }
+                continue;
+            }
             copy_exact(from_up, &mut to_client, after)?;
             to_client.flush()?;
             match fault {
                 Some(Fault::CutBody { .. }) => return Ok(()),
+                Some(Fault::Reset { .. }) => {
+                    reset(&to_client);
+                    return Ok(());
+                }
                 Some(Fault::StallBody { stall, .. }) => {
                     std::thread::sleep(stall);
                     return Ok(());
@@ -317,6 +386,56 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Makes the coming close send RST instead of FIN (SO_LINGER of 0).
+fn reset(s: &TcpStream) {
+    use std::os::unix::io::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid linger struct for the socket we own.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// An Azure-style error whose message, error detail and a header echo the
+/// request: its Authorization value and target (with any SAS query) first,
+/// then the whole head.
+fn reflect_answer(code: u16, request_head: &str, with_body: bool) -> Vec<u8> {
+    let target = request_head.split_whitespace().nth(1).unwrap_or("");
+    let auth = header(request_head, "authorization").unwrap_or("none");
+    let echoed = request_head.trim_end().replace("\r\n", " | ");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code><Message>Authorization {} for {} refused; request was {}\nRequestId:reflect</Message><AuthenticationErrorDetail>{}</AuthenticationErrorDetail></Error>",
+        esc(auth),
+        esc(target),
+        esc(&echoed),
+        esc(&echoed)
+    );
+    let mut out = format!(
+        "HTTP/1.1 {code} Reflected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nx-ms-request-id: reflect {auth}\r\nx-ms-error-code: AuthenticationFailed {auth}\r\nx-echo: {}\r\n\r\n",
+        body.len(),
+        echoed.replace(['\r', '\n'], " ")
+    )
+    .into_bytes();
+    if with_body {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
 }
 
 fn copy_exact(from: &mut impl Read, to: &mut impl Write, n: usize) -> io::Result<()> {

@@ -128,11 +128,7 @@ impl AzureEnv {
         for name in SECRET_VARS {
             if let Some(v) = self.get(name) {
                 crate::redact::register_secret(v);
-                for part in v.split(';') {
-                    if let Some((_, val)) = part.split_once('=') {
-                        crate::redact::register_secret(val);
-                    }
-                }
+                crate::redact::register_connection_string_secrets(v);
             }
         }
     }
