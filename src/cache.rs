@@ -178,7 +178,14 @@ struct Inner {
     persisted: counters::Flusher,
     stopped: AtomicBool,
     cap: u64,
+    /// This process's view of the store's size: the last scan plus what
+    /// this process added since.
     usage: AtomicU64,
+    /// What this process added since its last scan. Other processes' blocks
+    /// show only in a scan, so a process rescans after adding a tenth of
+    /// the cap: the store then stays under the cap plus, per process, a
+    /// tenth of it and the fills in flight.
+    added_since_scan: AtomicU64,
     janitor_wake: (Mutex<bool>, Condvar),
 }
 
@@ -260,6 +267,7 @@ impl Cache {
             stopped: AtomicBool::new(false),
             cap,
             usage: AtomicU64::new(usage),
+            added_since_scan: AtomicU64::new(0),
             janitor_wake: (Mutex::new(false), Condvar::new()),
             config,
         });
@@ -734,6 +742,7 @@ impl Inner {
         self.stats.blocks_fetched.add(1);
         self.stats.bytes_from_origin.add(len);
         let _ = entry.blocks[index as usize].set(block);
+        self.added_since_scan.fetch_add(len, Ordering::Relaxed);
         let usage = self.usage.fetch_add(len, Ordering::Relaxed) + len;
         if usage > self.cap {
             self.wake_janitor();
@@ -749,8 +758,18 @@ impl Inner {
                 self.cap
             )));
         }
-        if self.usage.load(Ordering::Relaxed) + len <= self.cap {
+        let fits = |usage: u64| usage + len <= self.cap;
+        let recent = self.added_since_scan.load(Ordering::Relaxed) + len <= self.cap / 10;
+        if fits(self.usage.load(Ordering::Relaxed)) && recent {
             return Ok(());
+        }
+        if let Some(store) = self.store.as_ref().filter(|_| !recent) {
+            // Added a tenth of the cap since the last look: look again
+            // (other processes fill the same store).
+            self.note_scan(evict::scan(store.root(), store.file_mode()).bytes);
+            if fits(self.usage.load(Ordering::Relaxed)) {
+                return Ok(());
+            }
         }
         let report = self.evict(Some(&dir.path));
         if report.after + len > self.cap {
@@ -779,7 +798,7 @@ impl Inner {
                 }
             }
         };
-        self.usage.store(report.after, Ordering::Relaxed);
+        self.note_scan(report.after);
         if report.blocks_removed > 0 {
             self.stats.blocks_evicted.add(report.blocks_removed);
             log::debug!(
@@ -792,6 +811,12 @@ impl Inner {
             self.forget_removed_blocks();
         }
         report
+    }
+
+    /// Records the store's size as a scan just found it.
+    fn note_scan(&self, usage: u64) {
+        self.usage.store(usage, Ordering::Relaxed);
+        self.added_since_scan.store(0, Ordering::Relaxed);
     }
 
     /// Drops entries that hold mappings of blocks no longer on disk, so
@@ -841,7 +866,7 @@ impl Inner {
             }
             self.flush_stats();
             let usage = evict::scan(store.root(), store.file_mode()).bytes;
-            self.usage.store(usage, Ordering::Relaxed);
+            self.note_scan(usage);
             if usage > self.cap {
                 self.evict(None);
             }

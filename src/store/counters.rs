@@ -119,6 +119,9 @@ fn lock(root: &Path, file_mode: u32) -> Result<Locked> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| io_error("cannot open", &path, &e))?;
+    // Exactly the cache's file mode, whatever the umask (a group-shared
+    // cache needs 0660).
+    crate::store::set_file_mode(&file, file_mode);
     let start = Instant::now();
     loop {
         // SAFETY: flock on a descriptor we own; no memory is passed.
