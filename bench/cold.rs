@@ -31,12 +31,7 @@ pub fn run(args: &Args) -> String {
     let big = args.num("--rss-mib", 2048) << 20;
     let reps = args.num("--reps", 5);
     let lib = args.req("--lib");
-    let levels: Vec<usize> = args
-        .str("--concurrency")
-        .unwrap_or_else(|| "4,8,16".into())
-        .split(',')
-        .map(|s| s.parse().expect("--concurrency takes numbers"))
-        .collect();
+    let levels = levels(args);
 
     let az = Azurite::start();
     az.create_container(CONTAINER);
@@ -86,12 +81,13 @@ pub fn run(args: &Args) -> String {
     }
 
     // Item 5.
+    let url = format!("{}/{CONTAINER}/model.bin", az.endpoint());
     let mut plain: Vec<Vec<f64>> = vec![vec![]; levels.len()];
     let (mut ours, mut ratio) = (vec![], vec![]);
     for _ in 0..reps {
         let mut best: f64 = 0.0;
         for (i, &c) in levels.iter().enumerate() {
-            let gbs = size as f64 / plain_download(&az, "model.bin", size, c) / 1e9;
+            let gbs = size as f64 / plain_download(&url, None, size, c) / 1e9;
             plain[i].push(gbs);
             best = best.max(gbs);
         }
@@ -210,27 +206,60 @@ fn range_len(r: &str, size: u64) -> u64 {
     (b + 1).saturating_sub(a)
 }
 
-/// Downloads the blob with `concurrency` parallel 8 MiB ranged GETs into
-/// memory (each task reusing one buffer); returns seconds.
-fn plain_download(az: &Azurite, blob: &str, size: usize, concurrency: usize) -> f64 {
+fn levels(args: &Args) -> Vec<usize> {
+    args.str("--concurrency")
+        .unwrap_or_else(|| "4,8,16".into())
+        .split(',')
+        .map(|s| s.parse().expect("--concurrency takes numbers"))
+        .collect()
+}
+
+/// `bench plain`: one plain download of a blob of the emulator's account at
+/// each concurrency level, from `--url` (http or https; `--ca` a PEM file to
+/// trust for https). For the streamer measurements' TLS comparison.
+pub fn plain(args: &Args) -> String {
+    let size = args.num("--size", 0);
+    let ca = args
+        .str("--ca")
+        .map(|p| std::fs::read(p).expect("the CA file"));
+    let mut j = Json::default();
+    let mut best: f64 = 0.0;
+    for c in levels(args) {
+        let gbs = size as f64 / plain_download(&args.req("--url"), ca.as_deref(), size, c) / 1e9;
+        best = best.max(gbs);
+        j = j.num(&c.to_string(), gbs);
+    }
+    Json::default()
+        .raw("gbs", j.done())
+        .num("best_gbs", best)
+        .done()
+}
+
+/// Downloads the blob at `url` with `concurrency` parallel 8 MiB ranged GETs
+/// into memory (each task reusing one buffer), signed with the emulator's
+/// key; returns seconds.
+fn plain_download(url: &str, ca: Option<&[u8]>, size: usize, concurrency: usize) -> f64 {
     const CHUNK: usize = 8 << 20;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let url = format!("{}/{CONTAINER}/{blob}", az.endpoint());
     let cred = Arc::new(AzureCredential::AccessKey(
         AzureAccessKey::try_new(KEY).unwrap(),
     ));
+    let mut builder = reqwest::Client::builder().http1_only();
+    if let Some(pem) = ca {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap());
+    }
+    let client = builder.build().unwrap();
     rt.block_on(async {
-        let client = reqwest::Client::builder().http1_only().build().unwrap();
         let next = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
                 let (client, next, url, cred) =
-                    (client.clone(), next.clone(), url.clone(), cred.clone());
+                    (client.clone(), next.clone(), url.to_string(), cred.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::with_capacity(CHUNK);
                     loop {

@@ -122,26 +122,35 @@ pub fn run(args: &Args) -> String {
     let mut small = Json::default();
     for len in [8usize, 4096] {
         let (mut ours, mut theirs) = (vec![], vec![]);
-        let mut rates: Vec<Vec<f64>> = vec![vec![]; 3];
+        // rates[p][i]: provider p (ours, pread) with 1, 2 and 8 threads.
+        let mut rates: Vec<Vec<Vec<f64>>> = vec![vec![vec![]; 3]; 2];
         for _ in 0..reps {
             ours.push(1e6 / small_rate(&lib, &smalls, 1, len, small_calls));
             theirs.push(1e6 / small_rate(&pread, &smalls, 1, len, small_calls));
             for (i, t) in [1usize, 2, 8].into_iter().enumerate() {
-                rates[i].push(small_rate(&lib, &smalls, t, len, small_calls));
+                rates[0][i].push(small_rate(&lib, &smalls, t, len, small_calls));
+                rates[1][i].push(small_rate(&pread, &smalls, t, len, small_calls));
             }
         }
-        let scale =
-            |i: usize| -> Vec<f64> { rates[i].iter().zip(&rates[0]).map(|(x, y)| x / y).collect() };
+        let scale = |p: usize, i: usize| -> Vec<f64> {
+            rates[p][i]
+                .iter()
+                .zip(&rates[p][0])
+                .map(|(x, y)| x / y)
+                .collect()
+        };
         small = small.raw(
             &len.to_string(),
             Json::default()
                 .sum("library_us", Summary::of(&ours))
                 .sum("pread_us", Summary::of(&theirs))
-                .sum("calls_per_s_1t", Summary::of(&rates[0]))
-                .sum("calls_per_s_2t", Summary::of(&rates[1]))
-                .sum("calls_per_s_8t", Summary::of(&rates[2]))
-                .sum("scaling_2t", Summary::of(&scale(1)))
-                .sum("scaling_8t", Summary::of(&scale(2)))
+                .sum("calls_per_s_1t", Summary::of(&rates[0][0]))
+                .sum("calls_per_s_2t", Summary::of(&rates[0][1]))
+                .sum("calls_per_s_8t", Summary::of(&rates[0][2]))
+                .sum("scaling_2t", Summary::of(&scale(0, 1)))
+                .sum("scaling_8t", Summary::of(&scale(0, 2)))
+                .sum("pread_scaling_2t", Summary::of(&scale(1, 1)))
+                .sum("pread_scaling_8t", Summary::of(&scale(1, 2)))
                 .done(),
         );
     }

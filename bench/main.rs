@@ -8,6 +8,8 @@
 //!   bench load --lib L --blob ACCOUNT/CONTAINER/BLOB --size BYTES [--threads N]
 //!       one host process loading one blob (spawned by `cold`)
 //!   bench dlopen-once L                                       (spawned by `footprint`)
+//!   bench plain --url URL [--ca PEM] --size BYTES [--concurrency 4,8,16]
+//!       plain parallel ranged GETs of one blob (used by bench/streamer.py)
 //!
 //! Every figure is measured against its baseline in the same run, the two
 //! interleaved (baseline, subject, baseline, subject, ...) so that load on
@@ -151,6 +153,7 @@ fn main() {
         "cold" => cold::run(&args),
         "footprint" => footprint::run(&args),
         "load" => load::run(&args),
+        "plain" => cold::plain(&args),
         "dlopen-once" => footprint::dlopen_once(&argv[1]),
         other => {
             eprintln!("unknown subcommand {other}");

@@ -12,7 +12,9 @@ Baseline and subject alternate (A B A B ...).
    were read just before, and the machine has far more memory than both).
 6: cold. The library (a fresh cache directory per load) filling from Azurite,
    against the streamer's own Azure client (no provider) reading the same
-   blobs from Azurite over HTTPS (see start_tls_azurite).
+   blobs from Azurite over HTTPS (see TlsAzurite). The library reads once
+   from a plain-HTTP Azurite holding the same blobs, and once from the HTTPS
+   one through bench/tls_proxy.py (like for like: both pay the emulator's TLS).
 
 Runs inside a network namespace with only loopback (bench/run sees to it).
 """
@@ -148,6 +150,23 @@ class TlsAzurite:
         return ["unshare", "-m", "--propagation", "private", "--", "sh", "-c",
                 f'mount --bind "{self.ca}" /etc/ssl/certs/ca-certificates.crt && exec "$@"', "_"]
 
+    def start_forwarder(self):
+        """bench/tls_proxy.py in front of this Azurite: plain HTTP in, TLS
+        out. Returns (process, port)."""
+        port = origins.free_port()
+        p = subprocess.Popen([sys.executable, str(REPO / "bench" / "tls_proxy.py"), str(port), str(self.port),
+                              str(self.ca)])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                __import__("socket").create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return p, port
+            except OSError:
+                if time.monotonic() > deadline or p.poll() is not None:
+                    p.kill()
+                    raise RuntimeError("bench/tls_proxy.py did not start")
+                time.sleep(0.05)
+
     def close(self):
         self.proc.terminate()
         self.proc.wait(10)
@@ -161,7 +180,13 @@ def summary(v):
     return {"median": med, "min": s[0], "max": s[-1], "n": n}
 
 
-def run(lib, work, mib, reps, log=print):
+def plain_best(bench_bin, url, size, ca=None):
+    """The best plain parallel-ranged-GET download rate (GB/s) of one blob."""
+    cmd = [bench_bin, "plain", "--url", url, "--size", str(size)] + (["--ca", str(ca)] if ca else [])
+    return json.loads(subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout)["best_gbs"]
+
+
+def run(lib, bench_bin, work, mib, reps, log=print):
     work = Path(work)
     model_dir = work / "model"
     files = write_model(model_dir, mib)
@@ -196,8 +221,10 @@ def run(lib, work, mib, reps, log=print):
     plain = origins.AzuriteOrigin(str(work / "azurite-http"), str(model_dir), files, str(REPO))
     secure = TlsAzurite(work, model_dir, files, tls)
     try:
+        forwarder, fport = secure.start_forwarder()
         direct_env = loader_env(**secure.streamer_env())
-        ours, theirs = [], []
+        ours, ours_tls, theirs, https, http = [], [], [], [], []
+        first, first_size = files[0], (model_dir / files[0]).stat().st_size
         for i in range(reps):
             t_direct, _, mapped = load(direct_env, uris, model_dir, warmup, wrap=secure.wrap())
             assert not mapped, f"the direct load mapped no provider: {mapped}"
@@ -206,11 +233,28 @@ def run(lib, work, mib, reps, log=print):
             t_lib, stats, _ = load(env, uris, model_dir, warmup)
             assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
             subprocess.run(["rm", "-rf", str(cache)], check=True)
+            env["BLOBCACHE_AZURE_ENDPOINT"] = "http://127.0.0.1:%d/{account}" % fport
+            t_tls, stats, _ = load(env, uris, model_dir, warmup)
+            assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
+            subprocess.run(["rm", "-rf", str(cache)], check=True)
+            ours_tls.append(total / t_tls / 1e9)
+            # What TLS costs this Azurite: the same plain download both ways.
+            http.append(plain_best(bench_bin, f"{plain.endpoint}/{origins.CONTAINER}/{first}", first_size))
+            https.append(plain_best(bench_bin, f"https://127.0.0.1:{secure.port}/{origins.ACCOUNT}/"
+                                    f"{origins.CONTAINER}/{first}", first_size, ca=secure.ca))
             theirs.append(total / t_direct / 1e9)
             ours.append(total / t_lib / 1e9)
-            log(f"item 6 rep {i + 1}: streamer direct (HTTPS) {t_direct:.3f} s, library cold (HTTP) {t_lib:.3f} s")
+            log(f"item 6 rep {i + 1}: streamer direct (HTTPS) {t_direct:.3f} s, library cold (HTTP) {t_lib:.3f} s, "
+                f"(HTTPS through bench/tls_proxy.py) {t_tls:.3f} s; "
+                f"plain GETs HTTP {http[-1]:.2f} GB/s, HTTPS {https[-1]:.2f} GB/s")
         out["item6"] = {"direct_gbs": summary(theirs), "library_gbs": summary(ours),
-                        "library_vs_direct": summary([a / b for a, b in zip(ours, theirs)])}
+                        "library_vs_direct": summary([a / b for a, b in zip(ours, theirs)]),
+                        "library_tls_gbs": summary(ours_tls),
+                        "library_tls_vs_direct": summary([a / b for a, b in zip(ours_tls, theirs)]),
+                        "plain_http_gbs": summary(http), "plain_https_gbs": summary(https),
+                        "plain_https_vs_http": summary([a / b for a, b in zip(https, http)])}
+        forwarder.kill()
+        forwarder.wait()
     finally:
         secure.close()
         plain.close()
@@ -222,8 +266,9 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
+    ap.add_argument("--bin", required=True, help="the bench program")
     ap.add_argument("--work", required=True)
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
-    print(json.dumps(run(a.lib, a.work, a.mib, a.reps, log=lambda m: print(m, file=sys.stderr))))
+    print(json.dumps(run(a.lib, a.bin, a.work, a.mib, a.reps, log=lambda m: print(m, file=sys.stderr))))
