@@ -26,13 +26,14 @@ ALLOWED_NEEDED = {"libc.so.6", "libm.so.6", "libgcc_s.so.1", "ld-linux-x86-64.so
 SIZES = {
     # name: (full, smoke)
     "hits_mib": (1024, 64),
-    "hits_reps": (7, 2),
+    "hits_reps": (15, 2),
     "small_calls": (1_000_000, 100_000),
     "cold_mib": (1024, 64),
     "rss_mib": (2048, 128),
     "cold_reps": (5, 1),
     "dlopen_reps": (51, 5),
     "model_mib": (1024, 64),
+    "warm_reps": (9, 1),
     "streamer_reps": (5, 1),
 }
 
@@ -210,7 +211,7 @@ same run, baseline and subject interleaved (A B A B ...). `bench/run --smoke` is
 - Sizes: warm hits over a {s['hits_mib']} MiB blob ({s['hits_reps']} repetitions, {s['small_calls']} small
   calls each); cold loads of a {s['cold_mib']} MiB blob ({s['cold_reps']} repetitions; items 7 and 8 at most 3);
   a {s['rss_mib']} MiB blob for item 8; the streamer's model is {s['model_mib']} MiB in 4 safetensors files
-  ({s['streamer_reps']} loads each way); dlopen {s['dlopen_reps']} times.
+  ({s['warm_reps']} loads each way warm, {s['streamer_reps']} cold); dlopen {s['dlopen_reps']} times.
 - Network: everything talks to Azurite on loopback inside a network namespace that has nothing else.
 
 {table(rs)}
@@ -293,7 +294,7 @@ def main():
                       "--reps", s["cold_reps"])
     with tempfile.TemporaryDirectory(prefix="blobcache-bench-") as work:
         t = time.monotonic()
-        r["streamer"] = streamer.run(a.lib, a.bin, work, s["model_mib"], s["streamer_reps"], log=log)
+        r["streamer"] = streamer.run(a.lib, a.bin, work, s["model_mib"], s["warm_reps"], s["streamer_reps"], log=log)
         log(f"streamer: {time.monotonic() - t:.0f} s")
     r["minutes"] = (time.monotonic() - t0) / 60
     r["load_after"] = loadavg()

@@ -186,7 +186,7 @@ def plain_best(bench_bin, url, size, ca=None):
     return json.loads(subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout)["best_gbs"]
 
 
-def run(lib, bench_bin, work, mib, reps, log=print):
+def run(lib, bench_bin, work, mib, warm_reps, reps, log=print):
     work = Path(work)
     model_dir = work / "model"
     files = write_model(model_dir, mib)
@@ -195,7 +195,7 @@ def run(lib, bench_bin, work, mib, reps, log=print):
     warmup = warmup_dir / write_model(warmup_dir, 4)[0]
     local = [model_dir / f for f in files]
     uris = [f"az://{origins.CONTAINER}/{f}" for f in files]
-    out = {"model_bytes": total, "files": len(files), "reps": reps}
+    out = {"model_bytes": total, "files": len(files), "warm_reps": warm_reps, "reps": reps}
 
     # Item 4: warm, library vs local directory.
     d = origins.DirectoryOrigin(str(work), str(model_dir), files)
@@ -206,7 +206,7 @@ def run(lib, bench_bin, work, mib, reps, log=print):
     assert stats and stats["misses"] > 0, f"the fill went through the library: {stats}"
     load(local_env, local, model_dir, warmup)  # the model files into the page cache
     ours, theirs = [], []
-    for i in range(reps):
+    for i in range(warm_reps):
         t_local = load(local_env, local, model_dir, warmup)[0]
         t_lib, stats, _ = load(lib_env, uris, model_dir, warmup)
         assert stats["misses"] == 0 and stats["hits"] > 0, f"a warm load is all hits: {stats}"
@@ -269,6 +269,7 @@ if __name__ == "__main__":
     ap.add_argument("--bin", required=True, help="the bench program")
     ap.add_argument("--work", required=True)
     ap.add_argument("--mib", type=int, default=1024)
+    ap.add_argument("--warm-reps", type=int, default=9)
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
-    print(json.dumps(run(a.lib, a.bin, a.work, a.mib, a.reps, log=lambda m: print(m, file=sys.stderr))))
+    print(json.dumps(run(a.lib, a.bin, a.work, a.mib, a.warm_reps, a.reps, log=lambda m: print(m, file=sys.stderr))))
