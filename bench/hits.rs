@@ -7,7 +7,7 @@
 //! same bytes, interleaved in every repetition. Small hits (8 B and 4 KiB)
 //! go to 8 blobs of 4 MiB, one per thread.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -82,12 +82,22 @@ pub fn run(args: &Args) -> String {
     // page cache may hold the block files in large folios, which a default
     // (4 KiB-page) heap buffer does not get, so memcpy is measured from both.
     let huge = Arc::new(HugeBuf::copy_of(&data));
+    let maps = Arc::new(map_blocks(&cache_dir, "model.bin", size));
+    let raw_mmap = {
+        let maps = maps.clone();
+        move |off: usize, buf: &mut [u8]| {
+            let (b, i) = (off / BLOCK as usize, off % BLOCK as usize);
+            buf.copy_from_slice(&maps[b][i..i + buf.len()])
+        }
+    };
     let mut large = Json::default();
     for threads in [1usize, 2] {
         let (mut mem, mut huge_mem, mut ours, mut theirs) = (vec![], vec![], vec![], vec![]);
+        let mut mapped = vec![];
         // One untimed pass each: page tables and mappings in place.
         sweep(threads, size, reader(&lib, &big));
         sweep(threads, size, reader(&pread, &big));
+        sweep(threads, size, raw_mmap.clone());
         for _ in 0..reps {
             mem.push(sweep(threads, size, {
                 let data = data.clone();
@@ -99,6 +109,7 @@ pub fn run(args: &Args) -> String {
             }));
             ours.push(sweep(threads, size, reader(&lib, &big)));
             theirs.push(sweep(threads, size, reader(&pread, &big)));
+            mapped.push(sweep(threads, size, raw_mmap.clone()));
         }
         let ratio =
             |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
@@ -115,6 +126,9 @@ pub fn run(args: &Args) -> String {
                 .sum("pread_gbs", Summary::of(&theirs))
                 .sum("library_vs_memcpy", Summary::of(&ratio(&ours, &mem)))
                 .sum("library_vs_pread", Summary::of(&ratio(&ours, &theirs)))
+                .sum("mmap_gbs", Summary::of(&mapped))
+                .sum("mmap_vs_pread", Summary::of(&ratio(&mapped, &theirs)))
+                .sum("library_vs_mmap", Summary::of(&ratio(&ours, &mapped)))
                 .done(),
         );
     }
@@ -178,6 +192,14 @@ fn check_whole(p: &Provider, blob: &Blob, want: &[u8]) {
 /// The pread provider's map line for one blob of the cache in `cache_dir`:
 /// its version directory is the one holding the published blocks.
 fn map_line(cache_dir: &Path, blob: &str, size: usize) -> String {
+    format!(
+        "{ACCOUNT}\t{CONTAINER}\t{blob}\t{size}\t{BLOCK}\t{}\n",
+        version_dir(cache_dir, blob).display()
+    )
+}
+
+/// The directory of a blob's published blocks in the cache.
+fn version_dir(cache_dir: &Path, blob: &str) -> PathBuf {
     let store = Store::open(cache_dir, BLOCK, false, false).unwrap();
     let key = BlobKey::new(ACCOUNT, CONTAINER, blob).unwrap();
     let versions: Vec<_> = std::fs::read_dir(store.key_dir(&key))
@@ -187,10 +209,21 @@ fn map_line(cache_dir: &Path, blob: &str, size: usize) -> String {
         .filter(|p| p.join("b.0").exists())
         .collect();
     assert_eq!(versions.len(), 1, "one cached version of {blob}");
-    format!(
-        "{ACCOUNT}\t{CONTAINER}\t{blob}\t{size}\t{BLOCK}\t{}\n",
-        versions[0].display()
-    )
+    versions[0].clone()
+}
+
+/// Every block file of a blob, mapped read-only: what a copy out of the
+/// cache costs with no library around it.
+fn map_blocks(cache_dir: &Path, blob: &str, size: usize) -> Vec<memmap2::Mmap> {
+    let dir = version_dir(cache_dir, blob);
+    (0..size.div_ceil(BLOCK as usize))
+        .map(|i| {
+            let f = std::fs::File::open(dir.join(format!("b.{i}"))).unwrap();
+            // SAFETY: published blocks are never modified or truncated
+            // (src/store/block.rs), so the mapping's bytes cannot change.
+            unsafe { memmap2::Mmap::map(&f) }.unwrap()
+        })
+        .collect()
 }
 
 fn reader(p: &Arc<Provider>, blob: &Blob) -> impl Fn(usize, &mut [u8]) + Send + Sync + Clone {
