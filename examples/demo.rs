@@ -2,10 +2,18 @@
 //! through the shared library, loaded the way the Run:ai streamer loads it
 //! (`dlopen(RTLD_NOW | RTLD_LOCAL)`, `dlsym`, never `dlclose`).
 //!
-//! Run it with `scripts/demo`, which builds the library and starts the origin.
+//! Run it with `scripts/demo`, which builds the library and writes the model.
 //! Environment: `DEMO_LIB` (path to libblobcache.so), `DEMO_ACCOUNT`,
-//! `DEMO_CONTAINER`, `DEMO_BLOBS` (comma-separated blob names), plus the
-//! library's own `BLOBCACHE_*` and Azure variables.
+//! `DEMO_CONTAINER`, `DEMO_BLOBS` (comma-separated `name:size`),
+//! `DEMO_SOURCE_DIR` (the model's files), plus the library's own
+//! `BLOBCACHE_*` and Azure variables. With `DEMO_ORIGIN=azurite` the demo
+//! starts Azurite on a free loopback port (the test suite's harness), uploads
+//! the files to it and points the library at it.
+
+// The Azurite harness of the Azure tests (starting the emulator, uploading).
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
 
 use std::ffi::{c_char, c_void, CString};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,6 +195,9 @@ fn main() {
         })
         .collect();
     let gb = |bytes: usize, secs: f64| bytes as f64 / secs / 1e9;
+    // Kept alive (running) until the end of main.
+    let _azurite = (std::env::var("DEMO_ORIGIN").as_deref() == Ok("azurite"))
+        .then(|| start_azurite(&account, &container, &blobs));
 
     let (n, cold, _) = load_model(&lib, &account, &container, &blobs, false);
     let cold_stats = stats(&lib);
@@ -217,6 +228,43 @@ fn main() {
         println!("every byte matches the source files");
     }
     println!("warm/cold speed-up: {:.1}x", cold / warm);
+}
+
+/// Starts Azurite, uploads the model's files to it, and points the library
+/// (configured from the environment at its first read) at it.
+fn start_azurite(
+    account: &str,
+    container: &str,
+    blobs: &[(String, usize)],
+) -> common::azurite::Azurite {
+    use common::azurite::{Azurite, ACCOUNT, KEY};
+    assert_eq!(
+        account, ACCOUNT,
+        "Azurite serves only its development account"
+    );
+    let dir = env("DEMO_SOURCE_DIR");
+    let az = Azurite::start();
+    az.create_container(container);
+    let t0 = Instant::now();
+    let mut total = 0;
+    for (name, size) in blobs {
+        let data = std::fs::read(std::path::Path::new(&dir).join(name)).unwrap();
+        assert_eq!(data.len(), *size, "{name}: size differs from DEMO_BLOBS");
+        az.put(container, name, &data);
+        total += size;
+    }
+    println!(
+        "origin: Azurite on 127.0.0.1:{} (uploaded {:.1} MiB in {:.1} s)",
+        az.port,
+        total as f64 / 1048576.0,
+        t0.elapsed().as_secs_f64()
+    );
+    // Still single-threaded here: nothing reads the environment concurrently.
+    std::env::set_var("BLOBCACHE_ORIGIN", "azure");
+    std::env::set_var("BLOBCACHE_AZURE_ENDPOINT", az.template());
+    std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT);
+    std::env::set_var("AZURE_STORAGE_ACCOUNT_KEY", KEY);
+    az
 }
 
 /// The digest `load_model` computes, over a local file.

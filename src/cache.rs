@@ -25,9 +25,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log::{self, Level};
 use crate::names::BlobKey;
 use crate::origin::{self, directory::DirectoryOrigin, ObjectInfo, Origin};
-use crate::pool::{Pool, Ticket};
+use crate::pool::Pool;
 use crate::stats::{Snapshot, Stats};
-use crate::store::{evict, Block, Store, VersionDir};
+use crate::store::{counters, evict, Block, Store, VersionDir};
 
 const SHARDS: usize = 64;
 /// How often an entry's last-use time is written to disk, at most.
@@ -41,7 +41,10 @@ pub struct Entry {
     pub info: ObjectInfo,
     dir: Option<VersionDir>,
     blocks: Box<[OnceLock<Block>]>,
-    queued_ahead: Box<[AtomicBool]>,
+    /// Fills of this entry's blocks running or queued in this process, by
+    /// block index: a second reader of a block waits for the first one's
+    /// fill instead of occupying a worker with a fill of its own.
+    flights: Mutex<HashMap<u64, Arc<Flight>>>,
     last_touch: AtomicU64,
     block_size: u64,
 }
@@ -70,6 +73,96 @@ impl Entry {
     }
 }
 
+/// One fill of one block in this process, waited for by every reader of
+/// the block. Jobs of two kinds may be queued for it (a readahead job, then a
+/// demand job when a reader needs the block before readahead got to it); the
+/// first to start runs the fill, the other finds it started and returns.
+#[derive(Default)]
+struct Flight {
+    started: AtomicBool,
+    /// The fill's result, and whether a readahead job ran it.
+    result: Mutex<Option<(Result<()>, bool)>>,
+    cv: Condvar,
+}
+
+impl Flight {
+    fn wait(&self) -> (Result<()>, bool) {
+        let mut g = self.result.locked();
+        while g.is_none() {
+            g = self.cv.wait_on(g);
+        }
+        g.clone().expect("checked above")
+    }
+}
+
+/// A queued job for a flight. Dropped without finishing it (the pool
+/// stopped before running it, or the fill panicked), it fails the flight
+/// unless another job started it, so no reader waits forever.
+struct FlightJob {
+    inner: Arc<Inner>,
+    entry: Arc<Entry>,
+    index: u64,
+    flight: Arc<Flight>,
+    ahead: bool,
+    /// This job won the flight and is running its fill.
+    running: bool,
+    finished: bool,
+}
+
+impl FlightJob {
+    fn run(mut self) -> Result<()> {
+        if self.flight.started.swap(true, Ordering::AcqRel) {
+            self.finished = true; // run (or running) by another job
+            return Ok(());
+        }
+        self.running = true;
+        let r = self.inner.fill_block(&self.entry, self.index);
+        match &r {
+            Ok(true) if self.ahead => self.inner.stats.readahead_blocks.add(1),
+            Err(e) if self.ahead => log::debug!(
+                "readahead of block {} of {} failed: {e}",
+                self.index,
+                self.entry.key
+            ),
+            _ => {}
+        }
+        let r = r.map(|_| ());
+        self.finish(r.clone());
+        r
+    }
+
+    fn finish(&mut self, r: Result<()>) {
+        self.finished = true;
+        {
+            let mut flights = self.entry.flights.locked();
+            if flights
+                .get(&self.index)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                flights.remove(&self.index);
+            }
+        }
+        *self.flight.result.locked() = Some((r, self.ahead));
+        self.flight.cv.notify_all();
+    }
+}
+
+impl Drop for FlightJob {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.running {
+            self.finish(Err(Error::internal("the fill of this block panicked")));
+        } else if !self.flight.started.swap(true, Ordering::AcqRel) {
+            self.finish(Err(Error::new(
+                ErrorKind::Shutdown,
+                "the library was shut down before this read could be filled",
+            )));
+        }
+    }
+}
+
 type Shard = RwLock<HashMap<BlobKey, Arc<Entry>>>;
 
 struct Inner {
@@ -81,6 +174,8 @@ struct Inner {
     hasher: std::collections::hash_map::RandomState,
     pool: Pool,
     stats: Stats,
+    /// What of `stats` was already added to the store's counters file.
+    persisted: counters::Flusher,
     stopped: AtomicBool,
     cap: u64,
     usage: AtomicU64,
@@ -161,6 +256,7 @@ impl Cache {
             hasher: Default::default(),
             pool,
             stats: Stats::default(),
+            persisted: counters::Flusher::default(),
             stopped: AtomicBool::new(false),
             cap,
             usage: AtomicU64::new(usage),
@@ -268,6 +364,7 @@ impl Cache {
         if let Some(h) = self.janitor.locked().take() {
             let _ = h.join();
         }
+        inner.flush_stats();
         for shard in inner.entries.iter() {
             shard.write_locked().clear();
         }
@@ -289,7 +386,13 @@ impl Inner {
         if let Some(e) = self.shard(key).read_locked().get(key) {
             return Ok(e.clone());
         }
-        let entry = Arc::new(self.open_entry(key)?);
+        // The version check of a first access waits on the origin too.
+        let t0 = Instant::now();
+        let entry = self.open_entry(key);
+        self.stats
+            .origin_wait_ns
+            .add(t0.elapsed().as_nanos() as u64);
+        let entry = Arc::new(entry?);
         let mut shard = self.shard(key).write_locked();
         Ok(shard.entry(key.clone()).or_insert(entry).clone())
     }
@@ -306,24 +409,27 @@ impl Inner {
                 }
             }
         } else {
-            match self.origin.stat(key) {
-                Ok(info) => (info, true),
-                Err(e) if e.kind() == ErrorKind::Origin => {
-                    match self.store.as_ref().and_then(|s| s.find_cached(key)) {
-                        Some(info) => {
-                            log::log_once(
-                                Level::Warn,
-                                &format!("offline:{key}"),
-                                &format!(
-                                    "the origin is unreachable ({e}); serving {key} from the cache without checking its version"
-                                ),
-                            );
-                            (info, false)
-                        }
-                        None => return Err(e),
-                    }
+            // With a cached version at hand, an origin that cannot be reached
+            // is not waited for: one connection attempt, then the cache.
+            let cached = self.store.as_ref().and_then(|s| s.find_cached(key));
+            let stat = match cached {
+                Some(_) => self.origin.stat_quick(key),
+                None => self.origin.stat(key),
+            };
+            match (stat, cached) {
+                (Ok(info), _) => (info, true),
+                (Err(e), Some(info)) if e.kind() == ErrorKind::Unreachable => {
+                    log::log_once_per_process(
+                        Level::Warn,
+                        &format!("unreachable:{}", key.account),
+                        &format!(
+                            "the origin is unreachable ({e}); serving account {}'s blobs from the cache without checking their versions",
+                            key.account
+                        ),
+                    );
+                    (info, false)
                 }
-                Err(e) => return Err(e),
+                (Err(e), _) => return Err(e),
             }
         };
         let dir = match &self.store {
@@ -346,7 +452,7 @@ impl Inner {
             info,
             dir,
             blocks: (0..n).map(|_| OnceLock::new()).collect(),
-            queued_ahead: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            flights: Mutex::new(HashMap::new()),
             last_touch: AtomicU64::new(now_secs()),
             block_size,
         })
@@ -479,7 +585,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Fills `indices` in parallel; returns one result per index.
+    /// Fills `indices` in parallel; returns one result per index. A block
+    /// already being filled in this process is waited for, not fetched
+    /// again; if a readahead fill of it failed, it is tried once more here.
     fn fill_each(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Vec<Result<()>> {
         if entry.dir.is_none() {
             let why = self
@@ -491,16 +599,59 @@ impl Inner {
                 .map(|_| Err(Error::store(why.clone())))
                 .collect();
         }
-        let tickets: Vec<Arc<Ticket>> = indices
+        let flights: Vec<Arc<Flight>> = indices
             .iter()
-            .map(|&i| {
-                let me = self.clone();
-                let e = entry.clone();
-                self.pool
-                    .demand(Box::new(move || me.fill_block(&e, i).map(|_| ())))
-            })
+            .map(|&i| self.join_flight(entry, i, false))
             .collect();
-        tickets.iter().map(|t| t.wait()).collect()
+        flights
+            .iter()
+            .zip(indices)
+            .map(|(f, &i)| match f.wait() {
+                (Err(e), true) if e.kind() != ErrorKind::Shutdown => {
+                    if entry.blocks[i as usize].get().is_some() {
+                        return Ok(());
+                    }
+                    self.join_flight(entry, i, false).wait().0
+                }
+                (r, _) => r,
+            })
+            .collect()
+    }
+
+    /// The flight filling block `index` of `entry`, queueing one (with a
+    /// job on the demand or readahead queue) when there is none. A demand
+    /// for a block whose readahead job has not started yet queues a demand
+    /// job for the same flight, so it does not wait behind readahead.
+    fn join_flight(self: &Arc<Self>, entry: &Arc<Entry>, index: u64, ahead: bool) -> Arc<Flight> {
+        let (flight, queue) = {
+            let mut flights = entry.flights.locked();
+            match flights.get(&index) {
+                Some(f) => (f.clone(), !ahead && !f.started.load(Ordering::Acquire)),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    flights.insert(index, f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if queue {
+            let job = FlightJob {
+                inner: self.clone(),
+                entry: entry.clone(),
+                index,
+                flight: flight.clone(),
+                ahead,
+                running: false,
+                finished: false,
+            };
+            if ahead {
+                self.pool.ahead(Box::new(move || job.run()));
+            } else {
+                // The flight carries the result; the pool's ticket is not needed.
+                let _ = self.pool.demand(Box::new(move || job.run()));
+            }
+        }
+        flight
     }
 
     fn fill(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Result<()> {
@@ -515,37 +666,25 @@ impl Inner {
         if n == 0 || entry.dir.is_none() || self.config.offline {
             return;
         }
-        // Sequential if the block before this read is already here: a
-        // stream moving forward (several streams may interleave).
-        let sequential = first > 0 && entry.blocks[(first - 1) as usize].get().is_some();
+        // Sequential if the block before this read is already here or being
+        // filled: a stream moving forward (several streams may interleave,
+        // as the streamer's readers of one file do).
+        let sequential = first > 0
+            && (entry.blocks[(first - 1) as usize].get().is_some()
+                || entry.flights.locked().contains_key(&(first - 1)));
         if !sequential && first != 0 {
             return;
         }
         let count = entry.block_count();
         for i in (last + 1)..(last + 1 + n).min(count) {
-            // Already here, or on disk (mapping it is cheap)?
-            if entry.block(i).is_some() {
+            // Already here, being filled, or on disk (mapping it is cheap)?
+            if entry.blocks[i as usize].get().is_some()
+                || entry.flights.locked().contains_key(&i)
+                || entry.block(i).is_some()
+            {
                 continue;
             }
-            if entry.queued_ahead[i as usize].swap(true, Ordering::Relaxed) {
-                continue;
-            }
-            let me = self.clone();
-            let e = entry.clone();
-            self.pool
-                .ahead(Box::new(move || match me.fill_block(&e, i) {
-                    Ok(fetched) => {
-                        if fetched {
-                            me.stats.readahead_blocks.add(1);
-                        }
-                        Ok(())
-                    }
-                    Err(err) => {
-                        e.queued_ahead[i as usize].store(false, Ordering::Relaxed);
-                        log::debug!("readahead of block {i} of {} failed: {err}", e.key);
-                        Err(err)
-                    }
-                }));
+            self.join_flight(entry, i, true);
         }
     }
 
@@ -669,6 +808,15 @@ impl Inner {
         }
     }
 
+    /// Adds this cache's counts since the last flush to the store's
+    /// counters file (the janitor's period, and at shutdown).
+    fn flush_stats(&self) {
+        if let Some(store) = &self.store {
+            self.persisted
+                .flush(store.root(), store.file_mode(), self.stats.snapshot());
+        }
+    }
+
     fn wake_janitor(&self) {
         let (m, cv) = &self.janitor_wake;
         *m.locked() = true;
@@ -691,6 +839,7 @@ impl Inner {
             if self.stopped.load(Ordering::Relaxed) {
                 return;
             }
+            self.flush_stats();
             let usage = evict::scan(store.root(), store.file_mode()).bytes;
             self.usage.store(usage, Ordering::Relaxed);
             if usage > self.cap {

@@ -33,6 +33,9 @@ pub enum ErrorKind {
     Shutdown = 9,
     /// A bug: a panic caught at the boundary, or an impossible state.
     Internal = 10,
+    /// The origin could not be reached at all (connection refused, DNS
+    /// failure, connect timeout): no answer, as opposed to an error answer.
+    Unreachable = 11,
 }
 
 impl ErrorKind {
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::Store => "cache store error",
             ErrorKind::Shutdown => "shut down",
             ErrorKind::Internal => "internal error",
+            ErrorKind::Unreachable => "origin unreachable",
         }
     }
 }

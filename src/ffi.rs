@@ -184,6 +184,14 @@ pub extern "C" fn shutdown() {
 /// NUL), or -1 if `buf` is NULL or too small, in which case nothing is
 /// written. Counters are zero before the first read and after `shutdown`.
 ///
+/// The object's members, all whole numbers: `hits` and `misses` (reads served
+/// entirely from the cache, and reads that needed the origin),
+/// `bytes_from_cache`, `bytes_from_origin`, `blocks_fetched`,
+/// `readahead_blocks`, `passthrough_reads` (reads served straight from the
+/// origin because the cache could not be used), `origin_errors`,
+/// `read_errors`, `origin_wait_ms` (time readers spent waiting on the
+/// origin) and `blocks_evicted`. Members may be added; none are removed.
+///
 /// # Safety
 /// `buf` must be NULL or point to `len` writable bytes.
 #[no_mangle]

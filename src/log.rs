@@ -44,6 +44,7 @@ impl Level {
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
 // Lock-free (copy on write), so a fork at any moment cannot leave it locked.
 static ONCE: ArcSwapOption<HashSet<String>> = ArcSwapOption::const_empty();
+static PROCESS_ONCE: ArcSwapOption<HashSet<String>> = ArcSwapOption::const_empty();
 
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
@@ -76,6 +77,23 @@ pub fn log_once(level: Level, key: &str, message: &str) {
     }
     let mut first = false;
     ONCE.rcu(|seen| {
+        let mut set = seen.as_deref().cloned().unwrap_or_default();
+        first = set.insert(key.to_string());
+        Some(Arc::new(set))
+    });
+    if first {
+        log(level, message);
+    }
+}
+
+/// Logs `message` only the first time `key` is seen in this process (not
+/// reset at shutdown).
+pub fn log_once_per_process(level: Level, key: &str, message: &str) {
+    if !enabled(level) {
+        return;
+    }
+    let mut first = false;
+    PROCESS_ONCE.rcu(|seen| {
         let mut set = seen.as_deref().cloned().unwrap_or_default();
         first = set.insert(key.to_string());
         Some(Arc::new(set))

@@ -108,6 +108,66 @@ impl Stats {
 }
 
 impl Snapshot {
+    /// Every counter with its name, in a fixed order (the on-disk and JSON
+    /// names; `origin_wait_ns` in nanoseconds).
+    pub fn fields(&self) -> [(&'static str, u64); 11] {
+        [
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("bytes_from_cache", self.bytes_from_cache),
+            ("bytes_from_origin", self.bytes_from_origin),
+            ("blocks_fetched", self.blocks_fetched),
+            ("readahead_blocks", self.readahead_blocks),
+            ("passthrough_reads", self.passthrough_reads),
+            ("origin_errors", self.origin_errors),
+            ("read_errors", self.read_errors),
+            ("origin_wait_ns", self.origin_wait_ns),
+            ("blocks_evicted", self.blocks_evicted),
+        ]
+    }
+
+    /// The counter called `name` (as in [`Snapshot::fields`]), if any.
+    pub fn field_mut(&mut self, name: &str) -> Option<&mut u64> {
+        Some(match name {
+            "hits" => &mut self.hits,
+            "misses" => &mut self.misses,
+            "bytes_from_cache" => &mut self.bytes_from_cache,
+            "bytes_from_origin" => &mut self.bytes_from_origin,
+            "blocks_fetched" => &mut self.blocks_fetched,
+            "readahead_blocks" => &mut self.readahead_blocks,
+            "passthrough_reads" => &mut self.passthrough_reads,
+            "origin_errors" => &mut self.origin_errors,
+            "read_errors" => &mut self.read_errors,
+            "origin_wait_ns" => &mut self.origin_wait_ns,
+            "blocks_evicted" => &mut self.blocks_evicted,
+            _ => return None,
+        })
+    }
+
+    /// Counter by counter: `self + other` (saturating).
+    pub fn plus(&self, other: &Snapshot) -> Snapshot {
+        let mut out = *self;
+        for (name, v) in other.fields() {
+            let f = out.field_mut(name).expect("every field has a name");
+            *f = f.saturating_add(v);
+        }
+        out
+    }
+
+    /// Counter by counter: `self - other` (saturating at zero).
+    pub fn minus(&self, other: &Snapshot) -> Snapshot {
+        let mut out = *self;
+        for (name, v) in other.fields() {
+            let f = out.field_mut(name).expect("every field has a name");
+            *f = f.saturating_sub(v);
+        }
+        out
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.fields().iter().all(|(_, v)| *v == 0)
+    }
+
     pub fn to_json(&self) -> String {
         format!(
             concat!(
@@ -147,6 +207,30 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_add_and_subtract_field_by_field() {
+        let a = Snapshot {
+            hits: 5,
+            origin_wait_ns: 7,
+            ..Default::default()
+        };
+        let b = Snapshot {
+            hits: 2,
+            blocks_evicted: 1,
+            ..Default::default()
+        };
+        let sum = a.plus(&b);
+        assert_eq!(
+            (sum.hits, sum.origin_wait_ns, sum.blocks_evicted),
+            (7, 7, 1)
+        );
+        assert_eq!(sum.minus(&b), a);
+        assert!(b.minus(&sum).is_zero());
+        let mut names: Vec<_> = a.fields().iter().map(|(n, _)| *n).collect();
+        names.dedup();
+        assert_eq!(names.len(), 11);
+    }
 
     #[test]
     fn counts_from_many_threads_add_up() {

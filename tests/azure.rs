@@ -71,6 +71,41 @@ fn cat_env(template: &str, dir: &Path, credential: (&str, String)) -> Vec<(&'sta
     ]
 }
 
+/// The streamer's own Azure client (curl) resolves `*.localhost` to
+/// loopback, so `AZURE_STORAGE_ENDPOINT_SUFFIX=blob.localhost:<port>` reaches
+/// an emulator on this machine; the library resolves those names the same
+/// way (the system resolver here does not), with Azurite's host-style URLs.
+#[test]
+fn a_host_style_endpoint_under_localhost_reaches_azurite() {
+    let az = Azurite::start();
+    az.create_container("models");
+    let data = bytes(21, (1 << 20) + 7);
+    az.put("models", "m.bin", &data);
+    let dir = TempDir::new("localhost");
+    let out = dir.path().join("out.bin");
+    let o = blobcache_cmd(
+        &[
+            (
+                "BLOBCACHE_DIR",
+                dir.path().join("cache").display().to_string(),
+            ),
+            (
+                "BLOBCACHE_AZURE_ENDPOINT",
+                format!("http://{{account}}.blob.localhost:{}", az.port),
+            ),
+            ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),
+        ],
+        &[
+            "cat",
+            "az://devstoreaccount1/models/m.bin",
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == data, "bytes differ");
+}
+
 #[test]
 fn cold_read_fills_the_cache_and_a_warm_read_is_served_with_azurite_stopped() {
     let mut az = Azurite::start();
@@ -634,7 +669,7 @@ fn an_unreachable_origin_with_nothing_cached_fails_quickly_with_a_clear_error() 
     let t0 = Instant::now();
     let e = read_all(&c, &k, 10).unwrap_err();
     let first = t0.elapsed();
-    assert_eq!(e.kind(), ErrorKind::Origin, "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
     let m = e.message();
     assert!(
         m.contains(&format!(
@@ -842,36 +877,118 @@ fn shutdown_cancels_a_request_in_flight_without_waiting_for_the_network() {
     assert_eq!(e.kind(), ErrorKind::Shutdown, "{e}");
 }
 
+/// CPU seconds (user + system) of this process, or of its waited-for
+/// children.
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: `ru` is plain data that getrusage fills.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(who, &mut ru) }, 0);
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU seconds (user + system, all threads) of another process.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory effects.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// One timed run: wall seconds, CPU seconds of the reader (this process or
+/// the `blobcache` child) and of Azurite.
+#[derive(Clone, Copy)]
+struct Run {
+    wall: f64,
+    cpu: f64,
+    azurite_cpu: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Cold-read throughput through the library versus a plain parallel ranged
-/// download of the same bytes from the same Azurite. Run with
-/// `cargo test --release --test azure -- --ignored --nocapture bench`
-/// (`BENCH_MIB`, default 1024, sets the blob size).
+/// download of the same bytes from the same Azurite, with the CPU time each
+/// side (reader, Azurite) spends per GiB. Run with
+/// `cargo test --release --test azure -- --ignored --nocapture bench`.
+///
+/// Variants run interleaved, in a rotating order, `BENCH_ROUNDS` times
+/// (default 5); the table gives medians with min and max, and the median of
+/// the per-round ratios library / best plain. Settings: `BENCH_MIB` (blob
+/// size, default 1024), `BENCH_PLAIN` (plain variants as
+/// `<requests in flight>x<MiB per request>`, default `8x8,16x16`),
+/// `BENCH_BLOCKS` (library block sizes, default `16M`), `BENCH_THREADS`
+/// (library reader threads, default 8), `BENCH_WRAP` (a command prefix for
+/// the library runs, e.g. `perf record -g -o /tmp/cold.data --`),
+/// `BENCH_CAT` (comma-separated `blobcache` executables to compare, e.g. a
+/// build from before a change; default: this build's).
 #[test]
 #[ignore]
 fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
-    let mib: usize = std::env::var("BENCH_MIB")
+    let mib: usize = env_or("BENCH_MIB", 1024);
+    let rounds: usize = env_or("BENCH_ROUNDS", 5);
+    let threads: usize = env_or("BENCH_THREADS", 8);
+    let plain_variants: Vec<(usize, usize)> = env_or("BENCH_PLAIN", "8x8,16x16".to_string())
+        .split(',')
+        .map(|v| {
+            let (n, m) = v.split_once('x').expect("BENCH_PLAIN: <n>x<MiB>");
+            (n.parse().unwrap(), m.parse().unwrap())
+        })
+        .collect();
+    let blocks: Vec<String> = env_or("BENCH_BLOCKS", "16M".to_string())
+        .split(',')
+        .map(String::from)
+        .collect();
+    let exes: Vec<String> = std::env::var("BENCH_CAT")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(String::from).collect())
+        .unwrap_or_else(|| vec![env!("CARGO_BIN_EXE_blobcache").to_string()]);
+    let wrap: Vec<String> = std::env::var("BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     let size = mib << 20;
     let az = Azurite::start();
+    let az_pid = az.pid().unwrap();
     az.create_container("bench");
     az.put("bench", "model.bin", &bytes(16, size));
-    let threads = 8;
-    let gib = |secs: f64| size as f64 / secs / (1u64 << 30) as f64;
+    let gib = size as f64 / (1u64 << 30) as f64;
 
-    let plain = |chunk: usize| -> f64 {
+    // In this process: `conns` tasks on a two-thread runtime, each taking
+    // the next `chunk` bytes and reading the answer into a reused buffer.
+    let plain = |conns: usize, chunk: usize| -> Run {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let url = format!("{}/bench/model.bin", az.endpoint());
-        rt.block_on(async {
+        let (cpu0, az0) = (cpu_seconds(libc::RUSAGE_SELF), process_cpu_seconds(az_pid));
+        let wall = rt.block_on(async {
             let client = reqwest::Client::new();
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let t0 = Instant::now();
-            let tasks: Vec<_> = (0..threads)
+            let tasks: Vec<_> = (0..conns)
                 .map(|_| {
                     let (client, next, url) = (client.clone(), next.clone(), url.clone());
                     tokio::spawn(async move {
@@ -913,44 +1030,77 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
                 t.await.unwrap();
             }
             t0.elapsed().as_secs_f64()
-        })
+        });
+        Run {
+            wall,
+            cpu: cpu_seconds(libc::RUSAGE_SELF) - cpu0,
+            azurite_cpu: process_cpu_seconds(az_pid) - az0,
+        }
     };
-    let library = |block: &str| -> f64 {
+    // The `blobcache cat` command (the library's cache and fill path), cold,
+    // into a fresh cache directory, `threads` readers of 8 MiB.
+    let library = |exe: &str, block: &str| -> Run {
         let dir = TempDir::new("bench");
-        let o = blobcache_cmd(
-            &[
-                ("BLOBCACHE_DIR", dir.path().display().to_string()),
-                ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
-                ("BLOBCACHE_BLOCK_SIZE", block.to_string()),
-                ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),
-            ],
-            &[
-                "cat",
-                "az://devstoreaccount1/bench/model.bin",
-                "--threads",
-                &threads.to_string(),
-                "--chunk",
-                "8M",
-            ],
+        let mut argv: Vec<String> = wrap.clone();
+        argv.push(exe.to_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        cmd.env_clear();
+        if let Some(p) = std::env::var_os("PATH") {
+            cmd.env("PATH", p);
+        }
+        cmd.envs([
+            ("BLOBCACHE_DIR", dir.path().display().to_string()),
+            ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
+            ("BLOBCACHE_BLOCK_SIZE", block.to_string()),
+            ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),
+        ]);
+        for (k, v) in std::env::vars() {
+            if k.starts_with("BLOBCACHE_") && k != "BLOBCACHE_DIR" && k != "BLOBCACHE_BLOCK_SIZE" {
+                cmd.env(k, v);
+            }
+        }
+        cmd.args([
+            "cat",
+            "az://devstoreaccount1/bench/model.bin",
+            "--threads",
+            &threads.to_string(),
+            "--chunk",
+            "8M",
+        ]);
+        let (cpu0, az0) = (
+            cpu_seconds(libc::RUSAGE_CHILDREN),
+            process_cpu_seconds(az_pid),
+        );
+        let o = cmd.output().unwrap();
+        let (cpu, azurite_cpu) = (
+            cpu_seconds(libc::RUSAGE_CHILDREN) - cpu0,
+            process_cpu_seconds(az_pid) - az0,
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let stdout = String::from_utf8_lossy(&o.stdout);
-        stdout
+        let wall = stdout
             .split("\"seconds\":")
             .nth(1)
             .and_then(|s| s.split(',').next())
             .and_then(|s| s.parse::<f64>().ok())
-            .unwrap()
+            .unwrap();
+        Run {
+            wall,
+            cpu,
+            azurite_cpu,
+        }
     };
     // The fetch path alone: AzureOrigin::read of 8 MiB ranges into a sink
     // that only counts (no hashing, no disk), from `threads` threads.
-    let origin_only = || -> f64 {
+    let origin_only = || -> Run {
         let dir = TempDir::new("bench-origin");
         let cfg = azurite::config(&az.template(), dir.path());
         let origin = Arc::new(AzureOrigin::with_env(&cfg, azurite::key_env()).unwrap());
         let k = key("bench", "model.bin");
         let info = origin.stat(&k).unwrap();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (cpu0, az0) = (cpu_seconds(libc::RUSAGE_SELF), process_cpu_seconds(az_pid));
         let t0 = Instant::now();
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -976,26 +1126,292 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
         for w in workers {
             w.join().unwrap();
         }
-        t0.elapsed().as_secs_f64()
+        let wall = t0.elapsed().as_secs_f64();
+        origin.shutdown();
+        Run {
+            wall,
+            cpu: cpu_seconds(libc::RUSAGE_SELF) - cpu0,
+            azurite_cpu: process_cpu_seconds(az_pid) - az0,
+        }
     };
-    eprintln!("blob: {mib} MiB, {threads} readers");
-    for round in 1..=3 {
-        let p = plain(8 << 20);
-        eprintln!(
-            "round {round}: plain parallel 8 MiB ranged GETs: {p:.2} s = {:.2} GiB/s",
-            gib(p)
-        );
-        let o = origin_only();
-        eprintln!(
-            "round {round}: AzureOrigin::read alone, 8 MiB ranges: {o:.2} s = {:.2} GiB/s",
-            gib(o)
-        );
-        for block in ["8M", "16M"] {
-            let l = library(block);
-            eprintln!(
-                "round {round}: blobcache cat, cold, {block} blocks: {l:.2} s = {:.2} GiB/s",
-                gib(l)
-            );
+
+    let mut names: Vec<String> = plain_variants
+        .iter()
+        .map(|(n, m)| format!("plain GETs, {n} in flight x {m} MiB"))
+        .collect();
+    names.push("AzureOrigin::read alone, 8 MiB".into());
+    let mut library_variants = Vec::new();
+    for exe in &exes {
+        for b in &blocks {
+            let label = if exes.len() > 1 {
+                format!(" ({exe})")
+            } else {
+                String::new()
+            };
+            names.push(format!("blobcache cat, cold, {b} blocks{label}"));
+            library_variants.push((exe.clone(), b.clone()));
         }
     }
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); names.len()];
+    eprintln!(
+        "blob: {mib} MiB, {rounds} rounds, library: {threads} readers of 8 MiB; {} CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for round in 0..rounds {
+        for k in 0..names.len() {
+            let v = (k + round) % names.len();
+            let r = if v < plain_variants.len() {
+                let (n, m) = plain_variants[v];
+                plain(n, m << 20)
+            } else if v == plain_variants.len() {
+                origin_only()
+            } else {
+                let (exe, block) = &library_variants[v - plain_variants.len() - 1];
+                library(exe, block)
+            };
+            eprintln!(
+                "round {}: {}: {:.2} s = {:.2} GiB/s; CPU/GiB: reader {:.2} s, Azurite {:.2} s",
+                round + 1,
+                names[v],
+                r.wall,
+                gib / r.wall,
+                r.cpu / gib,
+                r.azurite_cpu / gib
+            );
+            runs[v].push(r);
+        }
+    }
+    let rate = |r: &Run| gib / r.wall;
+    eprintln!("\n| variant | GiB/s median (min-max) | reader CPU s/GiB | Azurite CPU s/GiB |");
+    eprintln!("|---|---|---|---|");
+    for (name, rs) in names.iter().zip(&runs) {
+        let rates: Vec<f64> = rs.iter().map(rate).collect();
+        eprintln!(
+            "| {name} | {:.2} ({:.2}-{:.2}) | {:.2} | {:.2} |",
+            median(rates.clone()),
+            rates.iter().cloned().fold(f64::INFINITY, f64::min),
+            rates.iter().cloned().fold(0.0, f64::max),
+            median(rs.iter().map(|r| r.cpu / gib).collect()),
+            median(rs.iter().map(|r| r.azurite_cpu / gib).collect()),
+        );
+    }
+    // Per round: each library variant against that round's best plain run.
+    let p = plain_variants.len();
+    for b in 0..library_variants.len() {
+        let ratios: Vec<f64> = (0..rounds)
+            .map(|i| {
+                let best = (0..p).map(|v| rate(&runs[v][i])).fold(0.0, f64::max);
+                rate(&runs[p + 1 + b][i]) / best
+            })
+            .collect();
+        eprintln!(
+            "{} / best plain, per round: median {:.2}x (min {:.2}x, max {:.2}x)",
+            names[p + 1 + b],
+            median(ratios.clone()),
+            ratios.iter().cloned().fold(f64::INFINITY, f64::min),
+            ratios.iter().cloned().fold(0.0, f64::max),
+        );
+    }
+}
+
+/// Bytes of the ranged GETs a proxy answered with 206, from their `Range`
+/// headers (`bytes=a-b`).
+fn ranged_bytes(proxy: &Proxy) -> u64 {
+    proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.status == 206)
+        .filter_map(|s| {
+            let (a, b) = s
+                .range
+                .as_deref()?
+                .strip_prefix("bytes=")?
+                .split_once('-')?;
+            Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// Four processes (each with its own copy of the library, as tensor-parallel
+/// ranks are) cold-load the same blob together from one cache directory:
+/// the bytes Azurite sent, counted by a loopback proxy from the ranges it
+/// answered, over the blob's size (target <= 1.05). Run with
+/// `cargo test --release --test azure -- --ignored --nocapture bench_four`
+/// (`BENCH_MIB`, default 1024, sets the blob size).
+#[test]
+#[ignore]
+fn bench_four_processes_cold_loading_one_blob_fetch_it_once() {
+    let mib: u64 = env_or("BENCH_MIB", 1024);
+    let size = mib << 20;
+    let az = Azurite::start();
+    az.create_container("bench");
+    az.put("bench", "model.bin", &bytes(17, size as usize));
+    let proxy = Proxy::start(az.port);
+    let dir = TempDir::new("bench-four");
+    let t0 = Instant::now();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+            cmd.env_clear()
+                .envs([
+                    ("BLOBCACHE_DIR", dir.path().display().to_string()),
+                    ("BLOBCACHE_AZURE_ENDPOINT", proxy.template()),
+                    ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),
+                ])
+                .args(["cat", "az://devstoreaccount1/bench/model.bin"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut fetched = 0;
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let n = out.split("\"bytes_from_origin\":").nth(1).unwrap();
+        fetched += n
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    let sent = ranged_bytes(&proxy);
+    let ratio = sent as f64 / size as f64;
+    eprintln!(
+        "4 processes, {mib} MiB blob, {:.2} s: Azurite sent {sent} bytes in {} ranged GETs = {ratio:.3}x the blob (the processes counted {fetched} bytes from the origin); target <= 1.05",
+        t0.elapsed().as_secs_f64(),
+        proxy.ranged_gets()
+    );
+    assert_eq!(sent, fetched, "the proxy and the processes disagree");
+    assert!(ratio <= 1.05, "Azurite sent {ratio:.3}x the blob's size");
+}
+
+/// This process's memory as /proc/self/status gives it, in KiB: VmRSS,
+/// RssAnon, RssFile, RssShmem.
+fn rss_kib() -> [u64; 4] {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("RssShmem:"),
+    ]
+}
+
+/// Memory of a host process during a cold load of a 2 GiB blob through the
+/// library (8 reader threads of 8 MiB, their buffers allocated and touched
+/// before the load): growth over the RSS before the load, sampled every
+/// 10 ms, split into anonymous memory (the library's own: heap, network
+/// buffers, stacks) and mapped cache files (page cache pages shared with the
+/// kernel, dropped at shutdown). Target: anonymous growth <= 128 MiB. Run
+/// with `cargo test --release --test azure -- --ignored --nocapture bench_memory`
+/// (`BENCH_MEM_MIB`, default 2048, sets the blob size).
+#[test]
+#[ignore]
+fn bench_memory_growth_during_a_cold_load() {
+    let mib: usize = env_or("BENCH_MEM_MIB", 2048);
+    let size = mib << 20;
+    let az = Azurite::start();
+    az.create_container("bench");
+    {
+        let data = bytes(18, size);
+        az.put("bench", "model.bin", &data);
+    }
+    let dir = TempDir::new("bench-mem");
+    let threads = 8;
+    let chunk = 8usize << 20;
+    let mut bufs: Vec<Vec<u8>> = (0..threads).map(|_| vec![1u8; chunk]).collect();
+    let before = rss_kib();
+    // The library's defaults (block size, fetch concurrency, readahead).
+    let d = Config::default();
+    let cfg = Config {
+        block_size: d.block_size,
+        fetch_concurrency: d.fetch_concurrency,
+        readahead_blocks: d.readahead_blocks,
+        fetch_timeout: d.fetch_timeout,
+        ..azurite::config(&az.template(), dir.path())
+    };
+    let c = Arc::new(cache(&cfg, azurite::key_env()));
+    let k = key("bench", "model.bin");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = [0u64; 4];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = rss_kib();
+                for i in 0..4 {
+                    peak[i] = peak[i].max(now[i]);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let readers: Vec<_> = bufs
+        .drain(..)
+        .map(|mut buf| {
+            let (c, k, next) = (c.clone(), k.clone(), next.clone());
+            std::thread::spawn(move || {
+                loop {
+                    let off = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+                    if off >= size {
+                        break;
+                    }
+                    let n = chunk.min(size - off);
+                    c.read(&k, off as u64, &mut buf[..n]).unwrap();
+                }
+                buf
+            })
+        })
+        .collect();
+    let bufs: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let at_end = rss_kib();
+    c.shutdown();
+    drop(c);
+    let after_shutdown = rss_kib();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    drop(bufs);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let growth = |i: usize| mib(peak[i].saturating_sub(before[i]));
+    eprintln!(
+        "cold load of {} MiB in {secs:.2} s; RSS before: {:.0} MiB (anon {:.0}, file {:.0}, shmem {:.0})",
+        size >> 20,
+        mib(before[0]),
+        mib(before[1]),
+        mib(before[2]),
+        mib(before[3])
+    );
+    eprintln!(
+        "peak growth: RSS {:.0} MiB = anonymous {:.0} MiB + mapped cache files {:.0} MiB + shmem {:.0} MiB",
+        growth(0),
+        growth(1),
+        growth(2),
+        growth(3)
+    );
+    eprintln!(
+        "at the end of the load: anonymous +{:.0} MiB, files +{:.0} MiB; after shutdown(): anonymous +{:.0} MiB, files +{:.0} MiB",
+        mib(at_end[1].saturating_sub(before[1])),
+        mib(at_end[2].saturating_sub(before[2])),
+        mib(after_shutdown[1].saturating_sub(before[1])),
+        mib(after_shutdown[2].saturating_sub(before[2])),
+    );
+    assert!(
+        growth(1) <= 128.0,
+        "anonymous memory grew by {:.0} MiB during the load (target <= 128 MiB)",
+        growth(1)
+    );
 }

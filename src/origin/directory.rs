@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::BlobKey;
-use crate::origin::{ObjectInfo, Origin, Sink};
+use crate::origin::{Listed, ObjectInfo, Origin, Sink};
 
 pub struct DirectoryOrigin {
     root: PathBuf,
@@ -80,6 +80,57 @@ impl Origin for DirectoryOrigin {
             size: meta.size(),
             version: Self::version_of(&meta),
         })
+    }
+
+    fn list(&self, account: &str, container: &str, prefix: &str) -> Result<Vec<Listed>> {
+        // The same rules as for a read: no name may climb out of the root.
+        BlobKey::new(account, container, "x")?;
+        let base = self.root.join(account).join(container);
+        if !base.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no such container at the directory origin ({} is not a directory)",
+                    base.display()
+                ),
+            ));
+        }
+        let mut out = Vec::new();
+        let mut pending = vec![(base, String::new())];
+        while let Some((dir, rel)) = pending.pop() {
+            let entries = std::fs::read_dir(&dir)
+                .map_err(|e| Error::origin(format!("cannot list {}: {e}", dir.display())))?;
+            for e in entries.flatten() {
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    continue; // not UTF-8: no blob name can address it
+                };
+                let full = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let Ok(meta) = std::fs::metadata(e.path()) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    // Descend only where a name under the prefix can be.
+                    let dir_prefix = format!("{full}/");
+                    if dir_prefix.starts_with(prefix) || prefix.starts_with(&dir_prefix) {
+                        pending.push((e.path(), full));
+                    }
+                } else if meta.is_file()
+                    && full.starts_with(prefix)
+                    && BlobKey::new(account, container, &full).is_ok()
+                {
+                    out.push(Listed {
+                        name: full,
+                        size: meta.size(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     fn read(

@@ -16,6 +16,14 @@ pub struct ObjectInfo {
     pub version: String,
 }
 
+/// One blob found by [`Origin::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The blob's name inside its container.
+    pub name: String,
+    pub size: u64,
+}
+
 /// Receives the bytes of a range in order, in pieces of any size.
 pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
 
@@ -25,6 +33,18 @@ pub trait Origin: Send + Sync {
 
     /// Looks up the blob's current size and version.
     fn stat(&self, key: &BlobKey) -> Result<ObjectInfo>;
+
+    /// Like [`Origin::stat`], but gives up after the first failed attempt to
+    /// connect (an [`crate::error::ErrorKind::Unreachable`] error) instead of
+    /// retrying: the caller has a cached copy to fall back on. Other
+    /// failures are retried as usual.
+    fn stat_quick(&self, key: &BlobKey) -> Result<ObjectInfo> {
+        self.stat(key)
+    }
+
+    /// The blobs of `container` in `account` whose names start with
+    /// `prefix` (every blob when it is empty), in name order.
+    fn list(&self, account: &str, container: &str, prefix: &str) -> Result<Vec<Listed>>;
 
     /// Delivers bytes `[offset, offset + len)` of the blob, *as of version
     /// `info.version`*, to `sink`. If the blob no longer has that version the

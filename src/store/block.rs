@@ -11,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -91,6 +92,13 @@ pub fn block_path(dir: &Path, index: u64) -> PathBuf {
 /// `Ok(None)` when it is not there, and an error of kind `Store` when a file
 /// is there but is not a valid block (the caller removes it and refills).
 pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
+    map_block(dir, index, len, false)
+}
+
+/// [`open_block`], optionally mapping every page up front (one system call
+/// instead of a page fault per 64 KiB when the whole block is read next,
+/// as after a fill).
+fn map_block(dir: &Path, index: u64, len: u64, populate: bool) -> Result<Option<Block>> {
     let path = block_path(dir, index);
     let file = match OpenOptions::new()
         .read(true)
@@ -112,11 +120,16 @@ pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
             meta.len()
         )));
     }
+    let mut options = MmapOptions::new();
+    options.len(total as usize);
+    if populate {
+        options.populate();
+    }
     // SAFETY: published block files are never written, truncated or
     // extended after the rename that publishes them (they are only unlinked,
     // which keeps this mapping valid), and the size was checked just above,
     // so every byte of the mapping stays backed by the file.
-    let map = unsafe { MmapOptions::new().len(total as usize).map(&file) }
+    let map = unsafe { options.map(&file) }
         .map_err(|e| io_error("cannot map cached block", &path, &e))?;
     check_trailer(&map[len as usize..], len, index).map_err(|why| {
         Error::store(format!("cached block {} is damaged: {why}", path.display()))
@@ -162,6 +175,27 @@ impl BlockWriter {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(|e| io_error("cannot create block file", &tmp, &e))?;
+        // Reserve the whole file up front: a full disk shows before any
+        // byte is fetched, and writing into allocated space costs the
+        // filesystem less than allocating page by page (ext4: about a
+        // quarter less system time). Filesystems without fallocate just
+        // allocate as the bytes arrive.
+        // SAFETY: a plain system call on the descriptor `file` owns.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                0,
+                0,
+                (len + TRAILER_LEN as u64) as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io_error("cannot reserve space for block file", &tmp, &e));
+            }
+        }
         Ok(BlockWriter {
             file: Some(file),
             tmp,
@@ -212,7 +246,7 @@ impl BlockWriter {
         std::fs::rename(&self.tmp, &dest)
             .map_err(|e| io_error("cannot publish block file", &dest, &e))?;
         self.tmp = PathBuf::new(); // published: nothing to remove on drop
-        match open_block(&self.dir, self.index, self.len)? {
+        match map_block(&self.dir, self.index, self.len, true)? {
             Some(b) => Ok(b),
             None => Err(Error::new(
                 ErrorKind::Store,

@@ -5,6 +5,7 @@
 //! ```text
 //! v1/
 //!   evict.lock                        one evictor at a time, across processes
+//!   stats, stats.lock                 counters of every process (see counters.rs)
 //!   blobs/<kk>/<key sha256>/          one directory per blob (kk = first 2 hex)
 //!     <version hash>/                 one per origin version and block size
 //!       meta                          which blob and version (see meta.rs)
@@ -19,7 +20,9 @@
 //! not expect.
 
 pub mod block;
+pub mod counters;
 pub mod evict;
+pub mod inventory;
 pub mod lock;
 pub mod meta;
 

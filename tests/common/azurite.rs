@@ -98,6 +98,11 @@ impl Azurite {
         panic!("Azurite did not start");
     }
 
+    /// The emulator's process id (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Stops the emulator (its data is gone: in-memory).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

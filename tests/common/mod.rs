@@ -10,6 +10,8 @@ pub mod proxy;
 // with the other integration tests.
 #[path = "../fixture/mod.rs"]
 mod fixture;
+#[allow(unused_imports)]
+pub use fixture::Fixture;
 pub use fixture::{bytes, TempDir};
 
 /// Hex SHA-256, to compare large contents without printing them.

@@ -89,8 +89,8 @@ def test_installing_and_uninstalling_leaves_the_environment_as_it_was(wheel, tmp
     p = subprocess.run([str(py), "-c", f"import os; print(os.environ.get('{LIB_VAR}'))"], env=clean_env(),
                        capture_output=True, text=True, check=True)
     assert p.stdout.strip() == str(venv / site / "blobcache" / "libblobcache.so")
-    p = subprocess.run([str(venv / "bin" / "blobcache"), "help"], capture_output=True, text=True)
-    assert p.returncode == 0 and "usage: blobcache" in p.stdout, p.stdout + p.stderr
+    p = subprocess.run([str(venv / "bin" / "blobcache"), "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "Usage: blobcache" in p.stdout and "warm" in p.stdout, p.stdout + p.stderr
     # Byte-compiled files written after installation are pip's to remove too.
     subprocess.run([str(py), "-c", "import blobcache.__main__"], env=clean_env(), check=True)
     subprocess.run(pip + ["uninstall", "-y", "-q", "blobcache"], check=True)

@@ -17,10 +17,16 @@ use super::retry::{self, Budget};
 use crate::error::{Error, Result};
 
 /// Builds the client shared by every request of one origin instance: HTTP/1.1
-/// (what Blob Storage speaks), no redirects, a bounded connection setup, and
-/// enough idle connections kept for `concurrency` requests in flight.
+/// (what Blob Storage speaks), no redirects, a bounded connection setup,
+/// enough idle connections kept for `concurrency` requests in flight, and
+/// [`LocalhostResolver`] for host names.
+///
+/// TLS trusts the Mozilla roots and the system's store; `SSL_CERT_FILE` or
+/// `SSL_CERT_DIR` replace the system's store (for a private CA, e.g. a test
+/// CA for an emulator started with a certificate).
 pub fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Client> {
     reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(LocalhostResolver))
         .http1_only()
         .connect_timeout(retry::MAX_CONNECT.min(fetch_timeout))
         .pool_max_idle_per_host(concurrency.max(1) + 2)
@@ -30,6 +36,41 @@ pub fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Cl
         .user_agent(concat!("blobcache/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::internal(format!("cannot build the HTTP client: {}", cause(&e))))
+}
+
+/// Resolves `localhost` and every name under `.localhost` to the loopback
+/// addresses without asking DNS (RFC 6761, section 6.3), as curl does, and
+/// so as the streamer's own Azure client does with
+/// `AZURE_STORAGE_ENDPOINT_SUFFIX=blob.localhost:<port>` (an emulator on
+/// this machine); other names go to the system resolver (getaddrinfo).
+pub struct LocalhostResolver;
+
+/// Whether `host` is `localhost` or a name under it (any case, with or
+/// without the root's trailing dot).
+pub fn is_localhost(host: &str) -> bool {
+    let h = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    h == "localhost" || h.ends_with(".localhost")
+}
+
+impl reqwest::dns::Resolve for LocalhostResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            if is_localhost(&host) {
+                let loopback: Vec<std::net::SocketAddr> = vec![
+                    (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+                    (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+                ];
+                return Ok(Box::new(loopback.into_iter()) as reqwest::dns::Addrs);
+            }
+            let addrs = tokio::task::spawn_blocking(move || {
+                use std::net::ToSocketAddrs;
+                (host.as_str(), 0).to_socket_addrs()
+            })
+            .await??;
+            Ok(Box::new(addrs) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// Why an attempt got no usable answer.
@@ -254,6 +295,44 @@ mod tests {
             "Server failed to authenticate the request."
         );
         assert_eq!(xml_field("", "Code"), None);
+    }
+
+    #[test]
+    fn localhost_names_are_recognised_and_nothing_else() {
+        for h in [
+            "localhost",
+            "LocalHost",
+            "localhost.",
+            "devstoreaccount1.blob.localhost",
+            "a.b.LOCALHOST.",
+        ] {
+            assert!(is_localhost(h), "{h}");
+        }
+        for h in [
+            "localhost.example.com",
+            "mylocalhost",
+            "blob.core.windows.net",
+            "127.0.0.1",
+            "",
+        ] {
+            assert!(!is_localhost(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn names_under_localhost_resolve_to_loopback_without_dns() {
+        use reqwest::dns::Resolve;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let name: reqwest::dns::Name = "devstoreaccount1.blob.localhost".parse().unwrap();
+        let addrs: Vec<_> = rt
+            .block_on(LocalhostResolver.resolve(name))
+            .unwrap()
+            .collect();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+        assert!(addrs[0].is_ipv4(), "IPv4 loopback first: {addrs:?}");
     }
 
     #[test]

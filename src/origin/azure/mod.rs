@@ -37,7 +37,7 @@ use crate::config::{AzureAuth, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 use crate::names::BlobKey;
-use crate::origin::{ObjectInfo, Origin, Sink};
+use crate::origin::{Listed, ObjectInfo, Origin, Sink};
 use crate::sync::MutexExt;
 
 pub use auth::AzureEnv;
@@ -59,7 +59,11 @@ pub struct AzureOrigin {
     stopped: AtomicBool,
     in_flight: AtomicUsize,
     cancel: watch::Sender<bool>,
+    list_page_size: u32,
 }
+
+/// Names asked for per List Blobs request (the service's maximum).
+pub const LIST_PAGE_SIZE: u32 = 5000;
 
 enum Slot {
     NotStarted,
@@ -108,7 +112,14 @@ impl AzureOrigin {
             stopped: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             cancel: watch::channel(false).0,
+            list_page_size: LIST_PAGE_SIZE,
         })
+    }
+
+    /// Sets how many names one List Blobs request asks for (tests use a
+    /// small number to exercise paging).
+    pub fn set_list_page_size(&mut self, n: u32) {
+        self.list_page_size = n.clamp(1, LIST_PAGE_SIZE);
     }
 
     /// The account's endpoint and credential, set up on first use.
@@ -189,6 +200,30 @@ impl AzureOrigin {
     }
 }
 
+impl AzureOrigin {
+    fn stat_with(&self, key: &BlobKey, quick: bool) -> Result<ObjectInfo> {
+        let account = self.account(&key.account)?;
+        let fetch_timeout = self.fetch_timeout;
+        self.run(|client| async move {
+            let ctx = Ctx {
+                client: &client,
+                fetch_timeout,
+            };
+            fetch::stat(&ctx, &account, key, quick).await
+        })
+    }
+
+    /// The endpoint an account's requests go to (for `doctor`).
+    pub fn endpoint_of(&self, account: &str) -> Result<String> {
+        Ok(self.account(account)?.endpoint.clone())
+    }
+
+    /// The credential an account uses, described without its value.
+    pub fn credential_of(&self, account: &str) -> Result<String> {
+        Ok(self.account(account)?.credential.source.describe())
+    }
+}
+
 impl Origin for AzureOrigin {
     fn describe(&self) -> String {
         match &self.endpoint_template {
@@ -198,14 +233,24 @@ impl Origin for AzureOrigin {
     }
 
     fn stat(&self, key: &BlobKey) -> Result<ObjectInfo> {
-        let account = self.account(&key.account)?;
+        self.stat_with(key, false)
+    }
+
+    fn stat_quick(&self, key: &BlobKey) -> Result<ObjectInfo> {
+        self.stat_with(key, true)
+    }
+
+    fn list(&self, account: &str, container: &str, prefix: &str) -> Result<Vec<Listed>> {
+        BlobKey::new(account, container, "x")?;
+        let acct = self.account(account)?;
         let fetch_timeout = self.fetch_timeout;
+        let page = self.list_page_size;
         self.run(|client| async move {
             let ctx = Ctx {
                 client: &client,
                 fetch_timeout,
             };
-            fetch::stat(&ctx, &account, key).await
+            fetch::list(&ctx, &acct, container, prefix, page).await
         })
     }
 

@@ -86,6 +86,9 @@ pub struct Budget {
     connect_failing_since: Option<Instant>,
     /// Retry at all? (Off while the account is known to be unreachable.)
     pub retries: bool,
+    /// Retry connection failures? (Off when the caller has a cached copy to
+    /// serve instead.)
+    pub connect_retries: bool,
 }
 
 impl Budget {
@@ -99,7 +102,14 @@ impl Budget {
             failures: 0,
             connect_failing_since: None,
             retries,
+            connect_retries: true,
         }
+    }
+
+    /// The same budget, but a connection failure is final at once.
+    pub fn without_connect_retries(mut self) -> Budget {
+        self.connect_retries = false;
+        self
     }
 
     pub fn remaining(&self) -> Duration {
@@ -135,6 +145,9 @@ impl Budget {
     ) -> Result<Duration, String> {
         if !self.retries {
             return Err("not retried: the account was unreachable earlier in this session".into());
+        }
+        if connect && !self.connect_retries {
+            return Err("not retried: a cached copy is served instead".into());
         }
         let now = Instant::now();
         if connect {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need, or confirms it is there (a few seconds when up
+# to date): cargo-nextest, clippy/rustfmt, valgrind and binutils (Debian),
+# the Rust dependencies, Azurite (npm) and the Python venv with the pinned
+# streamer wheels (PyPI). scripts/test calls it first, so the test command
+# works on a fresh machine; slow downloads are cached (see the scripts it calls).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "=== tools"
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked --quiet
+apt=()
+command -v valgrind >/dev/null || apt+=(valgrind)
+command -v nm >/dev/null || apt+=(binutils)
+if (( ${#apt[@]} )); then
+    [[ $(id -u) == 0 ]] || { echo "install-test-deps: needs root to install ${apt[*]}" >&2; exit 1; }
+    apt-get update -qq && apt-get install -y -qq "${apt[@]}"
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+cargo fetch --locked --quiet
+
+echo "=== Azurite (npm)"
+scripts/install-azurite.sh
+
+echo "=== Python venv with the pinned streamer wheels (PyPI; cached)"
+scripts/install-python-deps.sh

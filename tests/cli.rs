@@ -1,0 +1,608 @@
+//! The `blobcache` command, run as a process (the built binary), against
+//! Azurite (loopback) and the directory origin: listing, warm, ls, stats,
+//! verify, evict, doctor, usage errors, and the library serving what `warm`
+//! cached with the origin unreachable.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blobcache::config::Config;
+use blobcache::origin::azure::AzureOrigin;
+use blobcache::origin::directory::DirectoryOrigin;
+use blobcache::origin::{Listed, Origin};
+use blobcache::{BlobKey, Cache, ErrorKind};
+
+use common::azurite::{self, Azurite, ACCOUNT, KEY};
+use common::proxy::Proxy;
+use common::{bytes, Fixture, TempDir};
+
+/// Runs the command with only `env` (plus PATH): no credential or setting of
+/// the machine leaks in, and nothing can reach a real Azure host.
+fn run(env: &[(&str, String)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+    cmd.env_clear();
+    if let Some(p) = std::env::var_os("PATH") {
+        cmd.env("PATH", p);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn ok(o: &Output) -> String {
+    let (out, err) = text(o);
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {out}\nstderr: {err}",
+        o.status
+    );
+    out
+}
+
+/// A directory origin (`acct/models/...`) and a cache, with the variables
+/// that select them.
+fn dir_fixture(tag: &str) -> (Fixture, Vec<(&'static str, String)>) {
+    let f = Fixture::new(tag);
+    let env = vec![
+        (
+            "BLOBCACHE_ORIGIN",
+            format!("file://{}", f.origin.path().display()),
+        ),
+        ("BLOBCACHE_DIR", f.cache.path().display().to_string()),
+        ("BLOBCACHE_BLOCK_SIZE", "256K".into()),
+        ("BLOBCACHE_READAHEAD", "0".into()),
+    ];
+    (f, env)
+}
+
+fn azure_env(template: &str, dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("BLOBCACHE_DIR", dir.display().to_string()),
+        ("BLOBCACHE_AZURE_ENDPOINT", template.to_string()),
+        ("BLOBCACHE_BLOCK_SIZE", "256K".into()),
+        ("BLOBCACHE_FETCH_TIMEOUT", "5s".into()),
+        ("AZURE_STORAGE_ACCOUNT_KEY", KEY.into()),
+    ]
+}
+
+/// `"name":<number>` out of a JSON text.
+fn json_num(json: &str, name: &str) -> u64 {
+    let pat = format!("\"{name}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+        + pat.len();
+    json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number in {json}"))
+}
+
+const ODD_NAMES: [&str; 4] = [
+    "llama/a b.bin",
+    "llama/ü+%#?;=.bin",
+    "llama/x&y<z>'\".bin",
+    "llama/sub/deep.bin",
+];
+
+#[test]
+fn listing_pages_through_next_marker_and_returns_names_that_need_encoding() {
+    let az = Azurite::start();
+    az.create_container("models");
+    let mut want: Vec<Listed> = Vec::new();
+    for (i, name) in ODD_NAMES.iter().enumerate() {
+        az.put("models", name, &bytes(i as u64, 1000 + i));
+        want.push(Listed {
+            name: name.to_string(),
+            size: 1000 + i as u64,
+        });
+    }
+    az.put("models", "llama-2/other.bin", b"x");
+    az.put("models", "zzz.bin", b"yy");
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let dir = TempDir::new("list");
+    let cfg = azurite::config(&az.template(), dir.path());
+    let mut origin = AzureOrigin::with_env(&cfg, azurite::key_env()).unwrap();
+    origin.set_list_page_size(2); // 4 names under the prefix: 2 pages and a marker
+    assert_eq!(origin.list(ACCOUNT, "models", "llama/").unwrap(), want);
+    let all = origin.list(ACCOUNT, "models", "").unwrap();
+    assert_eq!(all.len(), 6, "{all:?}");
+    assert!(origin
+        .list(ACCOUNT, "models", "nothing-here/")
+        .unwrap()
+        .is_empty());
+    let e = origin.list(ACCOUNT, "nocontainer", "").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.message().contains("container does not exist"), "{e}");
+    // A SAS with list permission works too (its query joins the listing's).
+    let sas = AzureOrigin::with_env(&cfg, azurite::sas_env(&az.account_sas())).unwrap();
+    assert_eq!(sas.list(ACCOUNT, "models", "llama/").unwrap(), want);
+
+    // The directory origin lists the same way.
+    let root = TempDir::new("list-dir");
+    for l in &want {
+        let p = root.path().join("acct/models").join(&l.name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, vec![7u8; l.size as usize]).unwrap();
+    }
+    std::fs::create_dir_all(root.path().join("acct/models/llama-2")).unwrap();
+    std::fs::write(root.path().join("acct/models/llama-2/x"), b"x").unwrap();
+    let d = DirectoryOrigin::new(root.path().to_path_buf());
+    assert_eq!(d.list("acct", "models", "llama/").unwrap(), want);
+    assert_eq!(d.list("acct", "models", "").unwrap().len(), 5);
+    assert_eq!(
+        d.list("acct", "nope", "").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn warm_fills_a_folder_a_second_run_downloads_nothing_and_the_library_reads_it_offline() {
+    let az = Azurite::start();
+    az.create_container("models");
+    let blobs: Vec<(String, Vec<u8>)> = ODD_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), bytes(100 + i as u64, (600 << 10) + i * 777)))
+        .collect();
+    for (n, d) in &blobs {
+        az.put("models", n, d);
+    }
+    az.put("models", "llama-2/not-this.bin", &bytes(9, 5000));
+    let proxy = Proxy::start(az.port);
+    let dir = TempDir::new("warm");
+    let env = azure_env(&proxy.template(), dir.path());
+
+    // The streamer's URI form, with --account.
+    let o = run(
+        &env,
+        &[
+            "warm",
+            "--account",
+            ACCOUNT,
+            "az://models/llama",
+            "--json",
+            "--progress-every",
+            "1",
+        ],
+    );
+    let out = ok(&o);
+    let total: u64 = blobs.iter().map(|(_, d)| d.len() as u64).sum();
+    assert_eq!(json_num(&out, "blobs"), 4, "{out}");
+    assert_eq!(json_num(&out, "fetched"), total, "{out}");
+    assert_eq!(json_num(&out, "already_cached"), 0, "{out}");
+    assert!(out.contains("\"failed\":[]"), "{out}");
+    // stderr is not a terminal here: plain progress lines.
+    assert!(text(&o).1.contains("blobcache: warm: "), "{}", text(&o).1);
+    let gets = proxy.ranged_gets();
+    assert_eq!(gets, 4 * 3, "three 256 KiB blocks per blob");
+
+    // ls: the four blobs, complete; not llama-2.
+    let ls = ok(&run(&env, &["ls", "--json"]));
+    assert_eq!(ls.matches("\"complete\":true").count(), 4, "{ls}");
+    assert!(!ls.contains("not-this"), "{ls}");
+    assert!(ls.contains(r#""blob":"llama/x&y<z>'\".bin""#), "{ls}");
+    let human = ok(&run(&env, &["ls"]));
+    assert!(human.contains("3/3 100%"), "{human}");
+    assert!(
+        human.contains("az://devstoreaccount1/models/llama/a b.bin"),
+        "{human}"
+    );
+
+    // Again: no blob bytes cross the proxy.
+    let o = run(
+        &env,
+        &["warm", "az://devstoreaccount1/models/llama/", "--json"],
+    );
+    let out = ok(&o);
+    assert_eq!(
+        proxy.ranged_gets(),
+        gets,
+        "a warm cache was downloaded again"
+    );
+    assert_eq!(json_num(&out, "fetched"), 0, "{out}");
+    assert_eq!(json_num(&out, "already_cached"), total, "{out}");
+
+    // The origin gone (nothing listens on the port any more): the library
+    // serves every cached blob, quickly, with one warning.
+    drop(proxy);
+    let dead = format!("http://127.0.0.1:{}/{{account}}", azurite::free_port());
+    let cfg = Config {
+        fetch_timeout: Duration::from_secs(10),
+        ..azurite::config(&dead, dir.path())
+    };
+    let cfg = Config {
+        block_size: 256 << 10,
+        ..cfg
+    };
+    let origin = Arc::new(AzureOrigin::with_env(&cfg, azurite::key_env()).unwrap());
+    let cache = Cache::with_origin(cfg.clone(), origin).unwrap();
+    let t0 = Instant::now();
+    for (n, d) in &blobs {
+        let mut buf = vec![0u8; d.len()];
+        cache
+            .read(&BlobKey::new(ACCOUNT, "models", n).unwrap(), 0, &mut buf)
+            .unwrap_or_else(|e| panic!("{n}: {e}"));
+        assert!(buf == *d, "{n}: wrong bytes");
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "offline reads took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(cache.stats().bytes_from_origin, 0);
+    // Not cached: fails, naming the endpoint that cannot be reached.
+    let e = cache
+        .read(
+            &BlobKey::new(ACCOUNT, "models", "llama-2/not-this.bin").unwrap(),
+            0,
+            &mut [0u8; 10],
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(
+        e.message().contains("cannot connect to http://127.0.0.1:"),
+        "{e}"
+    );
+    drop(cache);
+
+    // And warm against the dead endpoint fails with a clear message, exit 1.
+    let o = run(
+        &azure_env(&dead, dir.path()),
+        &["warm", "az://devstoreaccount1/models/llama"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("cannot list az://devstoreaccount1/models/llama"),
+        "{:?}",
+        text(&o)
+    );
+    assert!(text(&o).1.contains("cannot connect to"), "{:?}", text(&o));
+}
+
+#[test]
+fn warm_reports_blobs_it_cannot_fetch_and_exits_1() {
+    let (f, env) = dir_fixture("warm-fail");
+    f.put("m/a.bin", &bytes(1, 1000));
+    f.put("m/b.bin", &bytes(2, 1000));
+    // A cache directory that is a file: nothing can be stored.
+    let bad = TempDir::new("warm-bad");
+    let file = bad.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let mut env2 = env.clone();
+    env2.retain(|(k, _)| *k != "BLOBCACHE_DIR");
+    env2.push(("BLOBCACHE_DIR", file.display().to_string()));
+    let o = run(&env2, &["warm", "az://acct/models/m"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("2 of 2 blobs could not be warmed"), "{err}");
+    assert!(err.contains("m/a.bin"), "{err}");
+    // Nothing under the location: exit 1, saying so.
+    let o = run(&env, &["warm", "az://acct/models/nothing"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("no blob at or under"), "{:?}", text(&o));
+}
+
+#[test]
+fn stats_survive_processes_verify_drops_corrupt_blocks_and_evict_trims() {
+    let (f, env) = dir_fixture("stats");
+    let a = bytes(3, (1 << 20) + 5);
+    let b = bytes(4, 300_000);
+    f.put("m/a.bin", &a);
+    f.put("m/b.bin", &b);
+
+    // Nothing yet.
+    let s = ok(&run(&env, &["stats"]));
+    assert!(s.contains("none yet"), "{s}");
+    ok(&run(&env, &["warm", "az://acct/models/m", "-q"]));
+    // Two reads of a, each a different process.
+    for _ in 0..2 {
+        ok(&run(
+            &env,
+            &[
+                "cat",
+                "az://acct/models/m/a.bin",
+                "--threads",
+                "1",
+                "--chunk",
+                "1M",
+            ],
+        ));
+    }
+    let s = ok(&run(&env, &["stats", "--json"]));
+    let size = (a.len() + b.len()) as u64;
+    assert_eq!(json_num(&s, "bytes_from_origin"), size, "{s}");
+    assert_eq!(json_num(&s, "bytes_from_cache"), 2 * a.len() as u64, "{s}");
+    assert_eq!(json_num(&s, "hits"), 4, "{s}");
+    assert_eq!(json_num(&s, "misses"), 0, "{s}");
+    assert_eq!(json_num(&s, "blobs"), 2, "{s}");
+    assert_eq!(json_num(&s, "complete_blobs"), 2, "{s}");
+    let human = ok(&run(&env, &["stats"]));
+    assert!(human.contains("4 hits, 0 misses (100.0% hits)"), "{human}");
+    assert!(human.contains("from the origin"), "{human}");
+
+    // verify: all good.
+    let v = ok(&run(&env, &["verify"]));
+    assert!(v.contains("checked 7 blocks"), "{v}");
+    assert!(v.contains(": 0 bad"), "{v}");
+    // Corrupt one byte of block 1 of a (a new file: published blocks are
+    // never modified in place).
+    let blocks = f.cached_blocks();
+    let (vdir, _) = blocks
+        .iter()
+        .find(|(d, i)| {
+            *i == 1
+                && std::fs::read_to_string(d.join("meta"))
+                    .unwrap()
+                    .contains("blob=m/a.bin")
+        })
+        .unwrap()
+        .clone();
+    let p = vdir.join("b.1");
+    let mut data = std::fs::read(&p).unwrap();
+    data[1234] ^= 0x40;
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, &data).unwrap();
+    let o = run(&env, &["verify", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(p.exists(), "--dry-run removed the block");
+    let o = run(&env, &["verify", "--json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("\"block\":1,"), "{out}");
+    assert!(out.contains("SHA-256"), "{out}");
+    assert!(err.contains("1 bad blocks removed"), "{err}");
+    assert!(!p.exists(), "the bad block is still there");
+    ok(&run(&env, &["verify"]));
+    // The next read fetches it again, right.
+    let out_file = f.cache.path().join("a.out");
+    ok(&run(
+        &env,
+        &[
+            "cat",
+            "az://acct/models/m/a.bin",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    ));
+    assert!(std::fs::read(&out_file).unwrap() == a);
+    std::fs::remove_file(&out_file).unwrap();
+
+    // evict one blob, by URI.
+    let before = f.cached_blocks().len();
+    let e = ok(&run(&env, &["evict", "az://acct/models/m/b.bin"]));
+    assert!(e.contains("removed 2 blocks"), "{e}");
+    assert_eq!(f.cached_blocks().len(), before - 2);
+    let ls = ok(&run(&env, &["ls", "--json"]));
+    assert!(!ls.contains("b.bin"), "{ls}");
+    // evict down to a size: least recently used first, nothing left at 0.
+    ok(&run(&env, &["warm", "az://acct/models/m", "-q"]));
+    let e = ok(&run(&env, &["evict", "--to", "600K"]));
+    assert!(e.contains("removed"), "{e}");
+    let left: u64 = f
+        .cached_blocks()
+        .iter()
+        .map(|(d, i)| std::fs::metadata(d.join(format!("b.{i}"))).unwrap().len())
+        .sum();
+    assert!(left <= 600 << 10, "{left} bytes left");
+    ok(&run(&env, &["evict", "--all"]));
+    assert!(f.cached_blocks().is_empty());
+    // Prefix with nothing cached: fine, says so.
+    let e = ok(&run(&env, &["evict", "az://acct/models/zzz/"]));
+    assert!(e.contains("nothing cached"), "{e}");
+    // stats --reset starts the counters again.
+    ok(&run(&env, &["stats", "--reset"]));
+    let s = ok(&run(&env, &["stats", "--json"]));
+    assert_eq!(json_num(&s, "hits"), 0, "{s}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_every_subcommand_has_help() {
+    for sub in ["warm", "ls", "stats", "verify", "evict", "doctor", "cat"] {
+        let o = run(&[], &[sub, "--help"]);
+        let out = ok(&o);
+        assert!(out.contains("Usage: blobcache"), "{sub}: {out}");
+    }
+    let out = ok(&run(&[], &["--help"]));
+    for sub in ["warm", "ls", "stats", "verify", "evict", "doctor", "cat"] {
+        assert!(out.contains(sub), "{out}");
+    }
+    assert!(ok(&run(&[], &["--version"])).contains(env!("CARGO_PKG_VERSION")));
+    for (args, words) in [
+        (vec!["warm", "s3://x/y"], "is not an az:// URI"),
+        (vec!["warm", "az://acct"], "names no container"),
+        (vec!["cat", "az://acct/c/"], "names no blob"),
+        (vec!["ls", "az://acct/c/../x"], "az://"),
+        (vec!["evict"], "required"),
+        (vec!["evict", "--all", "--to", "1G"], "cannot be used with"),
+        (vec!["evict", "--to", "lots"], "is not a size"),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+        (vec!["warm", "az://a/c/x", "--jobs", "0"], "--jobs"),
+    ] {
+        let o = run(&[], &args);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(words), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    // An invalid setting is not a usage error: exit 1, naming the variable.
+    let o = run(&[("BLOBCACHE_BLOCK_SIZE", "3".into())], &["ls"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("BLOBCACHE_BLOCK_SIZE"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+#[test]
+fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
+    let az = Azurite::start();
+    az.create_container("models");
+    az.put("models", "m/x.bin", b"hello");
+    let dir = TempDir::new("doctor");
+    let secret = "TopSecretClientValue-42";
+    let sas = az.account_sas();
+    let mut env = azure_env(&az.template(), dir.path());
+    env.push(("AZURE_CLIENT_SECRET", secret.into()));
+    env.push(("AZURE_STORAGE_SAS_TOKEN", sas.clone()));
+    env.push(("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT.into()));
+    env.push(("BLOBCACHE_MISSPELT", "1".into()));
+    let o = run(&env, &["doctor", "az://models/m/"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for line in [
+        "BLOBCACHE_BLOCK_SIZE",
+        "256.0 KiB  (set)",
+        "BLOBCACHE_READAHEAD",
+        "BLOBCACHE_MISSPELT: unknown setting",
+        "AZURE_CLIENT_SECRET",
+        "endpoint answers",
+        "credential: shared key from AZURE_STORAGE_ACCOUNT_KEY",
+        "listing works, 1 blobs",
+        "writable: yes",
+        "no problems found",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    for name in [
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_STORAGE_SAS_TOKEN",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(name) && l.trim_end().ends_with("present")),
+            "{name}:\n{out}"
+        );
+    }
+    let all = format!("{out}{err}");
+    for value in [KEY, secret, &sas, &azurite::sas_signature(&sas)] {
+        assert!(!all.contains(value), "a credential value leaked:\n{all}");
+    }
+    for name in blobcache::config::VARIABLES {
+        assert!(out.contains(name), "{name} missing:\n{out}");
+    }
+
+    // A dead endpoint and a cache directory that cannot be created: exit 1.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let dead = format!("http://127.0.0.1:{}/{{account}}", azurite::free_port());
+    let mut env = azure_env(&dead, &file.join("cache"));
+    env.push(("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT.into()));
+    let t0 = Instant::now();
+    let o = run(&env, &["doctor", "--timeout", "2"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("PROBLEM: the endpoint does not answer"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROBLEM: cannot use the cache directory"),
+        "{out}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn counters_of_a_process_killed_with_sigkill_are_on_disk_up_to_its_last_periodic_flush() {
+    use common::proxy::{Fault, Gate};
+    let az = Azurite::start();
+    az.create_container("models");
+    az.put("models", "k/a.bin", &bytes(21, 256 << 10));
+    az.put("models", "k/b.bin", &bytes(22, 256 << 10));
+    let proxy = Proxy::start(az.port);
+    // The listing and a.bin's block pass; b.bin's block stops mid-way.
+    for _ in 0..2 {
+        proxy.inject("GET", Fault::CutBody { after: usize::MAX });
+    }
+    let gate = Gate::default();
+    proxy.inject(
+        "GET",
+        Fault::PauseBody {
+            after: 1000,
+            gate: gate.clone(),
+        },
+    );
+    let dir = TempDir::new("sigkill");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+    cmd.env_clear().args([
+        "warm",
+        "az://devstoreaccount1/models/k",
+        "--jobs",
+        "1",
+        "-q",
+    ]);
+    for (k, v) in azure_env(&proxy.template(), dir.path()) {
+        cmd.env(k, v);
+    }
+    cmd.env("BLOBCACHE_FETCH_TIMEOUT", "60s");
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        gate.wait_paused(Duration::from_secs(30)),
+        "b.bin was never fetched"
+    );
+    // Past the janitor's period (5 s): a.bin's block has been counted on disk.
+    std::thread::sleep(Duration::from_millis(6500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    gate.open();
+    let s = ok(&run(
+        &azure_env(&proxy.template(), dir.path()),
+        &["stats", "--json"],
+    ));
+    assert_eq!(json_num(&s, "bytes_from_origin"), 256 << 10, "{s}");
+    assert_eq!(json_num(&s, "blocks_fetched"), 1, "{s}");
+}
+
+#[test]
+fn evict_and_verify_while_a_reader_holds_blocks_mapped_never_disturb_its_reads() {
+    let (f, env) = dir_fixture("evict-reader");
+    let data = bytes(31, (1 << 20) + 99);
+    f.put("m/a.bin", &data);
+    // A reader process's cache (here: in this test process) with every
+    // block mapped.
+    let cache = Cache::new(Config {
+        readahead_blocks: 0,
+        ..f.config(256 << 10)
+    })
+    .unwrap();
+    let key = BlobKey::new("acct", "models", "m/a.bin").unwrap();
+    let mut buf = vec![0u8; 512 << 10];
+    cache.read(&key, 0, &mut buf).unwrap();
+    assert!(buf == data[..512 << 10]);
+    ok(&run(&env, &["warm", "az://acct/models/m", "-q"]));
+    ok(&run(&env, &["verify"]));
+    let e = ok(&run(&env, &["evict", "--all"]));
+    assert!(e.contains("removed 5 blocks"), "{e}");
+    assert!(f.cached_blocks().is_empty());
+    // The reader still gets the right bytes: its mappings outlive the
+    // unlinked files, and the blocks it had not mapped come from the origin.
+    for _ in 0..2 {
+        let mut again = vec![0u8; data.len()];
+        cache.read(&key, 0, &mut again).unwrap();
+        assert!(again == data, "wrong bytes after evict");
+    }
+}
