@@ -156,8 +156,8 @@ def rows(r):
                 verdict(x["library_vs_best_plain"]["median"] >= 0.80)))
     x = s["item6"]
     direct = f"streamer's own Azure client, no provider, HTTPS Azurite {fmt(x['direct_gbs'], ' GB/s')}"
-    out.append(("6", f"streamer, {gib:.2f} GiB model, cold, through the library from the same HTTPS Azurite "
-                "(via bench/tls_proxy.py)", fmt(x["library_tls_gbs"], " GB/s"), direct,
+    out.append(("6", f"streamer, {gib:.2f} GiB model, cold, through the library from the same HTTPS Azurite",
+                fmt(x["library_tls_gbs"], " GB/s"), direct,
                 fmt(x['library_tls_vs_direct'], '×'), "≥ 1.0×", verdict(x["library_tls_vs_direct"]["median"] >= 1.0)))
     out.append(("6", f"streamer, {gib:.2f} GiB model, cold, through the library from a plain-HTTP Azurite",
                 fmt(x["library_gbs"], " GB/s"),
@@ -247,10 +247,9 @@ same run, baseline and subject interleaved (A B A B ...). `bench/run --smoke` is
    from a second Azurite holding the same blobs over HTTPS: the released streamer always builds
    `https://<account>.<AZURE_STORAGE_ENDPOINT_SUFFIX>`, so that Azurite runs with a certificate from a CA
    the bench makes, and the streamer runs in a private mount namespace where that CA is bind-mounted over
-   `/etc/ssl/certs/ca-certificates.crt`. Our library cannot be pointed at a private CA (its HTTP client
-   trusts only the built-in web PKI roots), so it reads the HTTPS emulator through `bench/tls_proxy.py`
-   (plain HTTP in, TLS out, on loopback: the TLS client work rustls would do, plus one more copy, so it can
-   only slow our side), and, for comparison, a plain-HTTP emulator holding the same blobs.
+   `/etc/ssl/certs/ca-certificates.crt`. The library reads the same HTTPS emulator with the same Azure
+   settings (`AZURE_STORAGE_ENDPOINT_SUFFIX=blob.localhost:<port>`, the account key) and `SSL_CERT_FILE`
+   naming the bench CA; and, for scale, a plain-HTTP emulator holding the same blobs.
    To show what TLS costs there, each repetition also times plain parallel 8 MiB ranged GETs (`bench
    plain`, the best of 4, 8 and 16 at once) of the first model file from both emulators.
 7. Four `bench load` processes sharing one fresh cache directory start together (a file barrier) and each

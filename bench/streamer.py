@@ -12,9 +12,9 @@ Baseline and subject alternate (A B A B ...).
    were read just before, and the machine has far more memory than both).
 6: cold. The library (a fresh cache directory per load) filling from Azurite,
    against the streamer's own Azure client (no provider) reading the same
-   blobs from Azurite over HTTPS (see TlsAzurite). The library reads once
-   from a plain-HTTP Azurite holding the same blobs, and once from the HTTPS
-   one through bench/tls_proxy.py (like for like: both pay the emulator's TLS).
+   blobs from Azurite over HTTPS (see TlsAzurite). The library reads the same
+   HTTPS Azurite with the same settings (like for like), and, for scale, a
+   plain-HTTP Azurite holding the same blobs.
 
 Runs inside a network namespace with only loopback (bench/run sees to it).
 """
@@ -150,23 +150,6 @@ class TlsAzurite:
         return ["unshare", "-m", "--propagation", "private", "--", "sh", "-c",
                 f'mount --bind "{self.ca}" /etc/ssl/certs/ca-certificates.crt && exec "$@"', "_"]
 
-    def start_forwarder(self):
-        """bench/tls_proxy.py in front of this Azurite: plain HTTP in, TLS
-        out. Returns (process, port)."""
-        port = origins.free_port()
-        p = subprocess.Popen([sys.executable, str(REPO / "bench" / "tls_proxy.py"), str(port), str(self.port),
-                              str(self.ca)])
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                __import__("socket").create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return p, port
-            except OSError:
-                if time.monotonic() > deadline or p.poll() is not None:
-                    p.kill()
-                    raise RuntimeError("bench/tls_proxy.py did not start")
-                time.sleep(0.05)
-
     def close(self):
         self.proc.terminate()
         self.proc.wait(10)
@@ -221,8 +204,10 @@ def run(lib, bench_bin, work, mib, warm_reps, reps, log=print):
     plain = origins.AzuriteOrigin(str(work / "azurite-http"), str(model_dir), files, str(REPO))
     secure = TlsAzurite(work, model_dir, files, tls)
     try:
-        forwarder, fport = secure.start_forwarder()
         direct_env = loader_env(**secure.streamer_env())
+        # The library reads the same HTTPS Azurite with the streamer's own
+        # Azure settings, trusting the bench CA through SSL_CERT_FILE.
+        tls_env = {k: v for k, v in secure.streamer_env().items() if not k.startswith("RUNAI_")}
         ours, ours_tls, theirs, https, http = [], [], [], [], []
         first, first_size = files[0], (model_dir / files[0]).stat().st_size
         for i in range(reps):
@@ -233,7 +218,8 @@ def run(lib, bench_bin, work, mib, warm_reps, reps, log=print):
             t_lib, stats, _ = load(env, uris, model_dir, warmup)
             assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
             subprocess.run(["rm", "-rf", str(cache)], check=True)
-            env["BLOBCACHE_AZURE_ENDPOINT"] = "http://127.0.0.1:%d/{account}" % fport
+            env = loader_env(BLOBCACHE_DIR=str(cache), RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB=lib,
+                             SSL_CERT_FILE=str(secure.ca), **tls_env)
             t_tls, stats, _ = load(env, uris, model_dir, warmup)
             assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
             subprocess.run(["rm", "-rf", str(cache)], check=True)
@@ -245,7 +231,7 @@ def run(lib, bench_bin, work, mib, warm_reps, reps, log=print):
             theirs.append(total / t_direct / 1e9)
             ours.append(total / t_lib / 1e9)
             log(f"item 6 rep {i + 1}: streamer direct (HTTPS) {t_direct:.3f} s, library cold (HTTP) {t_lib:.3f} s, "
-                f"(HTTPS through bench/tls_proxy.py) {t_tls:.3f} s; "
+                f"(HTTPS) {t_tls:.3f} s; "
                 f"plain GETs HTTP {http[-1]:.2f} GB/s, HTTPS {https[-1]:.2f} GB/s")
         out["item6"] = {"direct_gbs": summary(theirs), "library_gbs": summary(ours),
                         "library_vs_direct": summary([a / b for a, b in zip(ours, theirs)]),
@@ -253,8 +239,6 @@ def run(lib, bench_bin, work, mib, warm_reps, reps, log=print):
                         "library_tls_vs_direct": summary([a / b for a, b in zip(ours_tls, theirs)]),
                         "plain_http_gbs": summary(http), "plain_https_gbs": summary(https),
                         "plain_https_vs_http": summary([a / b for a, b in zip(https, http)])}
-        forwarder.kill()
-        forwarder.wait()
     finally:
         secure.close()
         plain.close()
