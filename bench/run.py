@@ -242,9 +242,9 @@ same run, baseline and subject interleaved (A B A B ...). `bench/run --smoke` is
    16 MiB blocks, 16 fetches at once, readahead 4). Baseline: parallel 8 MiB ranged GETs (reqwest, signed
    with the account key) of the same blob from the same Azurite into memory, at several concurrency
    levels ({', '.join(r['cold']['item5']['plain_gbs'])}), the best of them per repetition.
-6. The streamer (as in 4) cold: through the library (fresh cache directory per load) from Azurite over
-   HTTP, against its own Azure client with no provider (`RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED=0`)
-   from a second Azurite holding the same blobs over HTTPS: the released streamer always builds
+6. The streamer (as in 4) cold: through the library (fresh cache directory per load), against its own
+   Azure client with no provider (`RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED=0`), both from an
+   Azurite serving the blobs over HTTPS: the released streamer always builds
    `https://<account>.<AZURE_STORAGE_ENDPOINT_SUFFIX>`, so that Azurite runs with a certificate from a CA
    the bench makes, and the streamer runs in a private mount namespace where that CA is bind-mounted over
    `/etc/ssl/certs/ca-certificates.crt`. The library reads the same HTTPS emulator with the same Azure
