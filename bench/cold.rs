@@ -11,13 +11,9 @@
 //! 8: one host process loading a larger blob; its memory before and during.
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-use object_store::azure::{AzureAccessKey, AzureAuthorizer, AzureCredential};
-
-use crate::common::azurite::{Azurite, ACCOUNT, KEY};
+use crate::common::azurite::{plain_ranged_download, Azurite, ACCOUNT, KEY};
 use crate::common::proxy::Proxy;
 use crate::common::{bytes, TempDir};
 use crate::{self_exe, Args, Json, Summary};
@@ -245,57 +241,18 @@ fn plain_download(url: &str, ca: Option<&[u8]>, size: usize, concurrency: usize)
         .enable_all()
         .build()
         .unwrap();
-    let cred = Arc::new(AzureCredential::AccessKey(
-        AzureAccessKey::try_new(KEY).unwrap(),
-    ));
     let mut builder = reqwest::Client::builder().http1_only();
     if let Some(pem) = ca {
         builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap());
     }
     let client = builder.build().unwrap();
-    rt.block_on(async {
-        let next = Arc::new(AtomicUsize::new(0));
-        let t0 = Instant::now();
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let (client, next, url, cred) =
-                    (client.clone(), next.clone(), url.to_string(), cred.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::with_capacity(CHUNK);
-                    loop {
-                        let off = next.fetch_add(CHUNK, Ordering::Relaxed);
-                        if off >= size {
-                            return;
-                        }
-                        let end = (off + CHUNK).min(size) - 1;
-                        let mut req = http::Request::builder()
-                            .method("GET")
-                            .uri(&url)
-                            .header("range", format!("bytes={off}-{end}"))
-                            .body(object_store::client::HttpRequestBody::empty())
-                            .unwrap();
-                        AzureAuthorizer::new(&cred, ACCOUNT).authorize(&mut req);
-                        let mut resp = client
-                            .get(req.uri().to_string())
-                            .headers(req.headers().clone())
-                            .send()
-                            .await
-                            .unwrap();
-                        assert_eq!(resp.status(), 206);
-                        buf.clear();
-                        while let Some(c) = resp.chunk().await.unwrap() {
-                            buf.extend_from_slice(&c);
-                        }
-                        assert_eq!(buf.len(), end + 1 - off);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        t0.elapsed().as_secs_f64()
-    })
+    rt.block_on(plain_ranged_download(
+        &client,
+        url,
+        size,
+        concurrency,
+        CHUNK,
+    ))
 }
 
 /// Reading the flat JSON objects `bench load` prints (numbers only).

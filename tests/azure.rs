@@ -17,7 +17,7 @@ use blobcache::origin::azure::{AzureEnv, AzureOrigin};
 use blobcache::origin::Origin;
 use blobcache::{BlobKey, Cache, ErrorKind};
 
-use common::azurite::{self, Azurite, ACCOUNT, KEY};
+use common::azurite::{self, plain_ranged_download, Azurite, ACCOUNT, KEY};
 use common::proxy::{Fault, Gate, Proxy, TokenServer, TOKEN};
 use common::{bytes, TempDir};
 
@@ -984,53 +984,8 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
             .unwrap();
         let url = format!("{}/bench/model.bin", az.endpoint());
         let (cpu0, az0) = (cpu_seconds(libc::RUSAGE_SELF), process_cpu_seconds(az_pid));
-        let wall = rt.block_on(async {
-            let client = reqwest::Client::new();
-            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let t0 = Instant::now();
-            let tasks: Vec<_> = (0..conns)
-                .map(|_| {
-                    let (client, next, url) = (client.clone(), next.clone(), url.clone());
-                    tokio::spawn(async move {
-                        let mut buf = Vec::with_capacity(chunk);
-                        loop {
-                            let off = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
-                            if off >= size {
-                                return;
-                            }
-                            let end = (off + chunk).min(size) - 1;
-                            let mut req = http::Request::builder()
-                                .method("GET")
-                                .uri(&url)
-                                .header("range", format!("bytes={off}-{end}"))
-                                .body(object_store::client::HttpRequestBody::empty())
-                                .unwrap();
-                            let cred = object_store::azure::AzureCredential::AccessKey(
-                                object_store::azure::AzureAccessKey::try_new(KEY).unwrap(),
-                            );
-                            object_store::azure::AzureAuthorizer::new(&cred, ACCOUNT)
-                                .authorize(&mut req);
-                            let mut resp = client
-                                .get(req.uri().to_string())
-                                .headers(req.headers().clone())
-                                .send()
-                                .await
-                                .unwrap();
-                            assert_eq!(resp.status(), 206);
-                            buf.clear();
-                            while let Some(c) = resp.chunk().await.unwrap() {
-                                buf.extend_from_slice(&c);
-                            }
-                            assert_eq!(buf.len(), end + 1 - off);
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-            t0.elapsed().as_secs_f64()
-        });
+        let client = reqwest::Client::new();
+        let wall = rt.block_on(plain_ranged_download(&client, &url, size, conns, chunk));
         Run {
             wall,
             cpu: cpu_seconds(libc::RUSAGE_SELF) - cpu0,

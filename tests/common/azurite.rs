@@ -215,6 +215,65 @@ impl Azurite {
     }
 }
 
+/// The baseline of the cold-load benchmarks: downloads the blob at `url`
+/// with `conns` parallel ranged GETs of `chunk` bytes (signed with the
+/// emulator's key), each task reading the answers into one reused buffer.
+/// Returns seconds. Call inside a tokio runtime.
+pub async fn plain_ranged_download(
+    client: &reqwest::Client,
+    url: &str,
+    size: usize,
+    conns: usize,
+    chunk: usize,
+) -> f64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let cred = Arc::new(AzureCredential::AccessKey(
+        AzureAccessKey::try_new(KEY).unwrap(),
+    ));
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (client, next, url, cred) =
+                (client.clone(), next.clone(), url.to_string(), cred.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(chunk);
+                loop {
+                    let off = next.fetch_add(chunk, Ordering::Relaxed);
+                    if off >= size {
+                        return;
+                    }
+                    let end = (off + chunk).min(size) - 1;
+                    let mut req = http::Request::builder()
+                        .method("GET")
+                        .uri(&url)
+                        .header("range", format!("bytes={off}-{end}"))
+                        .body(HttpRequestBody::empty())
+                        .unwrap();
+                    AzureAuthorizer::new(&cred, ACCOUNT).authorize(&mut req);
+                    let mut resp = client
+                        .get(req.uri().to_string())
+                        .headers(req.headers().clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 206);
+                    buf.clear();
+                    while let Some(c) = resp.chunk().await.unwrap() {
+                        buf.extend_from_slice(&c);
+                    }
+                    assert_eq!(buf.len(), end + 1 - off);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    t0.elapsed().as_secs_f64()
+}
+
 impl Drop for Azurite {
     fn drop(&mut self) {
         self.stop();
