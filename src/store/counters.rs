@@ -18,10 +18,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{io_error, Error, Result};
-use crate::names::hex;
 use crate::stats::Snapshot;
 use crate::sync::MutexExt;
 
@@ -54,25 +51,11 @@ impl Persisted {
         for (name, v) in self.counts.fields() {
             body.push_str(&format!("{name}={v}\n"));
         }
-        let sum = hex(&Sha256::digest(body.as_bytes()));
-        format!("{body}checksum={sum}\n")
+        super::checksummed::seal(&body)
     }
 
     pub fn decode(text: &[u8]) -> std::result::Result<Persisted, String> {
-        let text = std::str::from_utf8(text).map_err(|_| "not UTF-8")?;
-        let i = text.rfind("checksum=").ok_or("no checksum line")?;
-        let (body, tail) = text.split_at(i);
-        let sum = tail
-            .strip_prefix("checksum=")
-            .and_then(|s| s.strip_suffix('\n'))
-            .ok_or("malformed checksum line")?;
-        if sum != hex(&Sha256::digest(body.as_bytes())) {
-            return Err("checksum mismatch".into());
-        }
-        let mut lines = body.lines();
-        if lines.next() != Some(HEADER) {
-            return Err("unknown header".into());
-        }
+        let lines = super::checksummed::open(text, HEADER)?;
         let mut p = Persisted::default();
         for line in lines {
             let (k, v) = line.split_once('=').ok_or("a line without '='")?;

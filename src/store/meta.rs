@@ -2,9 +2,7 @@
 //! its size and block size. A small text file ending in a SHA-256 over the
 //! lines before it, so a torn or edited file is detected and discarded.
 
-use sha2::{Digest, Sha256};
-
-use crate::names::{hex, BlobKey};
+use crate::names::BlobKey;
 
 const HEADER: &str = "blobcache-meta 1";
 
@@ -27,28 +25,12 @@ impl Meta {
             self.version,
             self.block_size
         );
-        let sum = hex(&Sha256::digest(body.as_bytes()));
-        format!("{body}checksum={sum}\n")
+        super::checksummed::seal(&body)
     }
 
     /// Parses a meta file; `Err` explains why it is not a valid one.
     pub fn decode(text: &[u8]) -> Result<Meta, String> {
-        let text = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_string())?;
-        let (body, tail) = match text.rfind("checksum=") {
-            Some(i) => (&text[..i], &text[i..]),
-            None => return Err("no checksum line".into()),
-        };
-        let sum = tail
-            .strip_prefix("checksum=")
-            .and_then(|s| s.strip_suffix('\n'))
-            .ok_or("malformed checksum line")?;
-        if sum != hex(&Sha256::digest(body.as_bytes())) {
-            return Err("checksum mismatch".into());
-        }
-        let mut lines = body.lines();
-        if lines.next() != Some(HEADER) {
-            return Err("unknown header".into());
-        }
+        let mut lines = super::checksummed::open(text, HEADER)?;
         let mut field = |name: &str| -> Result<String, String> {
             let line = lines.next().ok_or_else(|| format!("missing {name}"))?;
             line.strip_prefix(name)

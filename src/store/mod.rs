@@ -20,6 +20,7 @@
 //! not expect.
 
 pub mod block;
+pub mod checksummed;
 pub mod counters;
 pub mod evict;
 pub mod inventory;

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use blobcache::config::{AzureAuth, Config, MaxSize, OriginConfig, VARIABLES};
+use blobcache::origin::azure::auth::{IDENTITY_VARS, SECRET_VARS};
 use blobcache::origin::azure::{AzureEnv, AzureOrigin};
 use blobcache::origin::Origin;
 use blobcache::{BlobKey, ErrorKind};
@@ -22,22 +23,6 @@ use blobcache::{BlobKey, ErrorKind};
 use crate::output::size;
 use crate::{env_account, location, Failure, Outcome};
 
-/// Variables that hold credentials or identities: shown as present or absent.
-const CREDENTIALS: &[&str] = &[
-    "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_KEY",
-    "AZURE_STORAGE_ACCESS_KEY",
-    "AZURE_STORAGE_MASTER_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_STORAGE_SAS_KEY",
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_TOKEN",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-];
 /// Azure variables whose values are not secret.
 const SHOWN: &[&str] = &[
     "AZURE_STORAGE_ACCOUNT_NAME",
@@ -133,8 +118,8 @@ pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Ou
 
     r.line("");
     r.line("azure:");
-    let width = CREDENTIALS
-        .iter()
+    let credentials = || SECRET_VARS.iter().chain(IDENTITY_VARS);
+    let width = credentials()
         .chain(SHOWN)
         .map(|v| v.len())
         .max()
@@ -145,7 +130,7 @@ pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Ou
             var(name).unwrap_or("(not set)".into())
         ));
     }
-    for name in CREDENTIALS {
+    for name in credentials() {
         let state = if var(name).is_some() {
             "present"
         } else {

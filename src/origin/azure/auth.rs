@@ -59,8 +59,9 @@ const KEY_VARS: &[&str] = &[
     "AZURE_STORAGE_MASTER_KEY",
 ];
 const SAS_VARS: &[&str] = &["AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_KEY"];
-/// Variables whose values are secrets, kept out of every message.
-const SECRET_VARS: &[&str] = &[
+/// Variables whose values are secrets, kept out of every message (and shown
+/// only as present or absent by `blobcache doctor`).
+pub const SECRET_VARS: &[&str] = &[
     "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_STORAGE_KEY",
     "AZURE_STORAGE_ACCESS_KEY",
@@ -72,6 +73,14 @@ const SECRET_VARS: &[&str] = &[
     "AZURE_STORAGE_CLIENT_SECRET",
     "AZURE_STORAGE_TOKEN",
     "AZURE_FABRIC_SESSION_TOKEN",
+];
+/// Variables that name an identity or where a credential is (not secrets,
+/// but `blobcache doctor` shows them as present or absent too).
+pub const IDENTITY_VARS: &[&str] = &[
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
 ];
 
 /// The Azure-related environment, captured once per lifecycle (or given
