@@ -18,7 +18,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 
 pub struct Instance {
@@ -89,7 +89,15 @@ pub fn current() -> Result<arc_swap::Guard<Option<Arc<Instance>>>> {
     }
     drop(g);
     start()?;
-    Ok(CURRENT.load())
+    let g = CURRENT.load();
+    if g.is_none() {
+        // A `shutdown()` on another thread took the instance just started.
+        return Err(Error::new(
+            ErrorKind::Shutdown,
+            "the library was shut down as this read started",
+        ));
+    }
+    Ok(g)
 }
 
 fn start() -> Result<()> {
