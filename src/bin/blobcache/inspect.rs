@@ -16,6 +16,19 @@ use crate::{config, location, Failure, Outcome};
 
 /// The store of the configured cache directory, or `None` when there is no
 /// cache there yet (nothing is created).
+/// [`store`], saying "nothing cached" on stdout when there is none.
+fn store_or_say_empty(config: &Config) -> Result<Option<Store>, Failure> {
+    let store = store(config)?;
+    if store.is_none() {
+        let _ = writeln!(
+            std::io::stdout(),
+            "nothing cached in {}",
+            cache_dir(config).display()
+        );
+    }
+    Ok(store)
+}
+
 fn store(config: &Config) -> Result<Option<Store>, Failure> {
     let dir = config.dir.clone().ok_or_else(|| {
         Failure::Failed(
@@ -278,12 +291,7 @@ pub fn stats(json: bool, reset: bool) -> Outcome {
 pub fn verify(uri: Option<&str>, account: Option<&str>, dry_run: bool, json: bool) -> Outcome {
     let only = filter(uri, account)?;
     let config = config()?;
-    let Some(store) = store(&config)? else {
-        let _ = writeln!(
-            std::io::stdout(),
-            "nothing cached in {}",
-            cache_dir(&config).display()
-        );
+    let Some(store) = store_or_say_empty(&config)? else {
         return Ok(());
     };
     let items = inventory::inventory(store.root(), store.file_mode());
@@ -378,12 +386,7 @@ fn evict_lock(store: &Store) -> Result<evict::EvictGuard, Failure> {
 pub fn evict(uri: Option<&str>, account: Option<&str>, to: Option<u64>, all: bool) -> Outcome {
     let only = filter(uri, account)?;
     let config = config()?;
-    let Some(store) = store(&config)? else {
-        let _ = writeln!(
-            std::io::stdout(),
-            "nothing cached in {}",
-            cache_dir(&config).display()
-        );
+    let Some(store) = store_or_say_empty(&config)? else {
         return Ok(());
     };
     let _guard = evict_lock(&store)?;

@@ -112,6 +112,26 @@ impl Op<'_> {
 
     /// Handles a failed attempt: waits and returns `Ok` to try again, or
     /// returns the final error.
+    /// Sends the request (no extra headers) until the service answers with
+    /// success, retrying failures and refusals within the budget.
+    async fn answered(&mut self, method: Method) -> Result<reqwest::Response> {
+        loop {
+            let response = match self.send(&[], method.clone()).await? {
+                Ok(r) => r,
+                Err(f) => {
+                    self.after_failure(f).await?;
+                    continue;
+                }
+            };
+            if !response.status().is_success() {
+                let r = http::refusal(response, &self.budget).await;
+                self.after_failure(Failure::Refused(r)).await?;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
     async fn after_failure(&mut self, failure: Failure) -> Result<()> {
         if let Failure::Refused(r) = &failure {
             if !failure.retryable() {
@@ -210,36 +230,23 @@ pub async fn stat(
             budget
         },
     };
-    loop {
-        let response = match op.send(&[], Method::HEAD).await? {
-            Ok(r) => r,
-            Err(f) => {
-                op.after_failure(f).await?;
-                continue;
-            }
-        };
-        if !response.status().is_success() {
-            let r = http::refusal(response, &op.budget).await;
-            op.after_failure(Failure::Refused(r)).await?;
-            continue;
-        }
-        let h = response.headers();
-        // Not `response.content_length()`: for HEAD that is the (empty) body's.
-        let size = http::header(h, "content-length").and_then(|v| v.parse::<u64>().ok());
-        let etag = http::header(h, "etag");
-        return match (size, etag) {
-            (Some(size), Some(version)) => Ok(ObjectInfo { size, version }),
-            _ => Err(op.fail(
-                ErrorKind::Origin,
-                &format!(
-                    "the answer (HTTP {}, request id {}) has no Content-Length or ETag",
-                    response.status().as_u16(),
-                    http::request_id(h).as_deref().unwrap_or("none")
-                ),
-                "is the endpoint an Azure Blob Storage endpoint?",
-                None,
-            )),
-        };
+    let response = op.answered(Method::HEAD).await?;
+    let h = response.headers();
+    // Not `response.content_length()`: for HEAD that is the (empty) body's.
+    let size = http::header(h, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let etag = http::header(h, "etag");
+    match (size, etag) {
+        (Some(size), Some(version)) => Ok(ObjectInfo { size, version }),
+        _ => Err(op.fail(
+            ErrorKind::Origin,
+            &format!(
+                "the answer (HTTP {}, request id {}) has no Content-Length or ETag",
+                response.status().as_u16(),
+                http::request_id(h).as_deref().unwrap_or("none")
+            ),
+            "is the endpoint an Azure Blob Storage endpoint?",
+            None,
+        )),
     }
 }
 
@@ -276,18 +283,7 @@ pub async fn list(
             budget: account.budget(ctx.fetch_timeout),
         };
         let body = loop {
-            let response = match op.send(&[], Method::GET).await? {
-                Ok(r) => r,
-                Err(f) => {
-                    op.after_failure(f).await?;
-                    continue;
-                }
-            };
-            if !response.status().is_success() {
-                let r = http::refusal(response, &op.budget).await;
-                op.after_failure(Failure::Refused(r)).await?;
-                continue;
-            }
+            let response = op.answered(Method::GET).await?;
             let idle = op.budget.idle_limit();
             match tokio::time::timeout(idle, response.text()).await {
                 Ok(Ok(text)) => break text,
