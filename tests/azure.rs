@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use blobcache::{BlobKey, Cache, ErrorKind};
 
 use common::azurite::{self, plain_ranged_download, Azurite, ACCOUNT, KEY};
 use common::proxy::{Fault, Gate, Proxy, TokenServer, TOKEN};
-use common::{bytes, TempDir};
+use common::{blobcache_cmd, bytes, TempDir};
 
 fn key(container: &str, blob: &str) -> BlobKey {
     BlobKey::new(ACCOUNT, container, blob).unwrap()
@@ -39,19 +39,6 @@ fn read_all(c: &Cache, k: &BlobKey, len: usize) -> blobcache::Result<Vec<u8>> {
 /// A key that decodes but is not the account's.
 fn wrong_key() -> String {
     format!("F{}", &KEY[1..])
-}
-
-/// Runs the `blobcache` command with only the given environment (plus PATH).
-fn blobcache_cmd(env: &[(&str, String)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
-    cmd.env_clear();
-    if let Some(p) = std::env::var_os("PATH") {
-        cmd.env("PATH", p);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.args(args).output().unwrap()
 }
 
 fn cat_env(template: &str, dir: &Path, credential: (&str, String)) -> Vec<(&'static str, String)> {

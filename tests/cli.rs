@@ -18,21 +18,7 @@ use blobcache::{BlobKey, Cache, ErrorKind};
 
 use common::azurite::{self, Azurite, ACCOUNT, KEY};
 use common::proxy::Proxy;
-use common::{bytes, Fixture, TempDir};
-
-/// Runs the command with only `env` (plus PATH): no credential or setting of
-/// the machine leaks in, and nothing can reach a real Azure host.
-fn run(env: &[(&str, String)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
-    cmd.env_clear();
-    if let Some(p) = std::env::var_os("PATH") {
-        cmd.env("PATH", p);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.args(args).output().unwrap()
-}
+use common::{blobcache_cmd as run, bytes, Fixture, TempDir};
 
 fn text(o: &Output) -> (String, String) {
     (

@@ -11,8 +11,6 @@
 //! by hand, damaged disk) is reported and started again from zero.
 //! Nothing here runs on the read path.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Mutex;
@@ -93,18 +91,7 @@ struct Locked(#[allow(dead_code)] std::fs::File);
 
 fn lock(root: &Path, file_mode: u32) -> Result<Locked> {
     let path = root.join(LOCK);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(file_mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| io_error("cannot open", &path, &e))?;
-    // Exactly the cache's file mode, whatever the umask (a group-shared
-    // cache needs 0660).
-    crate::store::set_file_mode(&file, file_mode);
+    let file = super::lock::open_lock_file(&path, file_mode)?;
     let start = Instant::now();
     loop {
         // SAFETY: flock on a descriptor we own; no memory is passed.

@@ -8,8 +8,7 @@
 //! The scan also removes temporary files whose writer is gone (their block
 //! lock is free), and empty version directories.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -153,18 +152,7 @@ pub struct EvictGuard {
 
 /// Takes the store-wide eviction lock without waiting.
 pub fn try_evict_lock(root: &Path, file_mode: u32) -> Option<EvictGuard> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(file_mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(root.join("evict.lock"))
-        .ok()?;
-    if file_mode & 0o070 != 0 {
-        crate::store::set_file_mode(&file, file_mode);
-    }
+    let file = super::lock::open_lock_file(&root.join("evict.lock"), file_mode).ok()?;
     // SAFETY: flock on a descriptor we own; no memory is passed.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     (rc == 0).then_some(EvictGuard { _file: file })

@@ -69,7 +69,10 @@ fn ofd_lock(file: &File, index: u64, wait: bool) -> std::io::Result<bool> {
     }
 }
 
-fn open_lock_file(path: &Path, mode: u32) -> Result<File> {
+/// Opens (creating it if needed) a lock file of the store, never through a
+/// symlink, with exactly the cache's file mode whatever the umask (members
+/// of a group-shared cache must be able to open it for writing).
+pub(crate) fn open_lock_file(path: &Path, mode: u32) -> Result<File> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -79,10 +82,7 @@ fn open_lock_file(path: &Path, mode: u32) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| io_error("cannot open lock file", path, &e))?;
-    if mode & 0o070 != 0 {
-        // Shared cache: group members must be able to open it for writing.
-        crate::store::set_file_mode(&f, mode);
-    }
+    crate::store::set_file_mode(&f, mode);
     Ok(f)
 }
 
