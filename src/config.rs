@@ -52,12 +52,23 @@ pub struct Config {
     pub shared: bool,
     /// fsync each block before publishing it.
     pub fsync: bool,
+    /// At most this many cached blocks open (mapped) at once in this process.
+    pub mapped_blocks: usize,
+    /// At most this many bytes of cached blocks mapped at once in this process.
+    pub mapped_bytes: u64,
 }
 
 pub const DEFAULT_BLOCK_SIZE: u64 = 16 << 20;
 pub const MIN_BLOCK_SIZE: u64 = 64 << 10;
 pub const MAX_BLOCK_SIZE: u64 = 1 << 30;
 pub const DEFAULT_MAX_SIZE_PERCENT: u8 = 50;
+/// Default bound on open blocks: a small share of Linux's default
+/// `vm.max_map_count` (65,530), which the host's own allocator, threads and
+/// libraries need too.
+pub const DEFAULT_MAPPED_BLOCKS: usize = 4096;
+/// Default bound on mapped bytes (and so on the file-backed RSS the cache
+/// adds to the host).
+pub const DEFAULT_MAPPED_BYTES: u64 = 1 << 30;
 
 /// Every variable this module reads, for documentation and typo detection.
 pub const VARIABLES: &[&str] = &[
@@ -74,6 +85,8 @@ pub const VARIABLES: &[&str] = &[
     "BLOBCACHE_AZURE_AUTH",
     "BLOBCACHE_SHARED",
     "BLOBCACHE_FSYNC",
+    "BLOBCACHE_MAPPED_BLOCKS",
+    "BLOBCACHE_MAPPED_BYTES",
     "BLOBCACHE_AUTOREGISTER",
 ];
 
@@ -93,6 +106,8 @@ impl Default for Config {
             azure_auth: AzureAuth::Auto,
             shared: false,
             fsync: false,
+            mapped_blocks: DEFAULT_MAPPED_BLOCKS,
+            mapped_bytes: DEFAULT_MAPPED_BYTES,
         }
     }
 }
@@ -180,6 +195,25 @@ impl Config {
                         "BLOBCACHE_FETCH_TIMEOUT={v} is not valid; use a duration from 100ms to 3600s such as 30s, 500ms or 2m"
                     ))
                 })?;
+        }
+        if let Some(v) = get("BLOBCACHE_MAPPED_BLOCKS") {
+            c.mapped_blocks = v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=32768).contains(n))
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "BLOBCACHE_MAPPED_BLOCKS={v} is not valid; use a number of blocks from 1 to 32768"
+                    ))
+                })?;
+        }
+        if let Some(v) = get("BLOBCACHE_MAPPED_BYTES") {
+            c.mapped_bytes = parse_size(&v).filter(|b| *b >= 1 << 20).ok_or_else(|| {
+                Error::config(format!(
+                    "BLOBCACHE_MAPPED_BYTES={v} is not valid; use a size of at least 1M such as 1G or 512M"
+                ))
+            })?;
         }
         c.offline = parse_flag(&get, "BLOBCACHE_OFFLINE")?.unwrap_or(false);
         c.shared = parse_flag(&get, "BLOBCACHE_SHARED")?.unwrap_or(false);
@@ -376,6 +410,8 @@ mod tests {
             ("BLOBCACHE_DIR", "relative/dir"),
             ("BLOBCACHE_AZURE_ENDPOINT", "ftp://x"),
             ("BLOBCACHE_AZURE_AUTH", "password"),
+            ("BLOBCACHE_MAPPED_BLOCKS", "0"),
+            ("BLOBCACHE_MAPPED_BYTES", "12K"),
         ] {
             let e = cfg(&[(var, val)]).unwrap_err();
             assert_eq!(e.kind(), crate::error::ErrorKind::Config);

@@ -36,6 +36,10 @@ pub enum ErrorKind {
     /// The origin could not be reached at all (connection refused, DNS
     /// failure, connect timeout): no answer, as opposed to an error answer.
     Unreachable = 11,
+    /// Another process holds the fill of a block and has made no progress
+    /// for a while (stopped, frozen); the range is read straight from the
+    /// origin instead (never returned to callers as a failure).
+    PeerStalled = 12,
 }
 
 impl ErrorKind {
@@ -52,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Shutdown => "shut down",
             ErrorKind::Internal => "internal error",
             ErrorKind::Unreachable => "origin unreachable",
+            ErrorKind::PeerStalled => "another process's fill is stalled",
         }
     }
 }

@@ -148,11 +148,9 @@ pub unsafe extern "C" fn blob_read(
             // SAFETY: the caller guarantees `length` writable bytes at `buf`,
             // not aliased by anything else during this call.
             let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), length) };
-            let inst = crate::state::current()?;
-            let inst = inst
-                .as_ref()
-                .ok_or_else(|| Error::internal("no cache instance"))?;
-            inst.cache.read(&key, offset as u64, dst)
+            crate::state::current()?
+                .cache
+                .read(&key, offset as u64, dst)
         };
         run().map_err(|e| Error::new(e.kind(), format!("{e} {}", ctx())))
     });

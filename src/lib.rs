@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod ffi;
+mod fork;
 pub mod log;
 pub mod names;
 pub mod origin;

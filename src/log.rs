@@ -2,14 +2,16 @@
 //!
 //! The host owns stdout, so nothing is ever written there. Each line goes out
 //! in one `write(2)` so lines from many threads and processes do not
-//! interleave. Every line passes through [`crate::redact::redact`].
+//! interleave, and without any lock (not the standard library's stderr
+//! lock): a child forked while another thread was logging must be able to
+//! log (see `fork.rs`). Every line passes through [`crate::redact::redact`].
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::Mutex;
 
-use arc_swap::ArcSwapOption;
+use crate::fork;
+use crate::sync::MutexExt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -42,9 +44,9 @@ impl Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Warn as u8);
-// Lock-free (copy on write), so a fork at any moment cannot leave it locked.
-static ONCE: ArcSwapOption<HashSet<String>> = ArcSwapOption::const_empty();
-static PROCESS_ONCE: ArcSwapOption<HashSet<String>> = ArcSwapOption::const_empty();
+// Touched only inside fork sections (see `fork.rs`).
+static ONCE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+static PROCESS_ONCE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
@@ -64,9 +66,32 @@ pub fn log(level: Level, message: &str) {
         level.as_str(),
         crate::redact::redact(message).replace('\n', " ")
     );
-    // One write call per line; errors writing to stderr are ignored, there is
-    // nowhere else to report them.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    write_stderr(line.as_bytes());
+}
+
+/// Writes `bytes` to descriptor 2 with `write(2)`, retrying on EINTR and
+/// after a partial write. Errors are ignored: there is nowhere else to
+/// report them.
+fn write_stderr(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: writes from a valid slice; descriptor 2 may be closed or
+        // anything else, which write reports as an error.
+        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        if n > 0 {
+            bytes = &bytes[n as usize..];
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
+
+/// Whether `key` is new to `set` (and remembers it).
+fn first_time(set: &'static Mutex<Option<HashSet<String>>>, key: &str) -> bool {
+    let key = key.to_string();
+    fork::section(|| set.locked().get_or_insert_with(HashSet::new).insert(key))
 }
 
 /// Logs `message` only the first time `key` is seen in this lifecycle of the
@@ -75,13 +100,7 @@ pub fn log_once(level: Level, key: &str, message: &str) {
     if !enabled(level) {
         return;
     }
-    let mut first = false;
-    ONCE.rcu(|seen| {
-        let mut set = seen.as_deref().cloned().unwrap_or_default();
-        first = set.insert(key.to_string());
-        Some(Arc::new(set))
-    });
-    if first {
+    if first_time(&ONCE, key) {
         log(level, message);
     }
 }
@@ -92,13 +111,7 @@ pub fn log_once_per_process(level: Level, key: &str, message: &str) {
     if !enabled(level) {
         return;
     }
-    let mut first = false;
-    PROCESS_ONCE.rcu(|seen| {
-        let mut set = seen.as_deref().cloned().unwrap_or_default();
-        first = set.insert(key.to_string());
-        Some(Arc::new(set))
-    });
-    if first {
+    if first_time(&PROCESS_ONCE, key) {
         log(level, message);
     }
 }
@@ -106,7 +119,8 @@ pub fn log_once_per_process(level: Level, key: &str, message: &str) {
 /// Forgets which one-time messages were logged (called at shutdown, so a new
 /// session warns again).
 pub fn reset_once() {
-    ONCE.store(None);
+    let old = fork::section(|| ONCE.locked().take());
+    drop(old);
 }
 
 macro_rules! warning { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Warn, &format!($($t)*)) } }

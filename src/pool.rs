@@ -2,7 +2,8 @@
 //! readahead jobs. It bounds how many origin requests are in flight
 //! (`BLOBCACHE_FETCH_CONCURRENCY`) and lets one large read fetch its blocks in
 //! parallel. Stopping it fails queued demand jobs, drops queued readahead,
-//! and joins the threads.
+//! and joins the threads, waiting a bounded time: a worker stuck in the
+//! kernel (a read from a hung filesystem) is abandoned, not waited for.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::thread::JoinHandle;
 use std::sync::{Condvar, Mutex};
 
 use crate::sync::{CondvarExt, MutexExt};
+
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -43,6 +45,8 @@ struct Queues {
     ahead: VecDeque<Task>,
     stopped: bool,
     ahead_running: usize,
+    /// Workers that have not returned yet.
+    live: usize,
 }
 
 struct Shared {
@@ -64,6 +68,7 @@ impl Pool {
                 ahead: VecDeque::new(),
                 stopped: false,
                 ahead_running: 0,
+                live: threads,
             }),
             cv: Condvar::new(),
             // Leave at least half the workers for demand reads.
@@ -75,7 +80,11 @@ impl Pool {
             let h = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .stack_size(256 << 10)
-                .spawn(move || worker(&s))
+                .spawn(move || {
+                    worker(&s);
+                    s.q.locked().live -= 1;
+                    s.cv.notify_all();
+                })
                 .map_err(|e| Error::internal(format!("cannot start worker thread: {e}")))?;
             handles.push(h);
         }
@@ -118,7 +127,9 @@ impl Pool {
 
     /// Stops accepting work, fails queued demand jobs, and joins the workers
     /// (each finishes the job it is running; jobs honour cancellation).
-    pub fn stop(&self) {
+    /// Workers still busy after `wait` are abandoned (they end on their own
+    /// when their job returns).
+    pub fn stop(&self, wait: std::time::Duration) {
         let pending: Vec<_> = {
             let mut q = self.shared.q.locked();
             q.stopped = true;
@@ -129,9 +140,31 @@ impl Pool {
             t.finish(Err(stopped()));
         }
         self.shared.cv.notify_all();
+        let deadline = std::time::Instant::now() + wait;
+        let mut q = self.shared.q.locked();
+        while q.live > 0 {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            q = self.shared.cv.wait_on_for(q, deadline - now);
+        }
+        let stuck = q.live;
+        drop(q);
         let handles: Vec<_> = self.threads.locked().drain(..).collect();
-        for h in handles {
-            let _ = h.join();
+        if stuck == 0 {
+            for h in handles {
+                let _ = h.join();
+            }
+        } else {
+            crate::log::warning!(
+                "shutdown: {stuck} fill worker(s) still busy after {wait:?} (stuck in a read from the origin?) are left to finish on their own"
+            );
+            for h in handles {
+                if h.is_finished() {
+                    let _ = h.join();
+                }
+            }
         }
     }
 }
@@ -217,7 +250,7 @@ mod tests {
         let results: Vec<_> = tickets.iter().map(|t| t.wait()).collect();
         assert_eq!(n.load(Ordering::SeqCst), 20);
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
-        p.stop();
+        p.stop(std::time::Duration::from_secs(5));
     }
 
     #[test]
@@ -227,7 +260,7 @@ mod tests {
         let e = t.wait().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Internal);
         assert!(e.message().contains("deliberate"));
-        p.stop();
+        p.stop(std::time::Duration::from_secs(5));
     }
 
     #[test]
@@ -245,7 +278,7 @@ mod tests {
         let stopper = std::thread::spawn({
             let p = Arc::new(p);
             move || {
-                p.stop();
+                p.stop(std::time::Duration::from_secs(5));
                 p
             }
         });

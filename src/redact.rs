@@ -6,12 +6,18 @@
 //! log line. This is a second line of defence: messages are built not to
 //! contain secrets in the first place.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwapOption;
+use crate::fork;
+use crate::sync::MutexExt;
 
-// Lock-free (copy on write), so a fork at any moment cannot leave it locked.
-static SECRETS: ArcSwapOption<Vec<String>> = ArcSwapOption::const_empty();
+// Copy on write, touched only inside fork sections (see `fork.rs`): readers
+// clone the `Arc` and scan it outside.
+static SECRETS: Mutex<Option<Arc<Vec<String>>>> = Mutex::new(None);
+
+fn secrets() -> Option<Arc<Vec<String>>> {
+    fork::section(|| SECRETS.locked().clone())
+}
 
 /// Registers a secret value so it never appears in output. Short values
 /// (under 8 characters) are ignored: replacing them would garble messages and
@@ -21,15 +27,23 @@ pub fn register_secret(secret: &str) {
     if secret.len() < 8 {
         return;
     }
-    SECRETS.rcu(|current| {
-        let mut secrets = current.as_deref().cloned().unwrap_or_default();
-        if !secrets.iter().any(|s| s == secret) {
-            secrets.push(secret.to_string());
+    let mut secrets = secrets().as_deref().cloned().unwrap_or_default();
+    if !secrets.iter().any(|s| s == secret) {
+        secrets.push(secret.to_string());
+        let old = fork::section(|| {
+            let mut current = SECRETS.locked();
+            // Keep what another thread registered meanwhile.
+            for s in current.as_deref().into_iter().flatten() {
+                if !secrets.contains(s) {
+                    secrets.push(s.clone());
+                }
+            }
             // Longest first, so a secret that contains another is replaced whole.
             secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
-        Some(Arc::new(secrets))
-    });
+            current.replace(Arc::new(std::mem::take(&mut secrets)))
+        });
+        drop(old);
+    }
     // A SAS token's signature is the part that matters; register it alone too
     // in its raw and percent-decoded spellings.
     if let Some(sig) = query_value(secret, "sig") {
@@ -92,7 +106,7 @@ pub fn redact(message: &str) -> String {
     // (an account name, say) would hide where its credential starts.
     let out = redact_credential_after(message, "SharedKey ", true);
     let mut out = redact_credential_after(&out, "Bearer ", false);
-    for secret in SECRETS.load().as_deref().into_iter().flatten() {
+    for secret in secrets().as_deref().into_iter().flatten() {
         if out.contains(secret.as_str()) {
             out = out.replace(secret.as_str(), "<redacted>");
         }

@@ -2,61 +2,61 @@
 //!
 //! Created lazily by the first read, released by `shutdown`, created again by
 //! the next read (the streamer calls `shutdown` after every session and then
-//! reads again). Readers get the current instance through an `ArcSwap`
-//! without taking any lock. A read that overlaps `shutdown` keeps the
+//! reads again). Readers clone the current instance's `Arc` under a lock
+//! held for that clone only. A read that overlaps `shutdown` keeps the
 //! instance it started with alive until it returns.
 //!
 //! After `fork()`, the child inherits the parent's instance but not its
-//! threads; a `pthread_atfork` child handler bumps a generation counter, and
-//! an instance from an older generation is abandoned (leaked on purpose: its
-//! locks and threads belong to the parent) and replaced.
+//! threads; the instance is tagged with the fork generation it was made in
+//! (see `fork.rs`), and one from an older generation is abandoned (leaked on
+//! purpose: its locks and threads belong to the parent) and replaced.
+//! `CURRENT` is touched only inside fork sections, so a child never finds it
+//! half-written.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
-
-use arc_swap::ArcSwapOption;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fork;
 use crate::log;
+use crate::sync::MutexExt;
 
 pub struct Instance {
     generation: u64,
     pub cache: Cache,
 }
 
-static CURRENT: ArcSwapOption<Instance> = ArcSwapOption::const_empty();
+static CURRENT: Mutex<Option<Arc<Instance>>> = Mutex::new(None);
 static LIFECYCLE: LifecycleLock = LifecycleLock::new();
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-static ATFORK: Once = Once::new();
 
-extern "C" fn after_fork_in_child() {
-    GENERATION.fetch_add(1, Ordering::SeqCst);
-    // The lifecycle lock may have been held by a parent thread that does not
-    // exist here; only the forking thread exists in the child, so it is free.
-    LIFECYCLE.reset();
-}
-
-/// Serialises start and shutdown. A plain flag rather than a mutex so the
-/// fork handler can release it in the child (waiters only ever wait for a
-/// start or shutdown, so sleeping briefly while it is taken is cheap).
-struct LifecycleLock(AtomicBool);
+/// Serialises start and shutdown. Holds the fork generation of its holder
+/// plus one (0: free), so a child treats a lock taken by a parent thread
+/// (which does not exist in the child) as free, with no fork handler.
+struct LifecycleLock(AtomicU64);
 
 struct LifecycleGuard<'a>(&'a LifecycleLock);
 
 impl LifecycleLock {
     const fn new() -> LifecycleLock {
-        LifecycleLock(AtomicBool::new(false))
+        LifecycleLock(AtomicU64::new(0))
     }
 
     fn lock(&self) -> LifecycleGuard<'_> {
+        let mine = fork::generation() + 1;
         let mut spins = 0u32;
-        while self
-            .0
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        loop {
+            let held = self.0.load(Ordering::Acquire);
+            // Free, or held by a thread of an older generation (a parent's).
+            if (held == 0 || held < mine)
+                && self
+                    .0
+                    .compare_exchange(held, mine, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return LifecycleGuard(self);
+            }
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();
@@ -64,58 +64,64 @@ impl LifecycleLock {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
         }
-        LifecycleGuard(self)
-    }
-
-    fn reset(&self) {
-        self.0.store(false, Ordering::Release);
     }
 }
 
 impl Drop for LifecycleGuard<'_> {
     fn drop(&mut self) {
-        (self.0).0.store(false, Ordering::Release);
+        (self.0).0.store(0, Ordering::Release);
     }
+}
+
+/// The current instance of this process, if any (of any generation).
+fn load() -> Option<Arc<Instance>> {
+    fork::section(|| CURRENT.locked().clone())
+}
+
+/// Replaces the current instance; returns the old one (to drop or leak
+/// outside the section).
+fn replace(new: Option<Arc<Instance>>) -> Option<Arc<Instance>> {
+    fork::section(|| std::mem::replace(&mut *CURRENT.locked(), new))
 }
 
 /// Returns the current instance, creating it if there is none.
-pub fn current() -> Result<arc_swap::Guard<Option<Arc<Instance>>>> {
-    let gen = GENERATION.load(Ordering::Relaxed);
-    let g = CURRENT.load();
-    if let Some(inst) = &*g {
-        if inst.generation == gen {
-            return Ok(g);
+pub fn current() -> Result<Arc<Instance>> {
+    if let Some(inst) = load() {
+        if inst.generation == fork::generation() {
+            return Ok(inst);
         }
+        // A parent's: never dropped here (see `start`).
+        std::mem::forget(inst);
     }
-    drop(g);
     start()?;
-    let g = CURRENT.load();
-    if g.is_none() {
+    match load() {
+        Some(inst) if inst.generation == fork::generation() => Ok(inst),
+        Some(inst) => {
+            std::mem::forget(inst);
+            Err(Error::new(
+                ErrorKind::Shutdown,
+                "the process forked as this read started; retry the read",
+            ))
+        }
         // A `shutdown()` on another thread took the instance just started.
-        return Err(Error::new(
+        None => Err(Error::new(
             ErrorKind::Shutdown,
             "the library was shut down as this read started",
-        ));
+        )),
     }
-    Ok(g)
 }
 
 fn start() -> Result<()> {
-    ATFORK.call_once(|| {
-        // SAFETY: registering a plain extern "C" handler; the library is
-        // never unloaded (the streamer does not dlclose it).
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
+    fork::install();
     let _l = LIFECYCLE.lock();
-    let gen = GENERATION.load(Ordering::SeqCst);
-    if let Some(inst) = &*CURRENT.load() {
+    let gen = fork::generation();
+    if let Some(inst) = load() {
         if inst.generation == gen {
             return Ok(());
         }
+        std::mem::forget(inst);
     }
-    if let Some(old) = CURRENT.swap(None) {
+    if let Some(old) = replace(None) {
         // Inherited across fork: its threads are gone; do not run its Drop.
         std::mem::forget(old);
     }
@@ -124,10 +130,11 @@ fn start() -> Result<()> {
     register_secrets();
     warn_unknown_variables();
     let cache = Cache::new(config)?;
-    CURRENT.store(Some(Arc::new(Instance {
+    let old = replace(Some(Arc::new(Instance {
         generation: gen,
         cache,
     })));
+    debug_assert!(old.is_none());
     Ok(())
 }
 
@@ -170,9 +177,8 @@ fn register_secrets() {
 /// never waits on the network.
 pub fn shutdown() {
     let _l = LIFECYCLE.lock();
-    let gen = GENERATION.load(Ordering::SeqCst);
-    if let Some(old) = CURRENT.swap(None) {
-        if old.generation != gen {
+    if let Some(old) = replace(None) {
+        if old.generation != fork::generation() {
             std::mem::forget(old);
             return;
         }
@@ -186,8 +192,12 @@ pub fn shutdown() {
 
 /// Counters of the current instance (zero when there is none).
 pub fn stats() -> crate::stats::Snapshot {
-    match &*CURRENT.load() {
-        Some(inst) => inst.cache.stats(),
+    match load() {
+        Some(inst) if inst.generation == fork::generation() => inst.cache.stats(),
+        Some(inst) => {
+            std::mem::forget(inst);
+            Default::default()
+        }
         None => Default::default(),
     }
 }

@@ -88,17 +88,100 @@ pub fn block_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("b.{index}"))
 }
 
-/// Opens and maps published block `index` of `len` bytes in `dir`. Returns
-/// `Ok(None)` when it is not there, and an error of kind `Store` when a file
-/// is there but is not a valid block (the caller removes it and refills).
-pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
-    map_block(dir, index, len, false)
+/// Why a published block could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The file is not a valid block (wrong size, bad trailer, torn by a
+    /// power cut): remove it and fill it again.
+    Damaged(Error),
+    /// The block is fine but could not be mapped (`ENOMEM`: the process is
+    /// out of address space or memory maps): read it another way, never
+    /// remove it.
+    CannotMap(Error),
+    /// Anything else (permissions, I/O errors).
+    Io(Error),
 }
 
-/// [`open_block`], optionally mapping every page up front (one system call
+impl OpenError {
+    pub fn into_error(self) -> Error {
+        match self {
+            OpenError::Damaged(e) | OpenError::CannotMap(e) | OpenError::Io(e) => e,
+        }
+    }
+}
+
+/// Opens and maps published block `index` of `len` bytes in `dir`. Returns
+/// `Ok(None)` when it is not there, and an error of kind `Store` when a file
+/// is there but is not a valid block or cannot be mapped.
+pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
+    map_block(dir, index, len, false).map_err(OpenError::into_error)
+}
+
+/// [`open_block`], telling a damaged block from one that could not be
+/// mapped, and optionally mapping every page up front (one system call
 /// instead of a page fault per 64 KiB when the whole block is read next,
 /// as after a fill).
-fn map_block(dir: &Path, index: u64, len: u64, populate: bool) -> Result<Option<Block>> {
+pub fn map_block(
+    dir: &Path,
+    index: u64,
+    len: u64,
+    populate: bool,
+) -> std::result::Result<Option<Block>, OpenError> {
+    let Some((file, meta, path)) = open_checked(dir, index, len)? else {
+        return Ok(None);
+    };
+    let total = len + TRAILER_LEN as u64;
+    let mut options = MmapOptions::new();
+    options.len(total as usize);
+    if populate {
+        options.populate();
+    }
+    // SAFETY: published block files are never written, truncated or
+    // extended after the rename that publishes them (they are only unlinked,
+    // which keeps this mapping valid), and the size was checked by
+    // `open_checked`, so every byte of the mapping stays backed by the file.
+    let map = unsafe { options.map(&file) }
+        .map_err(|e| OpenError::CannotMap(io_error("cannot map cached block", &path, &e)))?;
+    check_trailer(&map[len as usize..], len, index).map_err(|why| {
+        OpenError::Damaged(Error::store(format!(
+            "cached block {} is damaged: {why}",
+            path.display()
+        )))
+    })?;
+    let block = Block {
+        map,
+        len: len as usize,
+    };
+    if written_before_boot(&meta) {
+        if !block.verify() {
+            return Err(torn(&path));
+        }
+        mark_checked(&file);
+    }
+    Ok(Some(block))
+}
+
+fn torn(path: &Path) -> OpenError {
+    OpenError::Damaged(Error::store(format!(
+        "cached block {} is damaged: its bytes do not match the SHA-256 recorded when it was filled (torn by a power cut?)",
+        path.display()
+    )))
+}
+
+/// Marks a block checked in this boot: later opens may trust it.
+/// (futimens needs only ownership or write access, not a writable
+/// descriptor.)
+fn mark_checked(file: &File) {
+    // SAFETY: a descriptor we own; NULL times means "now".
+    unsafe { libc::futimens(file.as_raw_fd(), std::ptr::null()) };
+}
+
+/// Opens published block `index` and checks its size; `None` when absent.
+fn open_checked(
+    dir: &Path,
+    index: u64,
+    len: u64,
+) -> std::result::Result<Option<(File, std::fs::Metadata, PathBuf)>, OpenError> {
     let path = block_path(dir, index);
     let file = match OpenOptions::new()
         .read(true)
@@ -107,50 +190,114 @@ fn map_block(dir: &Path, index: u64, len: u64, populate: bool) -> Result<Option<
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("cannot open cached block", &path, &e)),
+        Err(e) => {
+            return Err(OpenError::Io(io_error(
+                "cannot open cached block",
+                &path,
+                &e,
+            )))
+        }
     };
     let meta = file
         .metadata()
-        .map_err(|e| io_error("cannot stat cached block", &path, &e))?;
+        .map_err(|e| OpenError::Io(io_error("cannot stat cached block", &path, &e)))?;
     let total = len + TRAILER_LEN as u64;
     if !meta.is_file() || meta.len() != total {
-        return Err(Error::store(format!(
+        return Err(OpenError::Damaged(Error::store(format!(
             "cached block {} has {} bytes, expected {total}",
             path.display(),
             meta.len()
-        )));
+        ))));
     }
-    let mut options = MmapOptions::new();
-    options.len(total as usize);
-    if populate {
-        options.populate();
-    }
-    // SAFETY: published block files are never written, truncated or
-    // extended after the rename that publishes them (they are only unlinked,
-    // which keeps this mapping valid), and the size was checked just above,
-    // so every byte of the mapping stays backed by the file.
-    let map = unsafe { options.map(&file) }
-        .map_err(|e| io_error("cannot map cached block", &path, &e))?;
-    check_trailer(&map[len as usize..], len, index).map_err(|why| {
-        Error::store(format!("cached block {} is damaged: {why}", path.display()))
-    })?;
-    let block = Block {
-        map,
-        len: len as usize,
-    };
-    if written_before_boot(&meta) {
-        if !block.verify() {
-            return Err(Error::store(format!(
-                "cached block {} is damaged: its bytes do not match the SHA-256 recorded when it was filled (torn by a power cut?)",
+    Ok(Some((file, meta, path)))
+}
+
+/// A published block read with `pread` instead of a mapping: what a reader
+/// gets when the block cannot be mapped (the process is out of address
+/// space or memory maps). Holds no descriptor: each read opens the file.
+pub struct FileBlock {
+    path: PathBuf,
+    dir: PathBuf,
+    index: u64,
+    len: u64,
+}
+
+impl FileBlock {
+    /// Opens published block `index` of `len` bytes for reading with
+    /// `pread`, checking it as [`map_block`] does.
+    pub fn open(
+        dir: &Path,
+        index: u64,
+        len: u64,
+    ) -> std::result::Result<Option<FileBlock>, OpenError> {
+        use std::os::unix::fs::FileExt;
+        let Some((file, meta, path)) = open_checked(dir, index, len)? else {
+            return Ok(None);
+        };
+        let mut t = [0u8; TRAILER_LEN];
+        file.read_exact_at(&mut t, len)
+            .map_err(|e| OpenError::Io(io_error("cannot read cached block", &path, &e)))?;
+        check_trailer(&t, len, index).map_err(|why| {
+            OpenError::Damaged(Error::store(format!(
+                "cached block {} is damaged: {why}",
                 path.display()
-            )));
+            )))
+        })?;
+        if written_before_boot(&meta) {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
+            let mut pos = 0u64;
+            while pos < len {
+                let n = buf.len().min((len - pos) as usize);
+                file.read_exact_at(&mut buf[..n], pos).map_err(|e| {
+                    OpenError::Io(io_error("cannot read cached block", &path, &e))
+                })?;
+                h.update(&buf[..n]);
+                pos += n as u64;
+            }
+            if h.finalize().as_slice() != &t[24..56] {
+                return Err(torn(&path));
+            }
+            mark_checked(&file);
         }
-        // Checked in this boot: later opens may trust it. (futimens needs
-        // only ownership or write access, not a writable descriptor.)
-        // SAFETY: a descriptor we own; NULL times means "now".
-        unsafe { libc::futimens(file.as_raw_fd(), std::ptr::null()) };
+        Ok(Some(FileBlock {
+            path,
+            dir: dir.to_path_buf(),
+            index,
+            len,
+        }))
     }
-    Ok(Some(block))
+
+    /// Copies bytes `[offset, offset + dst.len())` of the block into `dst`.
+    pub fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        if offset + dst.len() as u64 > self.len {
+            return Err(Error::internal("read past the end of a cached block"));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| {
+                Error::store(format!(
+                    "block {} of {} was removed (evicted by another process?) as it was read: {e}; retry the read",
+                    self.index,
+                    self.dir.display()
+                ))
+            })?;
+        let total = self.len + TRAILER_LEN as u64;
+        match file.metadata() {
+            Ok(m) if m.len() == total => {}
+            _ => {
+                return Err(Error::store(format!(
+                    "cached block {} changed as it was read; retry the read",
+                    self.path.display()
+                )))
+            }
+        }
+        file.read_exact_at(dst, offset)
+            .map_err(|e| io_error("cannot read cached block", &self.path, &e))
+    }
 }
 
 /// Slack for clocks set late in boot: blocks written in the first minutes
@@ -277,7 +424,7 @@ impl BlockWriter {
 
     /// Appends the trailer, optionally fsyncs, renames into place, and maps
     /// the published block.
-    pub fn publish(mut self) -> Result<Block> {
+    pub fn publish(mut self) -> Result<Published> {
         if self.written != self.len {
             return Err(Error::internal(format!(
                 "block {} got {} bytes, expected {}",
@@ -297,15 +444,43 @@ impl BlockWriter {
         std::fs::rename(&self.tmp, &dest)
             .map_err(|e| io_error("cannot publish block file", &dest, &e))?;
         self.tmp = PathBuf::new(); // published: nothing to remove on drop
-        match map_block(&self.dir, self.index, self.len, true)? {
-            Some(b) => Ok(b),
-            None => Err(Error::new(
-                ErrorKind::Store,
-                format!(
-                    "block {} vanished right after it was published (evicted?)",
-                    dest.display()
-                ),
-            )),
+        match map_block(&self.dir, self.index, self.len, true) {
+            Ok(Some(b)) => Ok(Published::Mapped(b)),
+            Err(OpenError::CannotMap(_)) => match FileBlock::open(&self.dir, self.index, self.len)
+                .map_err(OpenError::into_error)?
+            {
+                Some(b) => Ok(Published::File(b)),
+                None => Err(vanished(&dest)),
+            },
+            Err(e) => Err(e.into_error()),
+            Ok(None) => Err(vanished(&dest)),
+        }
+    }
+}
+
+fn vanished(dest: &Path) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format!(
+            "block {} vanished right after it was published (evicted?)",
+            dest.display()
+        ),
+    )
+}
+
+/// A block just published: mapped, or (when it cannot be mapped) read with
+/// `pread`.
+pub enum Published {
+    Mapped(Block),
+    File(FileBlock),
+}
+
+impl Published {
+    /// The mapped block (tests).
+    pub fn mapped(self) -> Option<Block> {
+        match self {
+            Published::Mapped(b) => Some(b),
+            Published::File(_) => None,
         }
     }
 }
@@ -361,7 +536,7 @@ mod tests {
         let mut w = BlockWriter::create(&d, 7, 10, 0o600, true).unwrap();
         w.write(b"hello").unwrap();
         w.write(b"world").unwrap();
-        let b = w.publish().unwrap();
+        let b = w.publish().unwrap().mapped().unwrap();
         assert_eq!(b.data(), b"helloworld");
         assert!(b.verify());
         let again = open_block(&d, 7, 10).unwrap().unwrap();

@@ -87,7 +87,7 @@ pub fn read(root: &Path) -> Result<Option<Persisted>> {
 }
 
 /// Holds `stats.lock` while alive.
-struct Locked(#[allow(dead_code)] std::fs::File);
+struct Locked(#[allow(dead_code)] super::lock::LockFile);
 
 fn lock(root: &Path, file_mode: u32) -> Result<Locked> {
     let path = root.join(LOCK);

@@ -147,7 +147,7 @@ fn scan_version(path: &Path, file_mode: u32, stale: &mut u64) -> VersionUsage {
 
 /// Holds `evict.lock` while alive.
 pub struct EvictGuard {
-    _file: std::fs::File,
+    _file: super::lock::LockFile,
 }
 
 /// Takes the store-wide eviction lock without waiting.

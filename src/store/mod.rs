@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! v1/
+//!   settings                          the store's block size (see `Store::open`)
 //!   evict.lock                        one evictor at a time, across processes
 //!   stats, stats.lock                 counters of every process (see counters.rs)
 //!   blobs/<kk>/<key sha256>/          one directory per blob (kk = first 2 hex)
@@ -49,6 +50,8 @@ pub const LAYOUT: &str = "v1";
 pub struct Store {
     root: PathBuf,
     block_size: u64,
+    /// The block size asked for when the store records another one.
+    asked_block_size: Option<u64>,
     dir_mode: u32,
     file_mode: u32,
     fsync: bool,
@@ -122,8 +125,18 @@ pub fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+const SETTINGS: &str = "settings";
+const SETTINGS_HEADER: &str = "blobcache store settings 1";
+
 impl Store {
     /// Opens (creating if needed) the store under `dir`.
+    ///
+    /// The store records its block size in `v1/settings` when first used,
+    /// and every process follows the record: blocks of two sizes cannot
+    /// share a version directory, so processes with different
+    /// `BLOBCACHE_BLOCK_SIZE` settings would otherwise remove each other's
+    /// copies on every load. A process asking for another size gets the
+    /// recorded one ([`Store::asked_block_size`] tells, for a warning).
     pub fn open(dir: &Path, block_size: u64, shared: bool, fsync: bool) -> Result<Store> {
         let (dir_mode, file_mode) = if shared {
             (0o770, 0o660)
@@ -134,13 +147,21 @@ impl Store {
         create_dir(dir, dir_mode)?;
         create_dir(&root, dir_mode)?;
         create_dir(&root.join("blobs"), dir_mode)?;
+        let recorded = recorded_block_size(&root, block_size, file_mode);
         Ok(Store {
             root,
-            block_size,
+            block_size: recorded,
+            asked_block_size: (recorded != block_size).then_some(block_size),
             dir_mode,
             file_mode,
             fsync,
         })
+    }
+
+    /// The block size this process asked for, when the store follows
+    /// another one it recorded earlier.
+    pub fn asked_block_size(&self) -> Option<u64> {
+        self.asked_block_size
     }
 
     pub fn root(&self) -> &Path {
@@ -246,6 +267,47 @@ impl Store {
     }
 }
 
+fn parse_settings(bytes: &[u8]) -> Option<u64> {
+    let mut lines = checksummed::open(bytes, SETTINGS_HEADER).ok()?;
+    let bs: u64 = lines.find_map(|l| l.strip_prefix("block_size="))?.parse().ok()?;
+    (crate::config::MIN_BLOCK_SIZE..=crate::config::MAX_BLOCK_SIZE)
+        .contains(&bs)
+        .then_some(bs)
+        .filter(|b| b % crate::config::MIN_BLOCK_SIZE == 0)
+}
+
+/// The store's recorded block size, recording `wanted` if there is no
+/// valid record yet (the first process to record wins: a record is
+/// created by linking a complete file into place, which fails if one is
+/// there). A store that cannot be written uses `wanted`.
+fn recorded_block_size(root: &Path, wanted: u64, file_mode: u32) -> u64 {
+    let path = root.join(SETTINGS);
+    for _ in 0..3 {
+        match read_small(&path) {
+            Ok(b) => match parse_settings(&b) {
+                Some(bs) => return bs,
+                None => {
+                    // Damaged or from an unknown future: replace it.
+                    crate::log::warning!(
+                        "{} is not a valid settings record; recording block size {wanted}",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return wanted,
+        }
+        let body = checksummed::seal(&format!("{SETTINGS_HEADER}\nblock_size={wanted}\n"));
+        match create_exclusive(&path, body.as_bytes(), file_mode) {
+            Ok(true) => return wanted,
+            Ok(false) => continue, // another process recorded one first
+            Err(_) => return wanted,
+        }
+    }
+    wanted
+}
+
 /// One version of one blob in the store.
 #[derive(Clone, Debug)]
 pub struct VersionDir {
@@ -271,19 +333,53 @@ impl VersionDir {
         block::open_block(&self.path, index, self.block_len(index))
     }
 
+    /// Maps published block `index`, telling a damaged block from one that
+    /// could not be mapped (see [`block::map_block`]).
+    pub fn map_block(
+        &self,
+        index: u64,
+        populate: bool,
+    ) -> std::result::Result<Option<Block>, block::OpenError> {
+        block::map_block(&self.path, index, self.block_len(index), populate)
+    }
+
+    /// Opens published block `index` for reading with `pread`.
+    pub fn file_block(
+        &self,
+        index: u64,
+    ) -> std::result::Result<Option<block::FileBlock>, block::OpenError> {
+        block::FileBlock::open(&self.path, index, self.block_len(index))
+    }
+
+    /// Takes the fill lock of block `index`; see [`lock::lock_block`].
     pub fn lock_block(
         &self,
         index: u64,
-        timeout: Duration,
-        cancelled: &dyn Fn() -> bool,
+        give_up: &mut dyn FnMut(Duration) -> Option<Error>,
     ) -> Result<BlockLock> {
-        lock::lock_block(
-            &self.path.join("lock"),
-            self.file_mode,
-            index,
-            timeout,
-            cancelled,
-        )
+        lock::lock_block(&self.path.join("lock"), self.file_mode, index, give_up)
+    }
+
+    /// A sign of life of the fills of block `index` in progress, by any
+    /// process: the newest modification time and the total size of its
+    /// temporary files (0 when there are none). A writer's file changes as
+    /// bytes arrive; one that stays the same is stalled.
+    pub fn fill_progress(&self, index: u64) -> u128 {
+        use std::os::unix::fs::MetadataExt;
+        let prefix = format!("tmp.{index}.");
+        let mut sig: u128 = 0;
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                if !e.file_name().to_string_lossy().starts_with(&prefix) {
+                    continue;
+                }
+                if let Ok(m) = e.metadata() {
+                    let t = m.mtime() as u128 * 1_000_000_000 + m.mtime_nsec() as u128;
+                    sig = sig.max(t) + m.size() as u128 + m.blocks() as u128;
+                }
+            }
+        }
+        sig
     }
 
     pub fn writer(&self, index: u64) -> Result<BlockWriter> {
@@ -358,6 +454,31 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(
         return Err(io_error("cannot write", &dir.join(name), &e));
     }
     Ok(())
+}
+
+/// Creates `path` holding `bytes` only if it does not exist, never visible
+/// half-written (written aside, then hard-linked into place). Returns
+/// whether this call created it.
+pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}", block::tmp_name(0)));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .and_then(|mut f| {
+            set_file_mode(&f, mode);
+            f.write_all(bytes)
+        });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes a directory tree by unlinking (never truncating) its files.

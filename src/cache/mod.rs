@@ -6,13 +6,17 @@
 //! range covers is present (filling missing ones through the worker pool, in
 //! parallel), and copies the bytes out of the blocks' long-lived mappings.
 //! If the store cannot take a block (unwritable directory, full disk, cap
-//! with nothing to evict) the range is read straight from the origin into the
-//! caller's buffer instead, with one warning.
+//! with nothing to evict), or another process holds a block's fill and has
+//! stopped making progress (stopped, frozen), the range is read straight
+//! from the origin into the caller's buffer instead, with one warning.
+//! Blocks are kept open within a budget (see [`mapped`]).
+
+mod mapped;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,11 +31,18 @@ use crate::names::BlobKey;
 use crate::origin::{self, directory::DirectoryOrigin, ObjectInfo, Origin};
 use crate::pool::Pool;
 use crate::stats::{Snapshot, Stats};
-use crate::store::{counters, evict, Block, Store, VersionDir};
+use crate::store::block::OpenError;
+use crate::store::{counters, evict, Store, VersionDir};
+
+pub use mapped::Open;
+use mapped::{Budget, Slot};
 
 const SHARDS: usize = 64;
 /// How often an entry's last-use time is written to disk, at most.
 const TOUCH_EVERY_SECS: u64 = 30;
+/// How long `shutdown` waits for fill workers to finish the job they are
+/// running before it leaves them (stuck in the kernel) to end on their own.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// How often the janitor rescans the store's usage.
 const JANITOR_PERIOD: Duration = Duration::from_secs(5);
 
@@ -40,36 +51,32 @@ pub struct Entry {
     pub key: BlobKey,
     pub info: ObjectInfo,
     dir: Option<VersionDir>,
-    blocks: Box<[OnceLock<Block>]>,
+    slots: Arc<[Slot]>,
     /// Fills of this entry's blocks running or queued in this process, by
     /// block index: a second reader of a block waits for the first one's
     /// fill instead of occupying a worker with a fill of its own.
     flights: Mutex<HashMap<u64, Arc<Flight>>>,
+    /// Blocks whose fill another process holds without progress, and when
+    /// that was found: reads of them go straight to the origin for a while
+    /// without waiting again.
+    stalled: Mutex<HashMap<u64, Instant>>,
     last_touch: AtomicU64,
     block_size: u64,
 }
 
 impl Entry {
-    fn block(&self, index: u64) -> Option<&Block> {
-        let slot = &self.blocks[index as usize];
-        if let Some(b) = slot.get() {
-            return Some(b);
-        }
-        // Published by another process (or an earlier lifecycle)?
-        let dir = self.dir.as_ref()?;
-        match dir.open_block(index) {
-            Ok(Some(b)) => Some(slot.get_or_init(|| b)),
-            _ => None,
-        }
-    }
-
     pub fn block_count(&self) -> u64 {
-        self.blocks.len() as u64
+        self.slots.len() as u64
     }
 
     fn block_range(&self, index: u64) -> (u64, u64) {
         let start = index * self.block_size;
         (start, (start + self.block_size).min(self.info.size))
+    }
+
+    /// Whether block `index` is open or known to be on disk (cheap).
+    fn known_present(&self, index: u64) -> bool {
+        self.slots[index as usize].known_on_disk()
     }
 }
 
@@ -187,6 +194,8 @@ struct Inner {
     /// tenth of it and the fills in flight.
     added_since_scan: AtomicU64,
     janitor_wake: (Mutex<bool>, Condvar),
+    /// The blocks this process keeps open.
+    budget: Budget,
 }
 
 /// The cache, ready to serve reads. Dropping it shuts it down.
@@ -216,7 +225,11 @@ pub fn filesystem_size(path: &std::path::Path) -> Option<(u64, u64)> {
 
 pub fn make_origin(config: &Config) -> Result<Arc<dyn Origin>> {
     Ok(match &config.origin {
-        OriginConfig::Directory(root) => Arc::new(DirectoryOrigin::new(root.clone())),
+        // Files block in the kernel when their filesystem hangs: bounded.
+        OriginConfig::Directory(root) => Arc::new(origin::bounded::Bounded::new(
+            Arc::new(DirectoryOrigin::new(root.clone())),
+            config.fetch_timeout,
+        )),
         OriginConfig::Azure => Arc::new(crate::origin::azure::AzureOrigin::new(config)?),
     })
 }
@@ -269,8 +282,21 @@ impl Cache {
             usage: AtomicU64::new(usage),
             added_since_scan: AtomicU64::new(0),
             janitor_wake: (Mutex::new(false), Condvar::new()),
+            budget: Budget::new(config.mapped_blocks, config.mapped_bytes),
             config,
         });
+        if let (Some(store), Some(asked)) = (&inner.store, inner.store.as_ref().and_then(|s| s.asked_block_size())) {
+            log::log_once(
+                Level::Warn,
+                "block-size",
+                &format!(
+                    "BLOBCACHE_BLOCK_SIZE asks for {asked} bytes but the cache directory {} was set up with blocks of {} bytes; using {} (one size per directory, so processes share their blocks; to change it, empty the directory with `blobcache evict --all`)",
+                    store.root().display(),
+                    store.block_size(),
+                    store.block_size()
+                ),
+            );
+        }
         if let Some(p) = &inner.store_problem {
             log::log_once(
                 Level::Warn,
@@ -343,7 +369,7 @@ impl Cache {
     pub fn fill_all(&self, key: &BlobKey) -> Result<u64> {
         let e = self.inner.entry(key)?;
         let missing: Vec<u64> = (0..e.block_count())
-            .filter(|i| e.block(*i).is_none())
+            .filter(|i| self.inner.block(&e, *i).is_none())
             .collect();
         let n = missing.len() as u64;
         self.inner.fill(&e, &missing)?;
@@ -363,7 +389,7 @@ impl Cache {
             return;
         }
         inner.origin.shutdown();
-        inner.pool.stop();
+        inner.pool.stop(SHUTDOWN_WAIT);
         {
             let (m, cv) = &inner.janitor_wake;
             *m.locked() = true;
@@ -450,7 +476,11 @@ impl Inner {
             },
             None => None,
         };
-        let block_size = self.config.block_size;
+        // The store's recorded block size, which may differ from ours.
+        let block_size = self
+            .store
+            .as_ref()
+            .map_or(self.config.block_size, |s| s.block_size());
         let n = info.size.div_ceil(block_size) as usize;
         if let Some(d) = &dir {
             d.touch();
@@ -459,8 +489,9 @@ impl Inner {
             key: key.clone(),
             info,
             dir,
-            blocks: (0..n).map(|_| OnceLock::new()).collect(),
+            slots: (0..n).map(|_| Slot::default()).collect(),
             flights: Mutex::new(HashMap::new()),
+            stalled: Mutex::new(HashMap::new()),
             last_touch: AtomicU64::new(now_secs()),
             block_size,
         })
@@ -482,6 +513,57 @@ impl Inner {
                 "cannot store blocks in the cache, reading straight from the origin instead: {e}"
             ),
         );
+    }
+
+    /// Block `index` of `entry`, open: from its slot, or opened from disk
+    /// (published by another process or an earlier lifecycle) within the
+    /// budget. `None` when it is not on disk or is damaged (a fill replaces
+    /// it).
+    fn block(&self, entry: &Entry, index: u64) -> Option<Arc<Open>> {
+        let slot = &entry.slots[index as usize];
+        if let Some(b) = slot.get() {
+            return Some(b);
+        }
+        let dir = entry.dir.as_ref()?;
+        match self.open_block(dir, index, false) {
+            Ok(Some(b)) => Some(self.budget.insert(&entry.slots, index as usize, b)),
+            Ok(None) => {
+                slot.set_on_disk(false);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Opens published block `index` of `dir`: mapped if it can be; when
+    /// the process is out of address space or memory maps, after closing
+    /// half of this cache's blocks, and failing that with `pread` (never
+    /// taken for damage).
+    fn open_block(
+        &self,
+        dir: &VersionDir,
+        index: u64,
+        populate: bool,
+    ) -> std::result::Result<Option<Open>, OpenError> {
+        match dir.map_block(index, populate) {
+            Err(OpenError::CannotMap(e)) => {
+                self.budget.halve();
+                match dir.map_block(index, populate) {
+                    Err(OpenError::CannotMap(_)) => {
+                        log::log_once(
+                            Level::Warn,
+                            "cannot-map",
+                            &format!(
+                                "{e}; reading cached blocks with pread instead (the process is out of address space or memory maps: check `ulimit -v` and vm.max_map_count; BLOBCACHE_MAPPED_BLOCKS and BLOBCACHE_MAPPED_BYTES bound the cache's own)"
+                            ),
+                        );
+                        Ok(dir.file_block(index)?.map(Open::File))
+                    }
+                    r => Ok(r?.map(Open::Mapped)),
+                }
+            }
+            r => Ok(r?.map(Open::Mapped)),
+        }
     }
 
     fn read(self: &Arc<Self>, key: &BlobKey, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -512,12 +594,14 @@ impl Inner {
         let first = offset / bs;
         let last = (end - 1) / bs;
 
-        let mut missing = Vec::new();
-        for i in first..=last {
-            if entry.block(i).is_none() {
-                missing.push(i);
-            }
-        }
+        // The blocks, open; `None` for those still missing.
+        let mut blocks: Vec<Option<Arc<Open>>> =
+            (first..=last).map(|i| self.block(&entry, i)).collect();
+        let missing: Vec<u64> = (first..=last)
+            .zip(&blocks)
+            .filter(|(_, b)| b.is_none())
+            .map(|(i, _)| i)
+            .collect();
         let mut passthrough = Vec::new();
         if !missing.is_empty() {
             self.stats.misses.add(1);
@@ -528,9 +612,17 @@ impl Inner {
                 .add(t0.elapsed().as_nanos() as u64);
             for (i, r) in missing.iter().zip(results) {
                 match r {
-                    Ok(()) => {}
+                    Ok(b) => blocks[(i - first) as usize] = Some(b),
                     Err(e) if e.kind() == ErrorKind::Store => {
                         self.warn_store(&e);
+                        passthrough.push(*i);
+                    }
+                    Err(e) if e.kind() == ErrorKind::PeerStalled => {
+                        log::log_once(
+                            Level::Warn,
+                            &format!("stalled:{}:{i}", entry.key),
+                            &format!("block {i} of {}: {e}", entry.key),
+                        );
                         passthrough.push(*i);
                     }
                     Err(e) => {
@@ -547,14 +639,14 @@ impl Inner {
 
         // Copy out.
         let mut from_cache = 0u64;
-        for i in first..=last {
+        for (i, block) in (first..=last).zip(&blocks) {
             let (bstart, bend) = entry.block_range(i);
             let s = offset.max(bstart);
             let e = end.min(bend);
             let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
-            match entry.block(i) {
+            match block {
                 Some(b) => {
-                    dst.copy_from_slice(&b.data()[(s - bstart) as usize..(e - bstart) as usize]);
+                    b.copy_to((s - bstart) as usize, dst)?;
                     from_cache += e - s;
                 }
                 None if passthrough.contains(&i) => {
@@ -575,12 +667,13 @@ impl Inner {
                     self.stats.bytes_from_origin.add(e - s);
                 }
                 None => {
-                    return Err(Error::store(format!(
-                        "block {i} was filled but is not readable (removed by another process?); retry the read"
+                    return Err(Error::internal(format!(
+                        "block {i} was neither filled nor read from the origin"
                     )))
                 }
             }
         }
+        drop(blocks);
         self.stats.bytes_from_cache.add(from_cache);
         self.readahead(&entry, first, last);
         let now = now_secs();
@@ -593,10 +686,29 @@ impl Inner {
         Ok(())
     }
 
-    /// Fills `indices` in parallel; returns one result per index. A block
-    /// already being filled in this process is waited for, not fetched
-    /// again; if a readahead fill of it failed, it is tried once more here.
-    fn fill_each(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Vec<Result<()>> {
+    /// Fills `indices` in parallel; returns one result per index: the block,
+    /// open. A block already being filled in this process is waited for,
+    /// not fetched again; if a readahead fill of it failed, it is tried once
+    /// more here.
+    fn fill_each(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        indices: &[u64],
+    ) -> Vec<Result<Arc<Open>>> {
+        if self.config.offline {
+            return indices
+                .iter()
+                .map(|&i| {
+                    let (s, e) = entry.block_range(i);
+                    Err(Error::new(
+                        ErrorKind::Offline,
+                        format!(
+                            "bytes {s}..{e} (block {i}) are not in the cache and BLOBCACHE_OFFLINE=1 forbids contacting the origin"
+                        ),
+                    ))
+                })
+                .collect();
+        }
         if entry.dir.is_none() {
             let why = self
                 .store_problem
@@ -614,14 +726,25 @@ impl Inner {
         flights
             .iter()
             .zip(indices)
-            .map(|(f, &i)| match f.wait() {
-                (Err(e), true) if e.kind() != ErrorKind::Shutdown => {
-                    if entry.blocks[i as usize].get().is_some() {
-                        return Ok(());
+            .map(|(f, &i)| {
+                let r = match f.wait() {
+                    (Err(e), true) if e.kind() != ErrorKind::Shutdown => {
+                        if self.block(entry, i).is_some() {
+                            Ok(())
+                        } else {
+                            self.join_flight(entry, i, false).wait().0
+                        }
                     }
-                    self.join_flight(entry, i, false).wait().0
-                }
-                (r, _) => r,
+                    (r, _) => r,
+                };
+                r?;
+                // The fill put it in its slot; the budget may have closed it
+                // since (then it is opened again from disk).
+                self.block(entry, i).ok_or_else(|| {
+                    Error::store(format!(
+                        "block {i} was filled but is not readable (removed by another process?); retry the read"
+                    ))
+                })
             })
             .collect()
     }
@@ -678,47 +801,119 @@ impl Inner {
         // filled: a stream moving forward (several streams may interleave,
         // as the streamer's readers of one file do).
         let sequential = first > 0
-            && (entry.blocks[(first - 1) as usize].get().is_some()
+            && (entry.known_present(first - 1)
                 || entry.flights.locked().contains_key(&(first - 1)));
         if !sequential && first != 0 {
             return;
         }
         let count = entry.block_count();
         for i in (last + 1)..(last + 1 + n).min(count) {
-            // Already here, being filled, or on disk (mapping it is cheap)?
-            if entry.blocks[i as usize].get().is_some()
-                || entry.flights.locked().contains_key(&i)
-                || entry.block(i).is_some()
-            {
+            // Already here or being filled?
+            if entry.known_present(i) || entry.flights.locked().contains_key(&i) {
                 continue;
             }
             self.join_flight(entry, i, true);
         }
     }
 
-    /// Makes block `index` of `entry` present: maps it if published,
+    /// How long a fill held by another process may go without progress
+    /// before readers stop waiting for it and read the range straight from
+    /// the origin: a sixth of the fetch timeout, from 1 s to 5 s.
+    fn stall_bound(&self) -> Duration {
+        (self.config.fetch_timeout / 6).clamp(Duration::from_secs(1), Duration::from_secs(5))
+    }
+
+    /// How long a reader that found a block's fill stalled skips waiting for
+    /// it again.
+    const STALLED_FOR: Duration = Duration::from_secs(30);
+
+    /// Takes the fill lock of block `index`, waiting for another thread or
+    /// process that holds it. Gives up with a `PeerStalled` error when the
+    /// holder's fill makes no progress for [`Inner::stall_bound`] or takes
+    /// longer than the fetch timeout in all (the caller then reads the
+    /// range straight from the origin), and with `Shutdown` at shutdown.
+    fn lock_fill(&self, entry: &Entry, dir: &VersionDir, index: u64) -> Result<crate::store::BlockLock> {
+        let recently_stalled = entry
+            .stalled
+            .locked()
+            .get(&index)
+            .is_some_and(|t| t.elapsed() < Self::STALLED_FOR);
+        let stall = self.stall_bound();
+        let total = self.config.fetch_timeout;
+        let mut progress = dir.fill_progress(index);
+        let mut last_change = Duration::ZERO;
+        let mut last_check = Duration::ZERO;
+        let stalled = |why: String| Error::new(ErrorKind::PeerStalled, why);
+        let r = dir.lock_block(index, &mut |waited| {
+            if self.stopped.load(Ordering::Relaxed) {
+                return Some(Error::new(
+                    ErrorKind::Shutdown,
+                    "the library was shut down while waiting for another reader to fill the block",
+                ));
+            }
+            if recently_stalled {
+                return Some(stalled(
+                    "another process holds its fill and made no progress recently; reading the range straight from the origin".into(),
+                ));
+            }
+            if waited - last_check >= Duration::from_millis(200) {
+                last_check = waited;
+                let now = dir.fill_progress(index);
+                if now != progress {
+                    progress = now;
+                    last_change = waited;
+                }
+            }
+            if waited - last_change > stall {
+                return Some(stalled(format!(
+                    "another process has held its fill for {:.1} s without progress (stopped or frozen?); reading the range straight from the origin until it finishes",
+                    waited.as_secs_f64()
+                )));
+            }
+            (waited > total).then(|| {
+                stalled(format!(
+                    "another process has been filling it for {:.1} s, longer than BLOBCACHE_FETCH_TIMEOUT; reading the range straight from the origin",
+                    waited.as_secs_f64()
+                ))
+            })
+        });
+        match r {
+            Err(e) if e.kind() == ErrorKind::PeerStalled => {
+                entry.stalled.locked().insert(index, Instant::now());
+                Err(e)
+            }
+            r => {
+                if r.is_ok() {
+                    entry.stalled.locked().remove(&index);
+                }
+                r
+            }
+        }
+    }
+
+    /// Makes block `index` of `entry` present: opens it if published,
     /// otherwise takes its lock and fills it from the origin. Returns whether
     /// it fetched the block from the origin.
     fn fill_block(&self, entry: &Entry, index: u64) -> Result<bool> {
-        if entry.block(index).is_some() {
+        if self.block(entry, index).is_some() {
             return Ok(false);
         }
         let dir = entry
             .dir
             .as_ref()
             .ok_or_else(|| Error::store("no cache directory"))?;
-        let timeout = self.config.fetch_timeout * 2;
-        let _lock = dir.lock_block(index, timeout, &|| self.stopped.load(Ordering::Relaxed))?;
-        match dir.open_block(index) {
+        let _lock = self.lock_fill(entry, dir, index)?;
+        match self.open_block(dir, index, false) {
             Ok(Some(b)) => {
-                let _ = entry.blocks[index as usize].set(b);
+                self.budget.insert(&entry.slots, index as usize, b);
                 return Ok(false);
             }
             Ok(None) => {}
-            Err(e) => {
+            Err(OpenError::Damaged(e)) => {
                 log::warning!("discarding a damaged cached block of {}: {e}", entry.key);
                 dir.remove_block(index);
             }
+            Err(e) => return Err(e.into_error()),
         }
         let len = dir.block_len(index);
         self.make_room(len, dir)?;
@@ -741,7 +936,8 @@ impl Inner {
         let block = w.publish()?;
         self.stats.blocks_fetched.add(1);
         self.stats.bytes_from_origin.add(len);
-        let _ = entry.blocks[index as usize].set(block);
+        self.budget
+            .insert(&entry.slots, index as usize, Open::from(block));
         self.added_since_scan.fetch_add(len, Ordering::Relaxed);
         let usage = self.usage.fetch_add(len, Ordering::Relaxed) + len;
         if usage > self.cap {
@@ -825,9 +1021,8 @@ impl Inner {
         for shard in self.entries.iter() {
             shard.write_locked().retain(|_, e| {
                 let Some(dir) = &e.dir else { return true };
-                e.blocks.iter().enumerate().all(|(i, slot)| {
-                    slot.get().is_none()
-                        || crate::store::block::block_path(&dir.path, i as u64).exists()
+                e.slots.iter().enumerate().all(|(i, slot)| {
+                    !slot.is_open() || crate::store::block::block_path(&dir.path, i as u64).exists()
                 })
             });
         }
