@@ -49,12 +49,12 @@ start=$SECONDS
 # runtime deadlocks a child forked while another thread is in malloc (see
 # DEFAULT_FORKS in streamer_like.c); the plain and valgrind runs cover fork.
 if [[ $long == 1 ]]; then
-    reads=5000 cycles=300 forks=40
+    reads=5000 cycles=300 forks=40 debug_forks=200
     evict_reads=600 evict_cycles=100 evict_forks=8
     asan_reads=1500 asan_cycles=150
     vg_reads=300 vg_cycles=30 vg_forks=6
 else
-    reads=500 cycles=50 forks=12
+    reads=500 cycles=50 forks=12 debug_forks=40
     evict_reads=60 evict_cycles=10 evict_forks=2
     asan_reads=300 asan_cycles=50
     vg_reads=100 vg_cycles=10 vg_forks=3
@@ -129,6 +129,15 @@ run "streamer_like" 600 examples-c/build/streamer_like "${args[@]}"
 mapfile -d '' args < <(sl_args -n "$evict_reads" -c "$evict_cycles" -f "$evict_forks" -T 240)
 BLOBCACHE_MAX_SIZE=8M run "streamer_like, 8 MiB cache cap (eviction under load)" 600 \
     examples-c/build/streamer_like "${args[@]}"
+
+# Forks while other threads log at every level: a child must never hang in
+# its first log line or crash on state a parent thread left half-changed.
+# The debug lines go to a file (they are many); the run fails on a hang
+# (the program's watchdog) or a crash of any child.
+mapfile -d '' args < <(sl_args -t 4 -n 20 -c 0 -f "$debug_forks" -T 600)
+BLOBCACHE_LOG=debug run "streamer_like, $debug_forks forks with BLOBCACHE_LOG=debug" 900 \
+    bash -c 'exec "$@" 2>"$0"' "$tmp/debug-forks.log" examples-c/build/streamer_like "${args[@]}"
+grep -q '^blobcache: debug: ' "$tmp/debug-forks.log" || { echo "FAIL: the debug-logging fork run logged nothing"; failed+=("debug log"); }
 
 run "linked" 120 examples-c/build/linked "$tmp/origin" "$account" "$container" five-mib-plus-3.bin
 

@@ -114,7 +114,6 @@ pub(crate) fn unregister(fd: RawFd) {
     })
 }
 
-
 extern "C" fn prepare() {
     FORKING.fetch_add(1, SeqCst);
     while INSIDE.load(SeqCst) != 0 {

@@ -13,7 +13,6 @@ use std::sync::{Condvar, Mutex};
 
 use crate::sync::{CondvarExt, MutexExt};
 
-
 use crate::error::{Error, ErrorKind, Result};
 
 pub type Task = Box<dyn FnOnce() -> Result<()> + Send>;

@@ -218,7 +218,8 @@ mod tests {
     }
 
     fn tempdir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("blobcache-mapped-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("blobcache-mapped-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d

@@ -285,7 +285,10 @@ impl Cache {
             budget: Budget::new(config.mapped_blocks, config.mapped_bytes),
             config,
         });
-        if let (Some(store), Some(asked)) = (&inner.store, inner.store.as_ref().and_then(|s| s.asked_block_size())) {
+        if let (Some(store), Some(asked)) = (
+            &inner.store,
+            inner.store.as_ref().and_then(|s| s.asked_block_size()),
+        ) {
             log::log_once(
                 Level::Warn,
                 "block-size",
@@ -652,11 +655,18 @@ impl Inner {
                 None if passthrough.contains(&i) => {
                     self.stats.passthrough_reads.add(1);
                     let mut pos = 0usize;
-                    let r = origin::read_exact(&*self.origin, key, &entry.info, s, e - s, &mut |c: &[u8]| {
-                        dst[pos..pos + c.len()].copy_from_slice(c);
-                        pos += c.len();
-                        Ok(())
-                    });
+                    let r = origin::read_exact(
+                        &*self.origin,
+                        key,
+                        &entry.info,
+                        s,
+                        e - s,
+                        &mut |c: &[u8]| {
+                            dst[pos..pos + c.len()].copy_from_slice(c);
+                            pos += c.len();
+                            Ok(())
+                        },
+                    );
                     if let Err(err) = r {
                         self.stats.origin_errors.add(1);
                         if err.kind() == ErrorKind::Changed {
@@ -690,11 +700,7 @@ impl Inner {
     /// open. A block already being filled in this process is waited for,
     /// not fetched again; if a readahead fill of it failed, it is tried once
     /// more here.
-    fn fill_each(
-        self: &Arc<Self>,
-        entry: &Arc<Entry>,
-        indices: &[u64],
-    ) -> Vec<Result<Arc<Open>>> {
+    fn fill_each(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Vec<Result<Arc<Open>>> {
         if self.config.offline {
             return indices
                 .iter()
@@ -832,7 +838,12 @@ impl Inner {
     /// holder's fill makes no progress for [`Inner::stall_bound`] or takes
     /// longer than the fetch timeout in all (the caller then reads the
     /// range straight from the origin), and with `Shutdown` at shutdown.
-    fn lock_fill(&self, entry: &Entry, dir: &VersionDir, index: u64) -> Result<crate::store::BlockLock> {
+    fn lock_fill(
+        &self,
+        entry: &Entry,
+        dir: &VersionDir,
+        index: u64,
+    ) -> Result<crate::store::BlockLock> {
         let recently_stalled = entry
             .stalled
             .locked()
@@ -919,6 +930,7 @@ impl Inner {
         self.make_room(len, dir)?;
         let mut w = dir.writer(index)?;
         let (start, _) = entry.block_range(index);
+        let t0 = Instant::now();
         let r = origin::read_exact(
             &*self.origin,
             &entry.key,
@@ -934,6 +946,11 @@ impl Inner {
             return Err(e);
         }
         let block = w.publish()?;
+        log::debug!(
+            "filled block {index} of {} ({len} bytes) in {:.1} ms",
+            entry.key,
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
         self.stats.blocks_fetched.add(1);
         self.stats.bytes_from_origin.add(len);
         self.budget

@@ -152,7 +152,9 @@ impl Bounded {
         let (rx, abandoned) = self.spawn(f)?;
         match self.wait(&rx, &abandoned, deadline, what)? {
             Some(r) => r,
-            None => Err(Error::internal("an origin I/O thread ended without an answer")),
+            None => Err(Error::internal(
+                "an origin I/O thread ended without an answer",
+            )),
         }
     }
 }
@@ -179,7 +181,11 @@ impl Origin for Bounded {
     }
 
     fn list(&self, account: &str, container: &str, prefix: &str) -> Result<Vec<Listed>> {
-        let (a, c, p) = (account.to_string(), container.to_string(), prefix.to_string());
+        let (a, c, p) = (
+            account.to_string(),
+            container.to_string(),
+            prefix.to_string(),
+        );
         self.call("listing", move |o| o.list(&a, &c, &p))
     }
 

@@ -249,9 +249,8 @@ impl FileBlock {
             let mut pos = 0u64;
             while pos < len {
                 let n = buf.len().min((len - pos) as usize);
-                file.read_exact_at(&mut buf[..n], pos).map_err(|e| {
-                    OpenError::Io(io_error("cannot read cached block", &path, &e))
-                })?;
+                file.read_exact_at(&mut buf[..n], pos)
+                    .map_err(|e| OpenError::Io(io_error("cannot read cached block", &path, &e)))?;
                 h.update(&buf[..n]);
                 pos += n as u64;
             }

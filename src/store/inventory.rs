@@ -102,7 +102,12 @@ pub fn verify(c: &Cached, file_mode: u32, remove: bool) -> VerifyReport {
     let lock_path = c.path.join("lock");
     for (index, _) in &c.blocks {
         let index = *index;
-        let Ok(_l) = lock::lock_block(&lock_path, file_mode, index, &mut lock::bounded(LOCK_WAIT, &|| false)) else {
+        let Ok(_l) = lock::lock_block(
+            &lock_path,
+            file_mode,
+            index,
+            &mut lock::bounded(LOCK_WAIT, &|| false),
+        ) else {
             r.busy += 1;
             continue;
         };

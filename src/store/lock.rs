@@ -154,7 +154,9 @@ pub fn bounded<'a>(
         (waited > timeout).then(|| {
             Error::new(
                 ErrorKind::Origin,
-                format!("timed out after {timeout:?} waiting for another reader to fill this block"),
+                format!(
+                    "timed out after {timeout:?} waiting for another reader to fill this block"
+                ),
             )
         })
     }
@@ -178,7 +180,13 @@ mod tests {
     fn two_opens_in_one_process_exclude_each_other_on_the_same_block_only() {
         let dir = tempdir();
         let p = dir.join("lock");
-        let a = lock_block(&p, 0o600, 3, &mut bounded(Duration::from_secs(1), &|| false)).unwrap();
+        let a = lock_block(
+            &p,
+            0o600,
+            3,
+            &mut bounded(Duration::from_secs(1), &|| false),
+        )
+        .unwrap();
         assert!(try_lock_block(&p, 0o600, 3).unwrap().is_none());
         assert!(try_lock_block(&p, 0o600, 4).unwrap().is_some());
         drop(a);
@@ -190,10 +198,21 @@ mod tests {
     fn waiting_gives_up_when_cancelled() {
         let dir = tempdir();
         let p = dir.join("lock");
-        let _a = lock_block(&p, 0o600, 0, &mut bounded(Duration::from_secs(1), &|| false)).unwrap();
-        let e = lock_block(&p, 0o600, 0, &mut bounded(Duration::from_secs(10), &|| true))
-            .err()
-            .unwrap();
+        let _a = lock_block(
+            &p,
+            0o600,
+            0,
+            &mut bounded(Duration::from_secs(1), &|| false),
+        )
+        .unwrap();
+        let e = lock_block(
+            &p,
+            0o600,
+            0,
+            &mut bounded(Duration::from_secs(10), &|| true),
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.kind(), ErrorKind::Shutdown);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -269,7 +269,10 @@ impl Store {
 
 fn parse_settings(bytes: &[u8]) -> Option<u64> {
     let mut lines = checksummed::open(bytes, SETTINGS_HEADER).ok()?;
-    let bs: u64 = lines.find_map(|l| l.strip_prefix("block_size="))?.parse().ok()?;
+    let bs: u64 = lines
+        .find_map(|l| l.strip_prefix("block_size="))?
+        .parse()
+        .ok()?;
     (crate::config::MIN_BLOCK_SIZE..=crate::config::MAX_BLOCK_SIZE)
         .contains(&bs)
         .then_some(bs)

@@ -11,10 +11,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bounds;
 mod crashes;
 mod disk;
 mod faults;
 mod lifecycle;
+mod mappings;
+mod peers;
 mod power;
 mod report;
 mod security;

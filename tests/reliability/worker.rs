@@ -354,6 +354,10 @@ fn entry() {
     match mode.as_str() {
         "trials" => trials(),
         "soak" => crate::soak::worker(),
+        "read" => read_all(),
+        m if m.starts_with("map-") => crate::mappings::worker(m),
+        m if m.starts_with("peer-") => crate::peers::worker(m),
+        m if m.starts_with("bound-") => crate::bounds::worker(m),
         m if m.starts_with("disk-") => crate::disk::worker(m),
         other => panic!("unknown worker mode {other}"),
     }
@@ -425,4 +429,54 @@ fn trials() {
             ("fds", format!("{fds0}->{fds1}")),
         ],
     );
+}
+
+/// Reads every blob of `BC_W_BLOBS` whole, front to back in pieces of
+/// `BC_W_CHUNK` bytes (default 8 MiB, the streamer's chunk), and checks the
+/// bytes. Reports the outcome and `ms`, the time the reads took.
+fn read_all() {
+    let blobs = blobs_from_env();
+    let chunk = env_u64("BC_W_CHUNK", 8 << 20) as usize;
+    let t0 = Instant::now();
+    let mut o = Outcome::default();
+    for b in &blobs {
+        o.tried += 1;
+        match read_whole(b, chunk) {
+            Ok(true) => o.correct += 1,
+            Ok(false) => o.other(format!("{}: WRONG BYTES", b.name)),
+            Err(m) => {
+                println!("BC_ERR {m}");
+                o.clean_error += 1;
+            }
+        }
+    }
+    result_line(&o, &[("ms", t0.elapsed().as_millis().to_string())]);
+}
+
+/// Reads blob `b` whole in pieces of `chunk` bytes through the library;
+/// whether the bytes were right, or the first failure's message.
+pub fn read_whole(b: &Blob, chunk: usize) -> Result<bool, String> {
+    let truth = b.data();
+    let mut buf = vec![0u8; chunk.min(b.size).max(1)];
+    let mut off = 0;
+    while off < b.size {
+        let n = chunk.min(b.size - off);
+        buf[..n].fill(0x5A);
+        read(b, off, &mut buf[..n])?;
+        if buf[..n] != truth[off..off + n] {
+            return Ok(false);
+        }
+        off += n;
+    }
+    Ok(true)
+}
+
+/// The environment value `k` as a number (or `default`).
+pub fn env_num(k: &str, default: u64) -> u64 {
+    env_u64(k, default)
+}
+
+/// Prints the `BC_RESULT` line with extra values.
+pub fn print_result_with(o: &Outcome, extra: &[(&str, String)]) {
+    result_line(o, extra);
 }
