@@ -521,3 +521,78 @@ fn no_name_reaches_outside_the_cache_or_the_origin_root() {
         assert_eq!(o.correct, 1, "{:?}", o.notes);
     });
 }
+
+/// Control characters (and line separators, bidirectional controls) in a
+/// caller's names or in a setting come back in `error_buf` escaped: one
+/// line, never a forged second one.
+#[test]
+fn control_characters_in_names_and_settings_reach_error_buf_escaped_on_one_line() {
+    let name =
+        "security::control_characters_in_names_and_settings_reach_error_buf_escaped_on_one_line";
+    let fx = Fixture::new("controls");
+    fx.put("m", &bytes(74, 1000));
+    let mut env = fx.env("64K");
+    env.push(("BLOBCACHE_LOG".into(), "error".into()));
+    in_own_process(name, &env, || {
+        let chars: Vec<char> = (1u32..0x20)
+            .chain(0x7f..0xa0)
+            .chain([0x2028, 0x2029, 0x200e, 0x202e, 0x2066])
+            .filter_map(char::from_u32)
+            .collect();
+        let clean_line = |m: &str| {
+            m.contains(": blobcache: ")
+                && !m.chars().any(|c| {
+                    c.is_control()
+                        || matches!(
+                            c,
+                            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{202e}' | '\u{2066}'
+                        )
+                })
+        };
+        let mut o = Outcome::default();
+        for c in &chars {
+            let bad = format!("m{c}blobcache: error: forged");
+            for (a, cont, b) in [
+                (bad.as_str(), CONTAINER, "m"),
+                (DIR_ACCOUNT, bad.as_str(), "m"),
+                (DIR_ACCOUNT, CONTAINER, bad.as_str()),
+            ] {
+                let blob = Blob::new(a, cont, b, 74, 1000);
+                let mut buf = vec![0u8; 1000];
+                o.tried += 1;
+                match worker::read(&blob, 0, &mut buf) {
+                    Ok(()) => o.other(format!("U+{:04X}: read something", *c as u32)),
+                    Err(m) if clean_line(&m) => o.clean_error += 1,
+                    Err(m) => o.other(format!("U+{:04X}: {m:?}", *c as u32)),
+                }
+            }
+        }
+        // A setting's value, echoed in the message that names it.
+        worker::shutdown();
+        std::env::set_var(
+            "BLOBCACHE_MAX_SIZE",
+            "1G\nblobcache: error: forged\t\u{1b}[2K",
+        );
+        let blob = Blob::new(DIR_ACCOUNT, CONTAINER, "m", 74, 1000);
+        let mut buf = vec![0u8; 1000];
+        o.tried += 1;
+        match worker::read(&blob, 0, &mut buf) {
+            Ok(()) => o.other("an invalid BLOBCACHE_MAX_SIZE was accepted"),
+            Err(m) if clean_line(&m) && m.contains("BLOBCACHE_MAX_SIZE") => o.clean_error += 1,
+            Err(m) => o.other(format!("BLOBCACHE_MAX_SIZE: {m:?}")),
+        }
+        worker::shutdown();
+        o.note(format!(
+            "{} characters (C0, DEL, C1, U+2028, U+2029, bidirectional controls) in each of account, container and blob name, and in BLOBCACHE_MAX_SIZE; every message checked for a raw one",
+            chars.len()
+        ));
+        report::record(
+            "security",
+            "control characters in names and settings reach error_buf (one line, no forged line)",
+            &o,
+            name,
+        );
+        report::assert_clean("control characters", &o);
+        assert_eq!(o.correct, 0);
+    });
+}
