@@ -243,11 +243,12 @@ fn bad_arguments_fail_with_a_clear_message_and_touch_nothing() {
                     b"../../etc/passwd",
                     "'..' path segment",
                 ),
+                // A legal Azure name, but not a path under the origin.
                 (
                     ACCOUNT.as_bytes(),
                     CONTAINER.as_bytes(),
                     b"/etc/passwd",
-                    "starts with '/'",
+                    "not a file path",
                 ),
                 (
                     ACCOUNT.as_bytes(),

@@ -4,6 +4,12 @@
 //! version of a file is its device, inode, size and modification time; a read
 //! checks the version before and after copying, so a file replaced or
 //! rewritten during a read is reported as changed, never mixed.
+//!
+//! **Names.** Every name a caller passes maps to one path below the root:
+//! [`BlobKey::new`] refuses `.` and `..` segments, backslashes and control
+//! characters for every origin. Names that are legal blob names but cannot
+//! be file paths (an empty segment: a leading or trailing `/`, or `//`) fail
+//! here as not found, with a message saying why.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -24,13 +30,25 @@ impl DirectoryOrigin {
         DirectoryOrigin { root }
     }
 
-    fn path(&self, key: &BlobKey) -> PathBuf {
-        // BlobKey::new has refused '..', '.', empty segments, backslashes and
-        // leading '/', so this stays under root.
-        self.root
+    /// The file of `key`. BlobKey::new has refused '..', '.', backslashes
+    /// and the account and container names that are not one segment; a blob
+    /// name with an empty segment (which includes a leading '/', so nothing
+    /// absolute reaches `join`) is refused here, so the path stays under root.
+    fn path(&self, key: &BlobKey) -> Result<PathBuf> {
+        if key.blob.split('/').any(str::is_empty) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "the directory origin cannot hold a blob named {:?}: a name with an empty path segment (a leading or trailing '/', or '//') is a legal Azure blob name but not a file path",
+                    key.blob
+                ),
+            ));
+        }
+        Ok(self
+            .root
             .join(&key.account)
             .join(&key.container)
-            .join(&key.blob)
+            .join(&key.blob))
     }
 
     fn version_of(meta: &std::fs::Metadata) -> String {
@@ -45,7 +63,7 @@ impl DirectoryOrigin {
     }
 
     fn open(&self, key: &BlobKey) -> Result<(File, std::fs::Metadata)> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::new(
                 ErrorKind::NotFound,
@@ -142,6 +160,7 @@ impl Origin for DirectoryOrigin {
         sink: &mut Sink<'_>,
     ) -> Result<()> {
         let (file, meta) = self.open(key)?;
+        let path = self.path(key)?;
         let changed = |now: &str| {
             Error::new(
                 ErrorKind::Changed,
@@ -162,7 +181,7 @@ impl Origin for DirectoryOrigin {
             let want = ((end - pos) as usize).min(buf.len());
             let n = file
                 .read_at(&mut buf[..want], pos)
-                .map_err(|e| Error::origin(format!("reading {}: {e}", self.path(key).display())))?;
+                .map_err(|e| Error::origin(format!("reading {}: {e}", path.display())))?;
             if n == 0 {
                 return Err(changed("shorter than expected"));
             }
@@ -172,7 +191,7 @@ impl Origin for DirectoryOrigin {
         let after = file
             .metadata()
             .map(|m| Self::version_of(&m))
-            .map_err(|e| Error::origin(format!("cannot stat {}: {e}", self.path(key).display())))?;
+            .map_err(|e| Error::origin(format!("cannot stat {}: {e}", path.display())))?;
         if after != info.version {
             return Err(changed(&after));
         }

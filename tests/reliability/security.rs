@@ -522,6 +522,129 @@ fn no_name_reaches_outside_the_cache_or_the_origin_root() {
     });
 }
 
+/// Names Azure accepts that are not file paths: an empty segment (a
+/// leading or trailing `/`, or `//`). Through `blob_read` (the loaded
+/// library, in a child process) they are read byte for byte from Azurite,
+/// each distinct from the name it would collapse to; at the directory
+/// origin they fail as not found, saying why, and never read the file they
+/// would collapse to (`a//b` is `a/b` to the kernel).
+#[test]
+fn names_azure_accepts_with_empty_segments_are_read_and_never_collapsed() {
+    let name = "security::names_azure_accepts_with_empty_segments_are_read_and_never_collapsed";
+    let names = ["x/", "a//b", "trail/", "/", "//", "/lead", "a/b/"];
+    // What they would collapse to, with other contents: a read of one of
+    // these is wrong bytes.
+    let collapsed = ["x", "a/b", "trail", "lead"];
+    let size = 100_000;
+    let blobs = |account: &str, container: &str| -> Vec<Blob> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Blob::new(account, container, n, 80 + i as u64, size))
+            .collect()
+    };
+    let run = |blobs: &[Blob], env: Vec<(&str, String)>, dir: &TempDir| {
+        let mut env: Vec<(String, String)> =
+            env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        env.extend(
+            [
+                ("BLOBCACHE_BLOCK_SIZE", "64K".to_string()),
+                ("BC_W_TRIALS", blobs.len().to_string()),
+                ("BC_W_DIR_BASE", dir.path().display().to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        let (out, r) = worker::run(
+            worker::command("trials", blobs, &env),
+            Duration::from_secs(60),
+        );
+        assert!(r.reported, "{}", String::from_utf8_lossy(&out.stderr));
+        r
+    };
+
+    // Azure (Azurite): every name read, byte for byte.
+    let az = Azurite::start();
+    az.create_container("slashes");
+    let az_blobs = blobs(ACCOUNT, "slashes");
+    for b in &az_blobs {
+        az.put_raw("slashes", &b.name, &b.data());
+    }
+    for (i, n) in collapsed.iter().enumerate() {
+        az.put_raw("slashes", n, &bytes(90 + i as u64, size));
+    }
+    let dir = TempDir::new("slashes-az");
+    let r = run(
+        &az_blobs,
+        vec![
+            ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
+            ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),
+        ],
+        &dir,
+    );
+    let mut o = r.outcome();
+    if o.clean_error > 0 {
+        // Every one of these is a blob that exists: a failure is not clean.
+        o.other += o.clean_error;
+        o.clean_error = 0;
+        o.note(format!("reads failed: {:?}", r.errors));
+    }
+    o.note(format!(
+        "{} names ({}) through blob_read from Azurite, beside blobs named as they would collapse ({}) with other contents",
+        names.len(),
+        names.join(" "),
+        collapsed.join(" ")
+    ));
+    report::record(
+        "security",
+        "names Azure accepts that are not file paths (empty segments: x/, a//b, /): Azure origin",
+        &o,
+        name,
+    );
+    report::assert_clean("empty segments at Azure", &o);
+    assert_eq!(o.correct, names.len() as u64, "{:?}", o.notes);
+
+    // The directory origin: a clean "not found" naming the reason, and the
+    // file the name would collapse to is never read.
+    let fx = Fixture::new("slashes-dir");
+    for (i, n) in collapsed.iter().enumerate() {
+        fx.put(n, &bytes(90 + i as u64, size));
+    }
+    let dir_blobs = blobs(DIR_ACCOUNT, CONTAINER);
+    let r = run(
+        &dir_blobs,
+        vec![(
+            "BLOBCACHE_ORIGIN",
+            format!("file://{}", fx.origin.path().display()),
+        )],
+        &fx.cache,
+    );
+    let mut o = r.outcome();
+    for m in &r.errors {
+        if m.contains(": blobcache: ") && !m.contains("not a file path") {
+            o.clean_error = o.clean_error.saturating_sub(1);
+            o.other(format!("unclear message: {m}"));
+        }
+    }
+    if o.correct > 0 {
+        o.other += o.correct;
+        o.notes.push(format!("{} names were read", o.correct));
+        o.correct = 0;
+    }
+    o.note(format!(
+        "the same {} names with a directory origin holding {}: each fails as not found (not a file path)",
+        names.len(),
+        collapsed.join(" ")
+    ));
+    report::record(
+        "security",
+        "names Azure accepts that are not file paths (empty segments: x/, a//b, /): directory origin",
+        &o,
+        name,
+    );
+    report::assert_clean("empty segments at a directory", &o);
+    assert_eq!(o.clean_error, names.len() as u64, "{:?}", o.notes);
+}
+
 /// Control characters (and line separators, bidirectional controls) in a
 /// caller's names or in a setting come back in `error_buf` escaped: one
 /// line, never a forged second one.
