@@ -284,10 +284,36 @@ fn entry() {
     };
     match mode.as_str() {
         "trials" => trials(),
+        "reads" => reads(),
         "soak" => crate::soak::worker(),
         m if m.starts_with("disk-") => crate::disk::worker(m),
         other => panic!("unknown worker mode {other}"),
     }
+}
+
+/// Each blob read whole once, in one lifecycle, with the environment as
+/// given (a cache directory of the parent's choosing). A failure is clean
+/// when it carries a message; the parent judges its text (`BC_ERR`).
+fn reads() {
+    let mut o = Outcome::default();
+    for b in blobs_from_env() {
+        let mut buf = vec![0x5Au8; b.size];
+        o.tried += 1;
+        match read(&b, 0, &mut buf) {
+            Ok(()) if buf == b.data() => o.correct += 1,
+            Ok(()) => o.other(format!("{}: WRONG BYTES", b.name)),
+            Err(m) => {
+                println!("BC_ERR {m}");
+                if m.contains(": blobcache: ") {
+                    o.clean_error += 1;
+                } else {
+                    o.other(format!("{}: unclear message {m}", b.name));
+                }
+            }
+        }
+    }
+    shutdown();
+    print_result(&o);
 }
 
 /// `BC_W_TRIALS` cold reads, each of a whole blob (in turn) into a fresh
