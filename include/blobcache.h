@@ -35,7 +35,9 @@ uint32_t runai_cache_abi_version(void);
  * Returns `length` on success (0 when `length` is 0). On failure returns -1
  * and writes a NUL-terminated message into `error_buf` (truncated to
  * `error_buf_size` bytes; nothing is written when `error_buf` is NULL or
- * `error_buf_size` is 0). A failed read may have written to `buf`.
+ * `error_buf_size` is 0). The message is one line: control characters
+ * (from names, settings or the network) are written as escapes such as
+ * `\n` and `\u{1b}`. A failed read may have written to `buf`.
  *
  * Thread-safe: may be called from any number of threads at once.
  *

@@ -84,9 +84,16 @@ pub extern "C" fn runai_cache_abi_version() -> u32 {
     ABI_VERSION
 }
 
+/// The context a failure message ends with. Names are the caller's, raw:
+/// control characters in them are escaped (see [`crate::escape`]), so the
+/// message stays on one line.
 fn describe(account: &str, container: &str, blob: &str, offset: usize, length: usize) -> String {
+    use crate::escape::controls;
     format!(
-        "[blob {account}/{container}/{blob} bytes {offset}..{}]",
+        "[blob {}/{}/{} bytes {offset}..{}]",
+        controls(account),
+        controls(container),
+        controls(blob),
         offset as u128 + length as u128
     )
 }
@@ -97,7 +104,9 @@ fn describe(account: &str, container: &str, blob: &str, offset: usize, length: u
 /// Returns `length` on success (0 when `length` is 0). On failure returns -1
 /// and writes a NUL-terminated message into `error_buf` (truncated to
 /// `error_buf_size` bytes; nothing is written when `error_buf` is NULL or
-/// `error_buf_size` is 0). A failed read may have written to `buf`.
+/// `error_buf_size` is 0). The message is one line: control characters
+/// (from names, settings or the network) are written as escapes such as
+/// `\n` and `\u{1b}`. A failed read may have written to `buf`.
 ///
 /// Thread-safe: may be called from any number of threads at once.
 ///
@@ -157,7 +166,10 @@ pub unsafe extern "C" fn blob_read(
     match result {
         Ok(()) => length as libc::ssize_t,
         Err(e) => {
+            // Redacted, then on one line (names, settings and text from the
+            // network may hold control characters).
             let msg = crate::redact::redact(&format!("blobcache: {e}"));
+            let msg = crate::escape::controls(&msg);
             crate::log::debug!("read failed: {msg}");
             // SAFETY: per this function's contract.
             unsafe { write_message(error_buf, error_buf_size, &msg) };

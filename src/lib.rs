@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod escape;
 pub mod ffi;
 mod fork;
 pub mod log;

@@ -64,7 +64,7 @@ pub fn log(level: Level, message: &str) {
     let line = format!(
         "blobcache: {}: {}\n",
         level.as_str(),
-        crate::redact::redact(message).replace('\n', " ")
+        crate::escape::controls(&crate::redact::redact(message))
     );
     write_stderr(line.as_bytes());
 }

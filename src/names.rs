@@ -3,8 +3,23 @@
 //!
 //! Names reach the cache directory only through a SHA-256 of the key, so no
 //! name can address a path there. They do address paths at a directory
-//! origin, so anything that could climb out of a directory is refused for
-//! every origin alike: one rule, one message.
+//! origin, and URLs at Azure, so a few things are refused for every origin
+//! alike (one rule, one message): anything that could climb out of a
+//! directory (a `.` or `..` segment, a backslash, an account or container
+//! that is not one segment) and control characters.
+//!
+//! `.` and `..` segments are legal at Azure (Azurite stores `a/../b` as it is
+//! when a client sends it unnormalized), but no URL can carry them: HTTP
+//! clients, ours included (the `url` crate, after the WHATWG URL standard),
+//! remove dot segments, and their percent-encoded spellings, before the
+//! request leaves, so `a/../b` would read blob `b`. Azure's naming rules ask
+//! for no path segment ending in a dot. Refusing them is the only way never
+//! to serve another blob's bytes.
+//!
+//! Empty segments are legal blob names (`x/`, `a//b`, `/`, `/x`): Azure and
+//! Azurite store them as they are, and the Azure origin's URLs keep every
+//! `/` (see `origin::azure::endpoint`). They cannot be file paths, so the
+//! directory origin answers them as not found, saying why.
 
 use std::fmt;
 
@@ -114,21 +129,13 @@ fn check_blob(name: &str) -> Result<()> {
             "the blob name is longer than {MAX_BLOB_CHARS} characters"
         )));
     }
-    if name.starts_with('/') {
-        return Err(Error::invalid(
-            "the blob name starts with '/'; blob names are relative to their container",
-        ));
-    }
+    // Empty segments ('//', a leading or trailing '/') are legal: see the
+    // module docs.
     for segment in name.split('/') {
         if segment == "." || segment == ".." {
             return Err(Error::invalid(format!(
-                "the blob name contains a '{segment}' path segment, which is not allowed"
+                "the blob name contains a '{segment}' path segment, which is not allowed: paths and URLs resolve it away, so it would name another file or blob"
             )));
-        }
-        if segment.is_empty() {
-            return Err(Error::invalid(
-                "the blob name contains an empty path segment ('//' or a trailing '/')",
-            ));
         }
     }
     Ok(())
@@ -145,6 +152,15 @@ mod tests {
             "dir/sub/model-00001-of-00002.safetensors",
             "my model ü %+#?.safetensors",
             "..hidden/x..y",
+            // Legal at Azure, empty segments included (the directory
+            // origin refuses these itself).
+            "x/",
+            "a//b",
+            "trail/",
+            "/",
+            "//",
+            "/etc/passwd",
+            "x/.../y",
         ] {
             BlobKey::new("acct", "models", blob).unwrap();
         }
@@ -163,11 +179,11 @@ mod tests {
             ("a", "c/d", "b"),
             ("a", "c", "../etc/passwd"),
             ("a", "c", "x/../../y"),
-            ("a", "c", "/etc/passwd"),
+            ("a", "c", "/../x"),
             ("a", "c", "x\\..\\y"),
             ("a", "c", "x/./y"),
-            ("a", "c", "x//y"),
-            ("a", "c", "x/"),
+            ("a", "c", "x/."),
+            ("a", "c", ".."),
             ("a", "c", "x\ny"),
             ("a\u{7f}", "c", "b"),
         ] {

@@ -506,6 +506,45 @@ fn blob_names_with_spaces_percent_plus_hash_question_mark_and_unicode_round_trip
     }
 }
 
+/// `x/`, `a//b`, `trail/`, `/` are legal blob names (Azure and Azurite
+/// store them); each is read byte for byte, and none is confused with the
+/// name it would collapse to (`x`, `a/b`, `trail`).
+#[test]
+fn blob_names_with_empty_segments_are_read_byte_exact_and_never_collapsed() {
+    let az = Azurite::start();
+    az.create_container("slashes");
+    let names = [
+        "x/", "x", "a//b", "a/b", "trail/", "trail", "/", "//", "/lead", "lead", "e//", "e/",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        az.put_raw("slashes", n, &bytes(300 + i as u64, 70_000 + i));
+    }
+    let mut stored = az.list("slashes");
+    stored.sort();
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(stored, expected, "Azurite stored different names");
+    let dir = TempDir::new("slashes");
+    let mut cfg = azurite::config(&az.template(), dir.path());
+    cfg.block_size = 64 << 10; // two blocks each: a HEAD and two ranged GETs
+    let c = cache(&cfg, azurite::key_env());
+    for (i, n) in names.iter().enumerate() {
+        let k = BlobKey::new(ACCOUNT, "slashes", n).unwrap_or_else(|e| panic!("{n:?}: {e}"));
+        let got = read_all(&c, &k, 70_000 + i).unwrap_or_else(|e| panic!("{n:?}: {e}"));
+        assert!(
+            got == bytes(300 + i as u64, 70_000 + i),
+            "{n:?}: wrong bytes"
+        );
+    }
+    // Dot segments stay refused (an HTTP client resolves them away: `d/../e`
+    // would read `e`), with a clear message and no request.
+    for n in ["d/../e", "./e", "e/.", "d/.."] {
+        let e = BlobKey::new(ACCOUNT, "slashes", n).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{n:?}");
+        assert!(e.message().contains("path segment"), "{n:?}: {e}");
+    }
+}
+
 #[test]
 fn four_processes_cold_reading_256_mib_fetch_each_block_from_azure_once() {
     let az = Azurite::start();

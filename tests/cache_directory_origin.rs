@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use blobcache::config::MaxSize;
 use blobcache::{BlobKey, Cache, ErrorKind};
-use fixture::{bytes, Fixture, ACCOUNT, CONTAINER};
+use fixture::{bytes, Fixture, Rewrite, ACCOUNT, CONTAINER};
 
 const MIB: usize = 1 << 20;
 
@@ -158,6 +158,46 @@ fn a_blob_replaced_during_a_load_fails_the_read_instead_of_mixing_versions() {
         read(&cache, "m", 0, 4 * 65536).unwrap(),
         bytes(8, 4 * 65536)
     );
+}
+
+#[test]
+fn a_file_rewritten_in_place_with_its_size_and_mtime_kept_is_never_served_stale_or_mixed() {
+    let fx = Fixture::new("inplace");
+    let v: Vec<Vec<u8>> = (0..4).map(|i| bytes(40 + i, 4 * 65536)).collect();
+    fx.put("m", &v[0]);
+    let mut cfg = fx.config(65536);
+    cfg.readahead_blocks = 0;
+
+    // Rewritten between two reads of one session: the second read fails as
+    // changed at the origin (not block 1 of the new version after block 0
+    // of the old), and the next load reads the new version whole.
+    let cache = Cache::new(cfg.clone()).unwrap();
+    assert_eq!(read(&cache, "m", 0, 65536).unwrap(), &v[0][..65536]);
+    fx.rewrite_in_place("m", &v[1], Rewrite::CpP);
+    let e = read(&cache, "m", 65536, 65536)
+        .map(|b| b == v[1][65536..2 * 65536])
+        .expect_err("block 1 was served after the file changed (true: from the new version)");
+    assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
+    assert!(e.message().contains("changed at the origin"), "{e}");
+    assert_eq!(read(&cache, "m", 0, v[1].len()).unwrap(), v[1]);
+
+    // Rewritten between sessions (a new cache on the same directory, as
+    // after shutdown or in a new process): the new bytes, not the cached
+    // old ones, and the old copy is dropped.
+    let mut cache = cache;
+    for (i, how) in [(2, Rewrite::TouchD), (3, Rewrite::CpP)] {
+        drop(cache);
+        let old_dirs: Vec<_> = fx.cached_blocks().into_iter().map(|(d, _)| d).collect();
+        fx.rewrite_in_place("m", &v[i], how);
+        cache = Cache::new(cfg.clone()).unwrap();
+        assert!(
+            read(&cache, "m", 0, v[i].len()).unwrap() == v[i],
+            "after {how:?}: stale bytes from the cache"
+        );
+        for d in old_dirs {
+            assert!(!d.exists(), "old version {} was not removed", d.display());
+        }
+    }
 }
 
 #[test]

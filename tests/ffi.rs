@@ -243,11 +243,12 @@ fn bad_arguments_fail_with_a_clear_message_and_touch_nothing() {
                     b"../../etc/passwd",
                     "'..' path segment",
                 ),
+                // A legal Azure name, but not a path under the origin.
                 (
                     ACCOUNT.as_bytes(),
                     CONTAINER.as_bytes(),
                     b"/etc/passwd",
-                    "starts with '/'",
+                    "not a file path",
                 ),
                 (
                     ACCOUNT.as_bytes(),
@@ -484,4 +485,93 @@ fn a_forked_child_reads_at_once() {
         );
         assert_eq!(read_ok("m", 0, 4096), &data[..4096]);
     });
+}
+
+/// One call of the built shared library's `blob_read` (loaded with dlopen,
+/// as the streamer loads it), with the streamer's 512-byte error buffer:
+/// the return value and the message.
+fn call_cdylib(account: &str, container: &str, blob: &str, len: usize) -> (isize, Vec<u8>) {
+    let lib = fixture::cdylib::lib();
+    let (a, c, b) = (
+        CString::new(account).unwrap(),
+        CString::new(container).unwrap(),
+        CString::new(blob).unwrap(),
+    );
+    let mut buf = vec![0u8; len];
+    let mut err = [0x55 as c_char; 512];
+    // SAFETY: valid C strings, a buffer of `len` bytes, a 512-byte error
+    // buffer.
+    let ret = unsafe {
+        (lib.blob_read)(
+            a.as_ptr(),
+            c.as_ptr(),
+            b.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            0,
+            len,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if ret >= 0 {
+        return (ret, vec![]);
+    }
+    let nul = err.iter().position(|&x| x == 0).expect("NUL-terminated");
+    (ret, err[..nul].iter().map(|&x| x as u8).collect())
+}
+
+#[test]
+fn control_characters_in_names_come_back_escaped_in_a_one_line_message() {
+    let fx = Fixture::new("ffi-controls");
+    let data = bytes(9, 1000);
+    fx.put("m", &data);
+    in_own_process(
+        "control_characters_in_names_come_back_escaped_in_a_one_line_message",
+        &fx.env("64K"),
+        || {
+            // Each name position, each character, through the real library.
+            let cases: [(&str, &str); 7] = [
+                ("\n", "\\n"),
+                ("\t", "\\t"),
+                ("\r", "\\r"),
+                ("\u{1b}", "\\u{1b}"),
+                ("\u{7f}", "\\u{7f}"),
+                ("\u{85}", "\\u{85}"),
+                ("\u{2028}", "\\u{2028}"),
+            ];
+            for (c, escaped) in cases {
+                let bad = format!("m{c}blobcache: forged line{c}");
+                for (a, cont, b) in [
+                    (bad.as_str(), CONTAINER, "m"),
+                    (ACCOUNT, bad.as_str(), "m"),
+                    (ACCOUNT, CONTAINER, bad.as_str()),
+                ] {
+                    let (ret, msg) = call_cdylib(a, cont, b, 100);
+                    assert_eq!(ret, -1, "{a:?}/{cont:?}/{b:?} was read");
+                    let msg = String::from_utf8(msg).expect("UTF-8 message");
+                    assert!(
+                        !msg.chars()
+                            .any(|ch| ch.is_control() || ch == '\u{2028}' || ch == '\u{2029}'),
+                        "not one clean line: {msg:?}"
+                    );
+                    assert!(msg.starts_with("blobcache: "), "{msg:?}");
+                    // Control characters are refused; U+2028 is a legal
+                    // (if odd) name, and no such file exists.
+                    let why = if c.chars().all(char::is_control) {
+                        "control character"
+                    } else {
+                        "no such blob"
+                    };
+                    assert!(msg.contains(why), "says why: {msg:?}");
+                    assert!(
+                        msg.contains(&format!("m{escaped}blobcache: forged line{escaped}")),
+                        "names the blob, escaped: {msg:?}"
+                    );
+                }
+            }
+            // The library still reads good names.
+            let (ret, msg) = call_cdylib(ACCOUNT, CONTAINER, "m", 1000);
+            assert_eq!(ret, 1000, "{}", String::from_utf8_lossy(&msg));
+        },
+    );
 }

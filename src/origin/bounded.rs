@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -90,7 +91,7 @@ impl Bounded {
     fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Origin) -> T + Send + 'static,
-    ) -> Result<(mpsc::Receiver<T>, Arc<AtomicBool>)> {
+    ) -> Result<(mpsc::Receiver<T>, Arc<AtomicBool>, JoinHandle<()>)> {
         self.too_many_stuck()?;
         let (tx, rx) = mpsc::sync_channel(1);
         let inner = self.inner.clone();
@@ -99,7 +100,7 @@ impl Bounded {
             stuck: self.stuck.clone(),
             abandoned: abandoned.clone(),
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("blobcache-origin-io".into())
             .stack_size(256 << 10)
             .spawn(move || {
@@ -107,7 +108,7 @@ impl Bounded {
                 let _ = tx.send(f(&*inner));
             })
             .map_err(|e| Error::internal(format!("cannot start an origin I/O thread: {e}")))?;
-        Ok((rx, abandoned))
+        Ok((rx, abandoned, handle))
     }
 
     /// Gives up on a call: counts it as stuck unless it already ended.
@@ -211,7 +212,7 @@ impl Origin for Bounded {
             stuck: self.stuck.clone(),
             abandoned: abandoned.clone(),
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("blobcache-origin-io".into())
             .stack_size(256 << 10)
             .spawn(move || {
@@ -253,15 +254,31 @@ impl Origin for Bounded {
         loop {
             match self.wait(&rx, &abandoned, deadline, "reading")? {
                 Some(Piece::Bytes(mut b)) => {
-                    sink(&b)?;
+                    if let Err(e) = sink(&b) {
+                        // The thread's next send fails and it ends; give it
+                        // a moment to, without waiting on a hung read.
+                        drop(rx);
+                        let t0 = Instant::now();
+                        while !handle.is_finished() && t0.elapsed() < Duration::from_millis(100) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        if handle.is_finished() {
+                            let _ = handle.join();
+                        }
+                        return Err(e);
+                    }
                     b.clear();
                     let _ = back_tx.send(b);
                 }
-                Some(Piece::Done(r)) => return r,
+                Some(Piece::Done(r)) => {
+                    let _ = handle.join();
+                    return r;
+                }
                 None => {
+                    let _ = handle.join();
                     return Err(Error::internal(
                         "an origin I/O thread ended without an answer",
-                    ))
+                    ));
                 }
             }
         }

@@ -1,9 +1,42 @@
 //! The directory origin: blobs are files at `<root>/<account>/<container>/<blob>`.
 //!
-//! A pre-staged or network-mounted model store in front of local NVMe. The
-//! version of a file is its device, inode, size and modification time; a read
-//! checks the version before and after copying, so a file replaced or
-//! rewritten during a read is reported as changed, never mixed.
+//! A pre-staged or network-mounted model store in front of local NVMe.
+//!
+//! **Versions.** The version of a file is its device, inode, size,
+//! modification time and inode change time (ctime), both to the nanosecond.
+//! The modification time alone is not enough: `cp -p`, `rsync -t`,
+//! `touch -d` and filesystems with coarse timestamps leave a file rewritten
+//! in place with its old size and modification time. The change time cannot
+//! be set by users: the kernel sets it to the current time at every write,
+//! truncation, `utimes`, `chmod`, `chown` or new link. A read checks the
+//! version before and after copying, so a file replaced or rewritten since
+//! its version was taken (by the load's first access, or during the copy)
+//! fails the read as changed at the origin, never mixing old and new bytes;
+//! the next load reads the new version. A new process, or a session after
+//! `shutdown`, sees the new version and fetches it again. (A `chmod`,
+//! `chown` or new hard link counts as a change too: the blob is fetched
+//! again, which costs time, never correctness.)
+//!
+//! **What cannot be caught.** A rewrite that leaves the change time as it was:
+//! on a filesystem whose timestamps are coarser than the time between two
+//! changes, a rewrite within the same tick as the file's previous change.
+//! Linux since 6.13 gives a change that follows a `stat` of the file a fresh
+//! fine-grained time on ext4, XFS, Btrfs and tmpfs, so a rewrite after the
+//! version was taken is caught there; on other filesystems (or older
+//! kernels) the tick is the kernel's clock tick (a few milliseconds) or the
+//! filesystem's own granularity (1 s on ext3, 2 s on FAT, whatever the
+//! server keeps on a network filesystem). And the kernel stamps the change
+//! time when a `write` starts, before its bytes land: a load that takes the
+//! version, or reads the file, in the middle of one `write` and finishes
+//! before the file's next change can keep part of that write (the next load
+//! reads the file again). Replace files by writing a new one and renaming it
+//! over the old (a new inode is always caught).
+//!
+//! **Names.** Every name a caller passes maps to one path below the root:
+//! [`BlobKey::new`] refuses `.` and `..` segments, backslashes and control
+//! characters for every origin. Names that are legal blob names but cannot
+//! be file paths (an empty segment: a leading or trailing `/`, or `//`) fail
+//! here as not found, with a message saying why.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -24,28 +57,44 @@ impl DirectoryOrigin {
         DirectoryOrigin { root }
     }
 
-    fn path(&self, key: &BlobKey) -> PathBuf {
-        // BlobKey::new has refused '..', '.', empty segments, backslashes and
-        // leading '/', so this stays under root.
-        self.root
+    /// The file of `key`. BlobKey::new has refused '..', '.', backslashes
+    /// and the account and container names that are not one segment; a blob
+    /// name with an empty segment (which includes a leading '/', so nothing
+    /// absolute reaches `join`) is refused here, so the path stays under root.
+    fn path(&self, key: &BlobKey) -> Result<PathBuf> {
+        if key.blob.split('/').any(str::is_empty) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "the directory origin cannot hold a blob named {:?}: a name with an empty path segment (a leading or trailing '/', or '//') is a legal Azure blob name but not a file path",
+                    key.blob
+                ),
+            ));
+        }
+        Ok(self
+            .root
             .join(&key.account)
             .join(&key.container)
-            .join(&key.blob)
+            .join(&key.blob))
     }
 
+    /// Device, inode, size, modification and change times (see the module
+    /// docs).
     fn version_of(meta: &std::fs::Metadata) -> String {
         format!(
-            "dev={};ino={};size={};mtime={}.{:09}",
+            "dev={};ino={};size={};mtime={}.{:09};ctime={}.{:09}",
             meta.dev(),
             meta.ino(),
             meta.size(),
             meta.mtime(),
-            meta.mtime_nsec()
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec()
         )
     }
 
     fn open(&self, key: &BlobKey) -> Result<(File, std::fs::Metadata)> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::new(
                 ErrorKind::NotFound,
@@ -142,18 +191,19 @@ impl Origin for DirectoryOrigin {
         sink: &mut Sink<'_>,
     ) -> Result<()> {
         let (file, meta) = self.open(key)?;
-        let changed = |now: &str| {
+        let path = self.path(key)?;
+        let changed = |what: String| {
             Error::new(
                 ErrorKind::Changed,
                 format!(
-                    "the file at the directory origin changed (was {}, now {now}); reload to read the new version",
-                    info.version
+                    "the file changed at the origin since this load began ({}: {what}); the read fails rather than mix old and new bytes, and the next load reads the new version",
+                    path.display()
                 ),
             )
         };
         let before = Self::version_of(&meta);
         if before != info.version {
-            return Err(changed(&before));
+            return Err(changed(differences(&info.version, &before)));
         }
         let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
         let mut pos = offset;
@@ -162,9 +212,9 @@ impl Origin for DirectoryOrigin {
             let want = ((end - pos) as usize).min(buf.len());
             let n = file
                 .read_at(&mut buf[..want], pos)
-                .map_err(|e| Error::origin(format!("reading {}: {e}", self.path(key).display())))?;
+                .map_err(|e| Error::origin(format!("reading {}: {e}", path.display())))?;
             if n == 0 {
-                return Err(changed("shorter than expected"));
+                return Err(changed(format!("it ends at byte {pos}, before byte {end}")));
             }
             sink(&buf[..n])?;
             pos += n as u64;
@@ -172,10 +222,38 @@ impl Origin for DirectoryOrigin {
         let after = file
             .metadata()
             .map(|m| Self::version_of(&m))
-            .map_err(|e| Error::origin(format!("cannot stat {}: {e}", self.path(key).display())))?;
+            .map_err(|e| Error::origin(format!("cannot stat {}: {e}", path.display())))?;
         if after != info.version {
-            return Err(changed(&after));
+            return Err(changed(differences(&info.version, &after)));
         }
         Ok(())
     }
+}
+
+/// The fields of two versions (`name=value;...`) that differ, as
+/// `name was -> now`, e.g. `ctime 1764489600.100000000 -> 1764489600.300000000`.
+fn differences(was: &str, now: &str) -> String {
+    let fields = |v: &str| -> Vec<(String, String)> {
+        v.split(';')
+            .map(|f| match f.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (f.to_string(), String::new()),
+            })
+            .collect()
+    };
+    let (was, now) = (fields(was), fields(now));
+    let mut out: Vec<String> = was
+        .iter()
+        .filter_map(|(k, v)| match now.iter().find(|(k2, _)| k2 == k) {
+            Some((_, v2)) if v2 == v => None,
+            Some((_, v2)) => Some(format!("{k} {v} -> {v2}")),
+            None => Some(format!("{k} {v} -> (none)")),
+        })
+        .collect();
+    out.extend(
+        now.iter()
+            .filter(|(k, _)| !was.iter().any(|(k2, _)| k2 == k))
+            .map(|(k, v)| format!("{k} (none) -> {v}")),
+    );
+    out.join(", ")
 }

@@ -1,6 +1,7 @@
 //! The reliability and security suite (docs/RELIABILITY.md): network faults
 //! through a fault-injecting loopback proxy, crashes, power loss, disk
-//! trouble, a concurrency soak, lifecycle, hostile input and security.
+//! trouble, a concurrency soak, lifecycle, changes at the origin, hostile
+//! input and security.
 //!
 //! Each test records what it tried and the outcomes (see `report`);
 //! `scripts/reliability` runs the suite and renders the table in
@@ -17,6 +18,7 @@ mod disk;
 mod faults;
 mod lifecycle;
 mod mappings;
+mod origin;
 mod peers;
 mod power;
 mod report;

@@ -521,3 +521,201 @@ fn no_name_reaches_outside_the_cache_or_the_origin_root() {
         assert_eq!(o.correct, 1, "{:?}", o.notes);
     });
 }
+
+/// Names Azure accepts that are not file paths: an empty segment (a
+/// leading or trailing `/`, or `//`). Through `blob_read` (the loaded
+/// library, in a child process) they are read byte for byte from Azurite,
+/// each distinct from the name it would collapse to; at the directory
+/// origin they fail as not found, saying why, and never read the file they
+/// would collapse to (`a//b` is `a/b` to the kernel).
+#[test]
+fn names_azure_accepts_with_empty_segments_are_read_and_never_collapsed() {
+    let name = "security::names_azure_accepts_with_empty_segments_are_read_and_never_collapsed";
+    let names = ["x/", "a//b", "trail/", "/", "//", "/lead", "a/b/"];
+    // What they would collapse to, with other contents: a read of one of
+    // these is wrong bytes.
+    let collapsed = ["x", "a/b", "trail", "lead"];
+    let size = 100_000;
+    let blobs = |account: &str, container: &str| -> Vec<Blob> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Blob::new(account, container, n, 80 + i as u64, size))
+            .collect()
+    };
+    let run = |blobs: &[Blob], env: Vec<(&str, String)>, dir: &TempDir| {
+        let mut env: Vec<(String, String)> =
+            env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        env.extend(
+            [
+                ("BLOBCACHE_BLOCK_SIZE", "64K".to_string()),
+                ("BC_W_TRIALS", blobs.len().to_string()),
+                ("BC_W_DIR_BASE", dir.path().display().to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        let (out, r) = worker::run(
+            worker::command("trials", blobs, &env),
+            Duration::from_secs(60),
+        );
+        assert!(r.reported, "{}", String::from_utf8_lossy(&out.stderr));
+        r
+    };
+
+    // Azure (Azurite): every name read, byte for byte.
+    let az = Azurite::start();
+    az.create_container("slashes");
+    let az_blobs = blobs(ACCOUNT, "slashes");
+    for b in &az_blobs {
+        az.put_raw("slashes", &b.name, &b.data());
+    }
+    for (i, n) in collapsed.iter().enumerate() {
+        az.put_raw("slashes", n, &bytes(90 + i as u64, size));
+    }
+    let dir = TempDir::new("slashes-az");
+    let r = run(
+        &az_blobs,
+        vec![
+            ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
+            ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),
+        ],
+        &dir,
+    );
+    let mut o = r.outcome();
+    if o.clean_error > 0 {
+        // Every one of these is a blob that exists: a failure is not clean.
+        o.other += o.clean_error;
+        o.clean_error = 0;
+        o.note(format!("reads failed: {:?}", r.errors));
+    }
+    o.note(format!(
+        "{} names ({}) through blob_read from Azurite, beside blobs named as they would collapse ({}) with other contents",
+        names.len(),
+        names.join(" "),
+        collapsed.join(" ")
+    ));
+    report::record(
+        "security",
+        "names Azure accepts that are not file paths (empty segments: x/, a//b, /): Azure origin",
+        &o,
+        name,
+    );
+    report::assert_clean("empty segments at Azure", &o);
+    assert_eq!(o.correct, names.len() as u64, "{:?}", o.notes);
+
+    // The directory origin: a clean "not found" naming the reason, and the
+    // file the name would collapse to is never read.
+    let fx = Fixture::new("slashes-dir");
+    for (i, n) in collapsed.iter().enumerate() {
+        fx.put(n, &bytes(90 + i as u64, size));
+    }
+    let dir_blobs = blobs(DIR_ACCOUNT, CONTAINER);
+    let r = run(
+        &dir_blobs,
+        vec![(
+            "BLOBCACHE_ORIGIN",
+            format!("file://{}", fx.origin.path().display()),
+        )],
+        &fx.cache,
+    );
+    let mut o = r.outcome();
+    for m in &r.errors {
+        if m.contains(": blobcache: ") && !m.contains("not a file path") {
+            o.clean_error = o.clean_error.saturating_sub(1);
+            o.other(format!("unclear message: {m}"));
+        }
+    }
+    if o.correct > 0 {
+        o.other += o.correct;
+        o.notes.push(format!("{} names were read", o.correct));
+        o.correct = 0;
+    }
+    o.note(format!(
+        "the same {} names with a directory origin holding {}: each fails as not found (not a file path)",
+        names.len(),
+        collapsed.join(" ")
+    ));
+    report::record(
+        "security",
+        "names Azure accepts that are not file paths (empty segments: x/, a//b, /): directory origin",
+        &o,
+        name,
+    );
+    report::assert_clean("empty segments at a directory", &o);
+    assert_eq!(o.clean_error, names.len() as u64, "{:?}", o.notes);
+}
+
+/// Control characters (and line separators, bidirectional controls) in a
+/// caller's names or in a setting come back in `error_buf` escaped: one
+/// line, never a forged second one.
+#[test]
+fn control_characters_in_names_and_settings_reach_error_buf_escaped_on_one_line() {
+    let name =
+        "security::control_characters_in_names_and_settings_reach_error_buf_escaped_on_one_line";
+    let fx = Fixture::new("controls");
+    fx.put("m", &bytes(74, 1000));
+    let mut env = fx.env("64K");
+    env.push(("BLOBCACHE_LOG".into(), "error".into()));
+    in_own_process(name, &env, || {
+        let chars: Vec<char> = (1u32..0x20)
+            .chain(0x7f..0xa0)
+            .chain([0x2028, 0x2029, 0x200e, 0x202e, 0x2066])
+            .filter_map(char::from_u32)
+            .collect();
+        let clean_line = |m: &str| {
+            m.contains(": blobcache: ")
+                && !m.chars().any(|c| {
+                    c.is_control()
+                        || matches!(
+                            c,
+                            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{202e}' | '\u{2066}'
+                        )
+                })
+        };
+        let mut o = Outcome::default();
+        for c in &chars {
+            let bad = format!("m{c}blobcache: error: forged");
+            for (a, cont, b) in [
+                (bad.as_str(), CONTAINER, "m"),
+                (DIR_ACCOUNT, bad.as_str(), "m"),
+                (DIR_ACCOUNT, CONTAINER, bad.as_str()),
+            ] {
+                let blob = Blob::new(a, cont, b, 74, 1000);
+                let mut buf = vec![0u8; 1000];
+                o.tried += 1;
+                match worker::read(&blob, 0, &mut buf) {
+                    Ok(()) => o.other(format!("U+{:04X}: read something", *c as u32)),
+                    Err(m) if clean_line(&m) => o.clean_error += 1,
+                    Err(m) => o.other(format!("U+{:04X}: {m:?}", *c as u32)),
+                }
+            }
+        }
+        // A setting's value, echoed in the message that names it.
+        worker::shutdown();
+        std::env::set_var(
+            "BLOBCACHE_MAX_SIZE",
+            "1G\nblobcache: error: forged\t\u{1b}[2K",
+        );
+        let blob = Blob::new(DIR_ACCOUNT, CONTAINER, "m", 74, 1000);
+        let mut buf = vec![0u8; 1000];
+        o.tried += 1;
+        match worker::read(&blob, 0, &mut buf) {
+            Ok(()) => o.other("an invalid BLOBCACHE_MAX_SIZE was accepted"),
+            Err(m) if clean_line(&m) && m.contains("BLOBCACHE_MAX_SIZE") => o.clean_error += 1,
+            Err(m) => o.other(format!("BLOBCACHE_MAX_SIZE: {m:?}")),
+        }
+        worker::shutdown();
+        o.note(format!(
+            "{} characters (C0, DEL, C1, U+2028, U+2029, bidirectional controls) in each of account, container and blob name, and in BLOBCACHE_MAX_SIZE; every message checked for a raw one",
+            chars.len()
+        ));
+        report::record(
+            "security",
+            "control characters in names and settings reach error_buf (one line, no forged line)",
+            &o,
+            name,
+        );
+        report::assert_clean("control characters", &o);
+        assert_eq!(o.correct, 0);
+    });
+}

@@ -201,78 +201,9 @@ pub fn thread_names() -> Vec<String> {
         .collect()
 }
 
-/// The shared library, loaded as the streamer loads it: `dlopen` with
-/// RTLD_NOW | RTLD_LOCAL, functions found with `dlsym`.
-///
-/// Not the rlib's `blobcache::ffi` functions: a test binary links the rlib,
-/// so it defines a global `shutdown` that takes the place of libc's
-/// `shutdown(2)` for every socket of the process (hyper half-closing a
-/// connection would shut the cache down). The executable still exports
-/// that symbol, so the loaded library's own socket `shutdown` calls reach
-/// it too, where they are a no-op (the rlib's copy of the cache is never
-/// started here): half-closes do not happen, connections are still closed.
-pub struct Lib {
-    pub blob_read: BlobRead,
-    pub shutdown: unsafe extern "C" fn(),
-}
-
-/// `blob_read`'s type, as include/blobcache.h declares it.
-pub type BlobRead = unsafe extern "C" fn(
-    *const c_char,
-    *const c_char,
-    *const c_char,
-    *mut std::ffi::c_void,
-    usize,
-    usize,
-    *mut c_char,
-    usize,
-) -> isize;
-
-/// `target/<profile>/libblobcache.so` next to this test binary's directory,
-/// or `BLOBCACHE_LIB`.
-pub fn library_path() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("BLOBCACHE_LIB") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let lib = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libblobcache.so");
-    assert!(
-        lib.exists(),
-        "{} is not built: cargo build --profile ci --lib",
-        lib.display()
-    );
-    lib
-}
-
-pub fn lib() -> &'static Lib {
-    static LIB: std::sync::OnceLock<Lib> = std::sync::OnceLock::new();
-    LIB.get_or_init(|| {
-        let path = CString::new(library_path().into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: dlopen/dlsym with valid C strings; the symbols have the
-        // signatures of include/blobcache.h; the handle is never closed.
-        unsafe {
-            let h = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-            assert!(!h.is_null(), "dlopen failed");
-            let sym = |n: &str| {
-                let c = CString::new(n).unwrap();
-                let p = libc::dlsym(h, c.as_ptr());
-                assert!(!p.is_null(), "no symbol {n}");
-                p
-            };
-            Lib {
-                blob_read: std::mem::transmute::<*mut libc::c_void, BlobRead>(sym("blob_read")),
-                shutdown: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn()>(sym(
-                    "shutdown",
-                )),
-            }
-        }
-    })
-}
+// The shared library, loaded as the streamer loads it (see the fixture's
+// `cdylib` module for why not the rlib's functions).
+pub use crate::common::fixture::cdylib::lib;
 
 /// The loaded library's `shutdown`.
 pub fn shutdown() {
@@ -353,6 +284,7 @@ fn entry() {
     };
     match mode.as_str() {
         "trials" => trials(),
+        "reads" => reads(),
         "soak" => crate::soak::worker(),
         "read" => read_all(),
         m if m.starts_with("map-") => crate::mappings::worker(m),
@@ -361,6 +293,31 @@ fn entry() {
         m if m.starts_with("disk-") => crate::disk::worker(m),
         other => panic!("unknown worker mode {other}"),
     }
+}
+
+/// Each blob read whole once, in one lifecycle, with the environment as
+/// given (a cache directory of the parent's choosing). A failure is clean
+/// when it carries a message; the parent judges its text (`BC_ERR`).
+fn reads() {
+    let mut o = Outcome::default();
+    for b in blobs_from_env() {
+        let mut buf = vec![0x5Au8; b.size];
+        o.tried += 1;
+        match read(&b, 0, &mut buf) {
+            Ok(()) if buf == b.data() => o.correct += 1,
+            Ok(()) => o.other(format!("{}: WRONG BYTES", b.name)),
+            Err(m) => {
+                println!("BC_ERR {m}");
+                if m.contains(": blobcache: ") {
+                    o.clean_error += 1;
+                } else {
+                    o.other(format!("{}: unclear message {m}", b.name));
+                }
+            }
+        }
+    }
+    shutdown();
+    print_result(&o);
 }
 
 /// `BC_W_TRIALS` cold reads, each of a whole blob (in turn) into a fresh

@@ -15,7 +15,11 @@
 //! percent-encoded: every byte outside RFC 3986's unreserved set
 //! (`A-Z a-z 0-9 - . _ ~`) becomes `%XX`, including space, `%`, `+`, `#`,
 //! `?` and every byte of a non-ASCII character; the `/` between the blob
-//! name's segments is kept.
+//! name's segments is kept. Every `/` of the name is one `/` of the path,
+//! empty segments included: `x/`, `a//b`, `/` and `/x` are legal blob names
+//! and reach Azure as they are (neither the `http` nor the `url` crate
+//! collapses `//`). `.` and `..` segments never get here (see
+//! [`crate::names`]): the `url` crate would resolve them away.
 
 use crate::error::{Error, Result};
 
@@ -199,6 +203,34 @@ mod tests {
         // An already-encoded-looking name is encoded again: names are raw.
         assert_eq!(blob_url("http://h", "c", "x%2Fy"), "http://h/c/x%252Fy");
         assert_eq!(blob_url("http://h", "c d", "b"), "http://h/c%20d/b");
+    }
+
+    #[test]
+    fn empty_segments_are_kept_through_the_http_client_and_dot_segments_would_not_be() {
+        for (blob, path) in [
+            ("x/", "/acct/c/x/"),
+            ("a//b", "/acct/c/a//b"),
+            ("trail/", "/acct/c/trail/"),
+            ("/", "/acct/c//"),
+            ("//", "/acct/c///"),
+            ("/lead", "/acct/c//lead"),
+        ] {
+            let url = blob_url("http://h/acct", "c", blob);
+            // The two parsers a request goes through (http::Request, then
+            // reqwest's Url) leave the path as it is.
+            let uri: http::Uri = url.parse().unwrap();
+            assert_eq!(uri.path(), path, "{blob:?}");
+            assert_eq!(
+                reqwest::Url::parse(&uri.to_string()).unwrap().path(),
+                path,
+                "{blob:?}"
+            );
+        }
+        // Why names::BlobKey refuses dot segments: the URL parser removes
+        // them, percent-encoded or not, and another blob would be read.
+        for raw in ["http://h/acct/c/d/../e", "http://h/acct/c/d/%2E%2e/e"] {
+            assert_eq!(reqwest::Url::parse(raw).unwrap().path(), "/acct/c/e");
+        }
     }
 
     #[test]
