@@ -150,13 +150,16 @@ impl Bounded {
         f: impl FnOnce(&dyn Origin) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let deadline = Instant::now() + self.timeout;
-        let (rx, abandoned) = self.spawn(f)?;
-        match self.wait(&rx, &abandoned, deadline, what)? {
+        let (rx, abandoned, handle) = self.spawn(f)?;
+        let r = match self.wait(&rx, &abandoned, deadline, what)? {
             Some(r) => r,
             None => Err(Error::internal(
                 "an origin I/O thread ended without an answer",
             )),
-        }
+        };
+        // It answered: it is ending now. (Abandoned ones are never joined.)
+        let _ = handle.join();
+        r
     }
 }
 
