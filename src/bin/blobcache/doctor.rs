@@ -81,6 +81,8 @@ fn effective(c: &Config, name: &str) -> String {
         },
         "BLOBCACHE_SHARED" => (c.shared as u8).to_string(),
         "BLOBCACHE_FSYNC" => (c.fsync as u8).to_string(),
+        "BLOBCACHE_MAPPED_BLOCKS" => format!("{} blocks", c.mapped_blocks),
+        "BLOBCACHE_MAPPED_BYTES" => size(c.mapped_bytes),
         "BLOBCACHE_AUTOREGISTER" => var(name).unwrap_or("1".into()),
         _ => "?".into(),
     }
