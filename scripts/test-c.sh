@@ -54,7 +54,7 @@ if [[ $long == 1 ]]; then
     asan_reads=1500 asan_cycles=150
     vg_reads=300 vg_cycles=30 vg_forks=6
 else
-    reads=500 cycles=50 forks=12 debug_forks=40
+    reads=500 cycles=50 forks=12 debug_forks=12
     evict_reads=60 evict_cycles=10 evict_forks=2
     asan_reads=300 asan_cycles=50
     vg_reads=100 vg_cycles=10 vg_forks=3

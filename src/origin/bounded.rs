@@ -86,14 +86,14 @@ impl Bounded {
         )
     }
 
-    /// Runs `f` on a thread of its own; marks the call abandoned (and
-    /// counted as stuck) if the caller stops waiting for it.
-    fn spawn<T: Send + 'static>(
+    /// Runs `body` on a thread of its own (with the wrapped origin); the
+    /// returned flag marks the call abandoned (and counted as stuck) once
+    /// the caller stops waiting for it.
+    fn spawn(
         &self,
-        f: impl FnOnce(&dyn Origin) -> T + Send + 'static,
-    ) -> Result<(mpsc::Receiver<T>, Arc<AtomicBool>, JoinHandle<()>)> {
+        body: impl FnOnce(&dyn Origin) + Send + 'static,
+    ) -> Result<(Arc<AtomicBool>, JoinHandle<()>)> {
         self.too_many_stuck()?;
-        let (tx, rx) = mpsc::sync_channel(1);
         let inner = self.inner.clone();
         let abandoned = Arc::new(AtomicBool::new(false));
         let guard = StuckGuard {
@@ -105,10 +105,10 @@ impl Bounded {
             .stack_size(256 << 10)
             .spawn(move || {
                 let _guard = guard;
-                let _ = tx.send(f(&*inner));
+                body(&*inner);
             })
             .map_err(|e| Error::internal(format!("cannot start an origin I/O thread: {e}")))?;
-        Ok((rx, abandoned, handle))
+        Ok((abandoned, handle))
     }
 
     /// Gives up on a call: counts it as stuck unless it already ended.
@@ -150,7 +150,10 @@ impl Bounded {
         f: impl FnOnce(&dyn Origin) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let deadline = Instant::now() + self.timeout;
-        let (rx, abandoned, handle) = self.spawn(f)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let (abandoned, handle) = self.spawn(move |o| {
+            let _ = tx.send(f(o));
+        })?;
         let r = match self.wait(&rx, &abandoned, deadline, what)? {
             Some(r) => r,
             None => Err(Error::internal(
@@ -206,54 +209,42 @@ impl Origin for Bounded {
         // Pieces flow through a small channel; buffers come back through
         // another for reuse, so a read allocates a few buffers, not one per
         // piece.
-        self.too_many_stuck()?;
         let (tx, rx) = mpsc::sync_channel::<Piece>(2);
         let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
-        let inner = self.inner.clone();
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let guard = StuckGuard {
-            stuck: self.stuck.clone(),
-            abandoned: abandoned.clone(),
-        };
-        let handle = std::thread::Builder::new()
-            .name("blobcache-origin-io".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                let _guard = guard;
-                let mut pending: Vec<u8> = Vec::new();
-                let send = |pending: &mut Vec<u8>| -> Result<()> {
-                    let full = std::mem::replace(
-                        pending,
-                        back_rx
-                            .try_recv()
-                            .unwrap_or_else(|_| Vec::with_capacity(CHUNK)),
-                    );
-                    tx.send(Piece::Bytes(full))
-                        .map_err(|_| Error::new(ErrorKind::Shutdown, "the reader stopped waiting"))
-                };
-                let r = inner.read(&k, &i, offset, len, &mut |mut c: &[u8]| {
-                    while !c.is_empty() {
-                        if pending.capacity() == 0 {
-                            pending.reserve(CHUNK);
-                        }
-                        let room = CHUNK.saturating_sub(pending.len()).max(1);
-                        let n = room.min(c.len());
-                        pending.extend_from_slice(&c[..n]);
-                        c = &c[n..];
-                        if pending.len() >= CHUNK {
-                            send(&mut pending)?;
-                            pending.clear();
-                        }
+        let (abandoned, handle) = self.spawn(move |inner| {
+            let mut pending: Vec<u8> = Vec::new();
+            let send = |pending: &mut Vec<u8>| -> Result<()> {
+                let full = std::mem::replace(
+                    pending,
+                    back_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(CHUNK)),
+                );
+                tx.send(Piece::Bytes(full))
+                    .map_err(|_| Error::new(ErrorKind::Shutdown, "the reader stopped waiting"))
+            };
+            let r = inner.read(&k, &i, offset, len, &mut |mut c: &[u8]| {
+                while !c.is_empty() {
+                    if pending.capacity() == 0 {
+                        pending.reserve(CHUNK);
                     }
-                    Ok(())
-                });
-                let r = match r {
-                    Ok(()) if !pending.is_empty() => send(&mut pending),
-                    r => r,
-                };
-                let _ = tx.send(Piece::Done(r));
-            })
-            .map_err(|e| Error::internal(format!("cannot start an origin I/O thread: {e}")))?;
+                    let room = CHUNK.saturating_sub(pending.len()).max(1);
+                    let n = room.min(c.len());
+                    pending.extend_from_slice(&c[..n]);
+                    c = &c[n..];
+                    if pending.len() >= CHUNK {
+                        send(&mut pending)?;
+                        pending.clear();
+                    }
+                }
+                Ok(())
+            });
+            let r = match r {
+                Ok(()) if !pending.is_empty() => send(&mut pending),
+                r => r,
+            };
+            let _ = tx.send(Piece::Done(r));
+        })?;
         loop {
             match self.wait(&rx, &abandoned, deadline, "reading")? {
                 Some(Piece::Bytes(mut b)) => {
