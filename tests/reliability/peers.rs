@@ -82,24 +82,19 @@ fn azure_env(proxy: &Proxy, cache: &Path, timeout: &str) -> Vec<(String, String)
     .collect()
 }
 
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: signalling a process this test started.
-    unsafe { libc::kill(pid, sig) };
-}
-
-#[test]
-fn a_stopped_filler_never_fails_another_process_load() {
+/// Azurite holding `blob` behind a proxy whose next GET pauses after
+/// 100 000 bytes (until the gate opens), a cache directory, and the
+/// library's environment for both with `timeout` as the fetch timeout.
+fn with_paused_get(
+    blob: Blob,
+    timeout: &str,
+) -> (Azurite, Proxy, Blob, TempDir, Vec<(String, String)>, Gate) {
     let az = Azurite::start();
-    az.create_container("peers");
-    let blob = Blob::new(ACCOUNT, "peers", "stuck.bin", 310, 6 << 20);
-    az.put("peers", &blob.name, &blob.data());
+    az.create_container(&blob.container);
+    az.put(&blob.container, &blob.name, &blob.data());
     let proxy = Proxy::start(az.port);
-    let cache = TempDir::new("peers-stall");
-    // 6 s: readers fall back after a sixth of it without progress (1 s).
-    let env = azure_env(&proxy, cache.path(), "6s");
-
-    // The filler: its GET is held by the proxy after 100 000 bytes; then it
-    // is stopped, holding the block's lock.
+    let cache = TempDir::new("peers");
+    let env = azure_env(&proxy, cache.path(), timeout);
     let gate = Gate::default();
     proxy.inject(
         "GET",
@@ -108,6 +103,21 @@ fn a_stopped_filler_never_fails_another_process_load() {
             gate: gate.clone(),
         },
     );
+    (az, proxy, blob, cache, env, gate)
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(pid, sig) };
+}
+
+#[test]
+fn a_stopped_filler_never_fails_another_process_load() {
+    // 6 s: readers fall back after a sixth of it without progress (1 s).
+    // The filler's GET is held by the proxy; then the filler is stopped,
+    // holding the block's lock.
+    let (_az, _proxy, blob, _cache, env, gate) =
+        with_paused_get(Blob::new(ACCOUNT, "peers", "stuck.bin", 310, 6 << 20), "6s");
     let filler = worker::command("read", std::slice::from_ref(&blob), &env)
         .spawn()
         .unwrap();
@@ -163,20 +173,9 @@ fn a_stopped_filler_never_fails_another_process_load() {
 
 #[test]
 fn a_killed_filler_forked_child_does_not_keep_its_lock() {
-    let az = Azurite::start();
-    az.create_container("peers");
-    let blob = Blob::new(ACCOUNT, "peers", "forked.bin", 311, 3 << 20);
-    az.put("peers", &blob.name, &blob.data());
-    let proxy = Proxy::start(az.port);
-    let cache = TempDir::new("peers-fork");
-    let env = azure_env(&proxy, cache.path(), "30s");
-    let gate = Gate::default();
-    proxy.inject(
-        "GET",
-        Fault::PauseBody {
-            after: 100_000,
-            gate: gate.clone(),
-        },
+    let (_az, _proxy, blob, cache, env, gate) = with_paused_get(
+        Blob::new(ACCOUNT, "peers", "forked.bin", 311, 3 << 20),
+        "30s",
     );
     let mut cmd = worker::command("peer-fork-filler", std::slice::from_ref(&blob), &env);
     cmd.stderr(Stdio::null());
