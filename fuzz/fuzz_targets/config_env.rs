@@ -37,8 +37,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(
-                VARIABLES.iter().any(|v| e.message().contains(v))
-                    || e.message().contains("AZURE"),
+                VARIABLES.iter().any(|v| e.message().contains(v)) || e.message().contains("AZURE"),
                 "an error that names no variable: {e}"
             );
         }
