@@ -146,8 +146,8 @@ fuzz_target!(|data: &[u8]| {
         6 => work.join("v1/evict.lock"),
         _ => {
             // A file with a fuzzed name (evict.rs parses b.<i> and tmp.<i>.*).
-            let name = String::from_utf8_lossy(&rest[..rest.len().min(40)])
-                .replace(['/', '\0'], "_");
+            let name =
+                String::from_utf8_lossy(&rest[..rest.len().min(40)]).replace(['/', '\0'], "_");
             if name.is_empty() || name == "." || name == ".." {
                 return;
             }
@@ -158,7 +158,10 @@ fuzz_target!(|data: &[u8]| {
     let new = match how % 4 {
         0 => rest.to_vec(),
         1 => {
-            let cut = u16::from_le_bytes([rest.first().copied().unwrap_or(0), rest.get(1).copied().unwrap_or(0)]);
+            let cut = u16::from_le_bytes([
+                rest.first().copied().unwrap_or(0),
+                rest.get(1).copied().unwrap_or(0),
+            ]);
             old[..old.len().min(cut as usize)].to_vec()
         }
         2 => {
@@ -178,8 +181,12 @@ fuzz_target!(|data: &[u8]| {
             // Zero a run, as unwritten pages read back.
             let mut v = old.clone();
             if !v.is_empty() {
-                let start = u16::from_le_bytes([rest.first().copied().unwrap_or(0), rest.get(1).copied().unwrap_or(0)]) as usize
-                    * 4 % v.len();
+                let start = u16::from_le_bytes([
+                    rest.first().copied().unwrap_or(0),
+                    rest.get(1).copied().unwrap_or(0),
+                ]) as usize
+                    * 4
+                    % v.len();
                 let n = (rest.get(2).copied().unwrap_or(1) as usize * 64).min(v.len() - start);
                 v[start..start + n].fill(0);
             }
