@@ -93,7 +93,18 @@ impl Bounded {
         &self,
         body: impl FnOnce(&dyn Origin) + Send + 'static,
     ) -> Result<(Arc<AtomicBool>, JoinHandle<()>)> {
-        self.too_many_stuck()?;
+        // Calls abandoned at shutdown count as stuck too; a call made after
+        // it must say the library shut down, not blame the directory.
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Self::shut_down());
+        }
+        if let Err(e) = self.too_many_stuck() {
+            // (Shutdown may have come, and counted its calls, meanwhile.)
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(Self::shut_down());
+            }
+            return Err(e);
+        }
         let inner = self.inner.clone();
         let abandoned = Arc::new(AtomicBool::new(false));
         let guard = StuckGuard {
