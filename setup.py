@@ -1,8 +1,9 @@
 """Builds the blobcache wheel (configuration in pyproject.toml).
 
-- The cdylib is built by setuptools-rust (`cargo rustc --lib --release`) and
-  installed as `blobcache/libblobcache.so`, the name the streamer's users see.
-- The `blobcache` command is the crate's binary, built with `cargo build --release`.
+- The cdylib is the workspace's root package (Cargo.toml), built by
+  setuptools-rust (`cargo rustc --lib --release`) and installed as
+  `blobcache/libblobcache.so`, the name the streamer's users see.
+- The `blobcache` command is crates/cli's binary, built with `cargo build --release`.
 - `blobcache-autoregister.pth` goes to the root of site-packages, next to
   `_blobcache_autoregister.py`, so pip records it and `pip uninstall` removes it.
 - Nothing in the wheel is a CPython extension, so it is tagged py3-none-<platform>.
@@ -27,12 +28,13 @@ PTH = "blobcache-autoregister.pth"
 
 
 def cargo_version():
+    """The version every package of the workspace shares ([workspace.package])."""
     with open(os.path.join(HERE, "Cargo.toml"), encoding="utf-8") as f:
         text = f.read()
-    package = re.search(r"^\[package\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
-    version = package and re.search(r'^version\s*=\s*"([^"]+)"', package.group(1), re.M)
+    table = re.search(r"^\[workspace\.package\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    version = table and re.search(r'^version\s*=\s*"([^"]+)"', table.group(1), re.M)
     if not version:
-        raise RuntimeError("no version in the [package] table of Cargo.toml")
+        raise RuntimeError("no version in the [workspace.package] table of Cargo.toml")
     return version.group(1)
 
 
@@ -69,17 +71,15 @@ class BdistWheelPy3None(bdist_wheel):
 setup(
     version=cargo_version(),
     rust_extensions=[
+        # Both builds share the workspace's target directory and its one
+        # compilation of blobcache-core.
         RustExtension(
             "blobcache.libblobcache",
             path="Cargo.toml",
             binding=Binding.NoBinding,
             debug=False,
-            # The crate types of Cargo.toml, so this build and the one of the
-            # binary below share one compilation of the library instead of
-            # invalidating each other.
-            args=["--crate-type", "cdylib,rlib"],
         ),
-        RustBin("blobcache", path="Cargo.toml", args=["--bin", "blobcache"], debug=False),
+        RustBin("blobcache", path="crates/cli/Cargo.toml", args=["--bin", "blobcache"], debug=False),
     ],
     cmdclass={"build_py": BuildPyWithPth, "build_rust": BuildRustLibName, "bdist_wheel": BdistWheelPy3None},
 )

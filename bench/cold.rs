@@ -13,9 +13,10 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::common::azurite::{plain_ranged_download, Azurite, ACCOUNT, KEY};
-use crate::common::proxy::Proxy;
-use crate::common::{bytes, TempDir};
+use blobcache_testing::azurite::{plain_ranged_download, Azurite, ACCOUNT, KEY};
+use blobcache_testing::proxy::Proxy;
+use blobcache_testing::{bytes, TempDir};
+
 use crate::{self_exe, Args, Json, Summary};
 
 const CONTAINER: &str = "bench";

@@ -6,7 +6,8 @@
 
 use std::process::Command;
 
-use crate::common::TempDir;
+use blobcache_testing::TempDir;
+
 use crate::{self_exe, Args, Json, Summary};
 
 pub fn run(args: &Args) -> String {
@@ -69,12 +70,9 @@ pub fn run(args: &Args) -> String {
 
 /// Times one dlopen in this (fresh) process; prints `{"ms": ...}`.
 pub fn dlopen_once(path: &str) -> String {
-    let c = std::ffi::CString::new(path).unwrap();
     let t0 = std::time::Instant::now();
-    // SAFETY: loading a provider library; its initialisers have no
-    // preconditions. It is never closed.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    let h = blobcache_testing::cdylib::Handle::open(std::path::Path::new(path));
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    assert!(!h.is_null(), "cannot dlopen {path}");
+    h.unwrap_or_else(|e| panic!("{e}"));
     Json::default().num("ms", ms).done()
 }

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use blobcache::store::Store;
-use blobcache::BlobKey;
+use blobcache_core::store::Store;
+use blobcache_core::BlobKey;
+use blobcache_testing::cdylib::{Blob, Lib as Provider};
+use blobcache_testing::{bytes, TempDir};
 
-use crate::common::{bytes, TempDir};
-use crate::provider::{Blob, Provider};
 use crate::{Args, Json, Summary};
 
 const ACCOUNT: &str = "acct";
@@ -55,7 +55,7 @@ pub fn run(args: &Args) -> String {
     ] {
         std::env::set_var(k, v);
     }
-    let lib = Arc::new(Provider::open(&args.req("--lib")));
+    let lib = Arc::new(Provider::open(std::path::Path::new(&args.req("--lib"))));
     let big = Blob::new(ACCOUNT, CONTAINER, "model.bin");
     let smalls: Vec<Blob> = (0..8)
         .map(|i| Blob::new(ACCOUNT, CONTAINER, &format!("small{i}")))
@@ -75,7 +75,7 @@ pub fn run(args: &Args) -> String {
         lines += &map_line(&cache_dir, &format!("small{i}"), SMALL_BLOB);
     }
     std::fs::write(&map, lines).unwrap();
-    let pread = Arc::new(Provider::open(&args.req("--pread")));
+    let pread = Arc::new(Provider::open(std::path::Path::new(&args.req("--pread"))));
     check_whole(&pread, &big, &data);
 
     // The same bytes in anonymous memory advised to use huge pages: the

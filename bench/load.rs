@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::bytes;
-use crate::provider::{Blob, Provider};
+use blobcache_testing::bytes;
+use blobcache_testing::cdylib::{Blob, Lib as Provider};
+
 use crate::{Args, Json};
 
 /// Memory figures of this process, in KiB.
@@ -61,7 +62,7 @@ pub fn run(args: &Args) -> String {
     let size = args.num("--size", 0);
     let threads = args.num("--threads", 8);
     let verify = args.str("--verify-seed").map(|s| s.parse::<u64>().unwrap());
-    let p = Arc::new(Provider::open(&args.req("--lib")));
+    let p = Arc::new(Provider::open(std::path::Path::new(&args.req("--lib"))));
     // The destination: per-thread buffers that are reused (as the streamer
     // reuses its own), or the whole blob when the bytes are to be checked.
     let whole = verify.map(|_| Arc::new(SharedBuf::new(size)));

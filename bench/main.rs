@@ -19,10 +19,6 @@ mod cold;
 mod footprint;
 mod hits;
 mod load;
-mod provider;
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::fmt::Write as _;
 

@@ -253,7 +253,7 @@ same run, baseline and subject interleaved (A B A B ...). `bench/run --smoke` is
    To show what TLS costs there, each repetition also times plain parallel 8 MiB ranged GETs (`bench
    plain`, the best of 4, 8 and 16 at once) of the first model file from both emulators.
 7. Four `bench load` processes sharing one fresh cache directory start together (a file barrier) and each
-   read the whole blob; the counting proxy of tests/common/proxy.rs in front of Azurite adds up the bytes
+   read the whole blob; the counting proxy of crates/testing/src/proxy.rs in front of Azurite adds up the bytes
    of every answer.
 8. One `bench load` of a larger blob; /proc/self/status sampled every 2 ms: VmRSS before the first read
    (library loaded, read buffers allocated and touched) and at its peak, and its parts RssAnon (heap,

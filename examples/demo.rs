@@ -10,62 +10,15 @@
 //! starts Azurite on a free loopback port (the test suite's harness), uploads
 //! the files to it and points the library at it.
 
-// The Azurite harness of the Azure tests (starting the emulator, uploading).
-#[path = "../tests/common/mod.rs"]
-#[allow(unused_imports)]
-mod common;
-
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, CString};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-type BlobRead = unsafe extern "C" fn(
-    *const c_char,
-    *const c_char,
-    *const c_char,
-    *mut c_void,
-    usize,
-    usize,
-    *mut c_char,
-    usize,
-) -> isize;
-type Shutdown = extern "C" fn();
-type StatsJson = unsafe extern "C" fn(*mut c_char, usize) -> isize;
+use blobcache_testing::cdylib::Lib;
 
 /// (offset, hash) of each chunk read from one blob.
 type Digests = std::sync::Mutex<Vec<(usize, u64)>>;
-
-struct Lib {
-    read: BlobRead,
-    shutdown: Shutdown,
-    stats: StatsJson,
-}
-
-fn load(path: &str) -> Lib {
-    let c = CString::new(path).unwrap();
-    // SAFETY: loading a library we built; it has no constructors with
-    // preconditions.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    assert!(!h.is_null(), "cannot dlopen {path}");
-    let sym = |name: &str| {
-        let n = CString::new(name).unwrap();
-        // SAFETY: `h` is a valid handle; the name is NUL-terminated.
-        let p = unsafe { libc::dlsym(h, n.as_ptr()) };
-        assert!(!p.is_null(), "{name} not exported");
-        p
-    };
-    // SAFETY: the symbols have these signatures (include/blobcache.h).
-    unsafe {
-        let version: extern "C" fn() -> u32 = std::mem::transmute(sym("cache_abi_version"));
-        assert_eq!(version(), 1);
-        Lib {
-            read: std::mem::transmute::<*mut c_void, BlobRead>(sym("blob_read")),
-            shutdown: std::mem::transmute::<*mut c_void, Shutdown>(sym("shutdown")),
-            stats: std::mem::transmute::<*mut c_void, StatsJson>(sym("blobcache_stats_json")),
-        }
-    }
-}
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (run scripts/demo)"))
@@ -128,7 +81,7 @@ fn load_model(
                     let (a, c, n) = &names[b];
                     // SAFETY: valid strings, a buffer of `len` bytes, a 512-byte error buffer.
                     let r = unsafe {
-                        (lib.read)(
+                        (lib.blob_read)(
                             a.as_ptr(),
                             c.as_ptr(),
                             n.as_ptr(),
@@ -171,20 +124,11 @@ fn load_model(
 }
 
 fn stats(lib: &Lib) -> String {
-    let mut buf = vec![0 as c_char; 1024];
-    // SAFETY: a 1024-byte buffer.
-    let n = unsafe { (lib.stats)(buf.as_mut_ptr(), buf.len()) };
-    if n < 0 {
-        return "{}".into();
-    }
-    // SAFETY: NUL-terminated by the library.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    lib.stats_json().unwrap_or_else(|| "{}".into())
 }
 
 fn main() {
-    let lib = Arc::new(load(&env("DEMO_LIB")));
+    let lib = Arc::new(Lib::open(std::path::Path::new(&env("DEMO_LIB"))));
     let account = env("DEMO_ACCOUNT");
     let container = env("DEMO_CONTAINER");
     let blobs: Vec<(String, usize)> = env("DEMO_BLOBS")
@@ -201,7 +145,7 @@ fn main() {
 
     let (n, cold, _) = load_model(&lib, &account, &container, &blobs, false);
     let cold_stats = stats(&lib);
-    (lib.shutdown)();
+    lib.shutdown();
     println!(
         "cold load: {:>7.1} MiB in {cold:6.2} s = {:.2} GB/s   {cold_stats}",
         n as f64 / 1048576.0,
@@ -210,10 +154,10 @@ fn main() {
 
     let (n, warm, _) = load_model(&lib, &account, &container, &blobs, false);
     let warm_stats = stats(&lib);
-    (lib.shutdown)();
+    lib.shutdown();
     // Verification, not timed: read everything again and hash it.
     let (_, _, d1) = load_model(&lib, &account, &container, &blobs, true);
-    (lib.shutdown)();
+    lib.shutdown();
     println!(
         "warm load: {:>7.1} MiB in {warm:6.2} s = {:.2} GB/s   {warm_stats}",
         n as f64 / 1048576.0,
@@ -236,8 +180,8 @@ fn start_azurite(
     account: &str,
     container: &str,
     blobs: &[(String, usize)],
-) -> common::azurite::Azurite {
-    use common::azurite::{Azurite, ACCOUNT, KEY};
+) -> blobcache_testing::azurite::Azurite {
+    use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
     assert_eq!(
         account, ACCOUNT,
         "Azurite serves only its development account"

@@ -1,28 +1,268 @@
-//! blobcache: a node-local disk cache for Azure Blob Storage reads, loaded by
-//! the Run:ai model streamer as its cache provider.
+//! libblobcache.so: blobcache's C boundary, and only it.
 //!
-//! The C boundary is in [`ffi`]; everything else is safe Rust that knows
-//! nothing of C: [`cache`] serves reads, [`store`] keeps blocks on disk,
-//! [`origin`] fetches misses, [`config`] reads the environment, [`state`]
-//! holds the process-wide instance and its lifecycle.
+//! Every exported function validates and translates its arguments
+//! (`ffi.rs`: pointers in, messages out), calls the safe API of
+//! `blobcache_core::provider`, and turns the outcome into the C convention,
+//! inside the panic boundary (`panic.rs`): a panic becomes the function's
+//! failure value and never unwinds into the host.
+//!
+//! This is a `cdylib` only: no Rust program can link it, so no Rust program
+//! inherits the exported `shutdown`, which would take the place of libc's
+//! `shutdown(2)` (the command, the tests, the benchmarks and the fuzz
+//! targets use `blobcache_core`; the tests load this library with `dlopen`,
+//! as the streamer does).
 
-pub mod cache;
-pub mod config;
-pub mod error;
-pub mod escape;
-pub mod ffi;
-mod fork;
-pub mod log;
-pub mod names;
-pub mod origin;
-pub mod pool;
-pub mod redact;
-pub mod state;
-pub mod stats;
-pub mod store;
-pub mod sync;
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub use cache::Cache;
-pub use config::Config;
-pub use error::{Error, ErrorKind, Result};
-pub use names::BlobKey;
+mod ffi;
+mod panic;
+
+use std::ffi::{c_char, c_void};
+
+use blobcache_core::provider::{self, ReadRequest};
+use libc::ssize_t;
+
+/// Returns the interface version of this cache provider (always 1).
+#[no_mangle]
+pub extern "C" fn cache_abi_version() -> u32 {
+    provider::ABI_VERSION
+}
+
+/// The same as `cache_abi_version`, under the name of the first versioned
+/// revision of the streamer's interface.
+#[no_mangle]
+pub extern "C" fn runai_cache_abi_version() -> u32 {
+    provider::ABI_VERSION
+}
+
+/// Reads bytes `[offset, offset + length)` of blob `container/blob` in storage
+/// account `account` into `buf`.
+///
+/// Returns `length` on success (0 when `length` is 0). On failure returns -1
+/// and writes a NUL-terminated message into `error_buf` (truncated to
+/// `error_buf_size` bytes; nothing is written when `error_buf` is NULL or
+/// `error_buf_size` is 0). The message is one line: control characters
+/// (from names, settings or the network) are written as escapes such as
+/// `\n` and `\u{1b}`. A failed read may have written to `buf`.
+///
+/// Thread-safe: may be called from any number of threads at once.
+///
+/// # Safety
+/// `account`, `container` and `blob` must be NULL or NUL-terminated strings;
+/// `buf` must point to `length` writable bytes; `error_buf` must be NULL or
+/// point to `error_buf_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn blob_read(
+    account: *const c_char,
+    container: *const c_char,
+    blob: *const c_char,
+    buf: *mut c_void,
+    offset: usize,
+    length: usize,
+    error_buf: *mut c_char,
+    error_buf_size: usize,
+) -> ssize_t {
+    // SAFETY: per this function's contract, each name is NULL or a
+    // NUL-terminated string that outlives the call.
+    let request = unsafe {
+        ReadRequest {
+            account: ffi::name(account),
+            container: ffi::name(container),
+            blob: ffi::name(blob),
+            offset,
+            length,
+        }
+    };
+    let message = match panic::guard(|| {
+        // SAFETY: per this function's contract, `buf` is NULL or points to
+        // `length` writable bytes that nothing else uses during the call.
+        let dst = unsafe { ffi::destination(buf, length) };
+        request.read(dst)
+    }) {
+        Ok(Ok(())) => return length as ssize_t,
+        Ok(Err(failure)) => failure.message().to_owned(),
+        // A panic's message names the blob and the range too.
+        Err(e) => panic::guard(|| request.failure(e).message().to_owned())
+            .unwrap_or_else(|e| format!("blobcache: {e}")),
+    };
+    // SAFETY: per this function's contract, `error_buf` is NULL or points to
+    // `error_buf_size` writable bytes.
+    unsafe { ffi::write_message(error_buf, error_buf_size, &message) };
+    -1
+}
+
+/// Releases the process-wide cache: stops background threads and drops
+/// mappings. Idempotent and quick; never waits on the network. The next
+/// `blob_read` starts the cache again.
+#[no_mangle]
+pub extern "C" fn shutdown() {
+    let _ = panic::guard(provider::shutdown);
+}
+
+/// Writes this process's counters as a JSON object into `buf` (NUL-terminated,
+/// at most `len` bytes). Returns the length of the JSON text (without the
+/// NUL), or -1 if `buf` is NULL or too small, in which case nothing is
+/// written. Counters are zero before the first read and after `shutdown`.
+///
+/// The object's members, all whole numbers: `hits` and `misses` (reads served
+/// entirely from the cache, and reads that needed the origin),
+/// `bytes_from_cache`, `bytes_from_origin`, `blocks_fetched`,
+/// `readahead_blocks`, `passthrough_reads` (reads served straight from the
+/// origin because the cache could not be used), `origin_errors`,
+/// `read_errors`, `origin_wait_ms` (time readers spent waiting on the
+/// origin) and `blocks_evicted`. Members may be added; none are removed.
+///
+/// # Safety
+/// `buf` must be NULL or point to `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn blobcache_stats_json(buf: *mut c_char, len: usize) -> ssize_t {
+    let json = panic::guard(provider::stats_json).unwrap_or_default();
+    if buf.is_null() || json.is_empty() || json.len() + 1 > len {
+        return -1;
+    }
+    // SAFETY: `buf` points to `len` writable bytes (this function's
+    // contract), and the JSON and its NUL fit in them (checked above).
+    unsafe { ffi::write_message(buf, len, &json) };
+    json.len() as ssize_t
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checks this layer makes before anything reaches the cache (no
+    //! call here starts it). tests/ffi.rs calls the built library.
+
+    use std::ffi::{CStr, CString};
+
+    use super::*;
+
+    const CANARY: c_char = 0x55;
+
+    /// `blobcache_read` of 4 bytes at 0 with the given names (`None`: NULL)
+    /// and buffer (`false`: NULL), and an error buffer of `err_size` bytes
+    /// followed by canaries: the result and the message.
+    fn read(names: [Option<&str>; 3], with_buf: bool, err_size: usize) -> (ssize_t, String) {
+        let c: Vec<Option<CString>> = names
+            .iter()
+            .map(|n| n.map(|s| CString::new(s).unwrap()))
+            .collect();
+        let ptr = |i: usize| c[i].as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+        let mut buf = [0u8; 4];
+        let buf_ptr = if with_buf {
+            buf.as_mut_ptr().cast()
+        } else {
+            std::ptr::null_mut()
+        };
+        let mut err = vec![CANARY; err_size + 16];
+        // SAFETY: names are NULL or NUL-terminated; `buf` holds 4 bytes;
+        // `err` holds more than `err_size` bytes.
+        let r = unsafe {
+            blob_read(
+                ptr(0),
+                ptr(1),
+                ptr(2),
+                buf_ptr,
+                0,
+                4,
+                err.as_mut_ptr(),
+                err_size,
+            )
+        };
+        assert!(
+            err[err_size..].iter().all(|&b| b == CANARY),
+            "wrote past {err_size} bytes"
+        );
+        if err_size == 0 {
+            return (r, String::new());
+        }
+        // SAFETY: NUL-terminated within `err_size` bytes (checked by the
+        // callers that need the text) or the canaries stop it.
+        let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
+        (r, msg.to_str().expect("UTF-8").to_owned())
+    }
+
+    #[test]
+    fn the_abi_version_is_1() {
+        assert_eq!(cache_abi_version(), 1);
+        assert_eq!(runai_cache_abi_version(), 1);
+    }
+
+    #[test]
+    fn null_names_and_a_null_buffer_fail_with_a_message_naming_them() {
+        let (a, c, b) = (Some("acct"), Some("models"), Some("m"));
+        for (names, with_buf, want) in [
+            ([None, c, b], true, "the account name is NULL"),
+            ([a, None, b], true, "the container name is NULL"),
+            ([a, c, None], true, "the blob name is NULL"),
+            ([a, c, b], false, "the destination buffer is NULL"),
+        ] {
+            let (r, msg) = read(names, with_buf, 512);
+            assert_eq!(r, -1);
+            assert!(
+                msg.starts_with("blobcache: ") && msg.contains(want),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_null_error_buffer_or_one_of_any_size_is_never_overrun() {
+        for size in 0..100 {
+            let (r, msg) = read([None, None, None], true, size);
+            assert_eq!(r, -1);
+            assert!(msg.len() < size.max(1), "{size}: {msg:?}");
+        }
+        let mut buf = [0u8; 4];
+        // SAFETY: a NULL error buffer with size 0 is allowed; `buf` holds 4
+        // bytes.
+        let r = unsafe {
+            blob_read(
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                buf.as_mut_ptr().cast(),
+                0,
+                4,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(r, -1);
+    }
+
+    #[test]
+    fn a_zero_length_read_of_valid_names_returns_0_without_a_buffer() {
+        let names = ["acct", "models", "m"].map(|s| CString::new(s).unwrap());
+        // SAFETY: NUL-terminated names; length 0 needs no buffer.
+        let r = unsafe {
+            blob_read(
+                names[0].as_ptr(),
+                names[1].as_ptr(),
+                names[2].as_ptr(),
+                std::ptr::null_mut(),
+                5,
+                0,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(r, 0);
+    }
+
+    #[test]
+    fn stats_json_writes_only_into_a_buffer_it_fits() {
+        // SAFETY: NULL is allowed.
+        assert_eq!(unsafe { blobcache_stats_json(std::ptr::null_mut(), 0) }, -1);
+        let mut tiny = [CANARY; 8];
+        // SAFETY: `tiny` holds 8 bytes, of which 2 are offered.
+        assert_eq!(unsafe { blobcache_stats_json(tiny.as_mut_ptr(), 2) }, -1);
+        assert!(tiny.iter().all(|&b| b == CANARY));
+        let mut buf = [CANARY; 1024];
+        // SAFETY: `buf` holds 1024 bytes.
+        let n = unsafe { blobcache_stats_json(buf.as_mut_ptr(), buf.len()) };
+        assert!(n > 0);
+        // SAFETY: NUL-terminated by the call.
+        let json = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+        assert_eq!(json.len(), n as usize);
+        assert!(json.starts_with("{\"hits\":0,"), "{json}");
+    }
+}

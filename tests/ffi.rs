@@ -1,14 +1,59 @@
-//! The exported C functions, called as a C caller would, with configuration
-//! from the environment: error buffers, bad input, lifecycle, fork.
+//! The exported C functions of the built libblobcache.so, loaded as the
+//! streamer loads it (`dlopen`, `dlsym`) and called as a C caller would, with
+//! configuration from the environment: error buffers, bad input, lifecycle,
+//! fork.
 
-mod fixture;
-
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Arc;
 
-use blobcache::ffi::{blob_read, cache_abi_version, runai_cache_abi_version, shutdown};
-use fixture::isolate::in_own_process;
-use fixture::{bytes, Fixture, ACCOUNT, CONTAINER};
+use blobcache_testing::cdylib::lib;
+use blobcache_testing::fixture::{bytes, Fixture, ACCOUNT, CONTAINER};
+use blobcache_testing::isolate::in_own_process;
+
+/// The library's `blob_read`.
+///
+/// # Safety
+/// As for `blob_read` (include/blobcache.h).
+#[allow(clippy::too_many_arguments)]
+unsafe fn blob_read(
+    account: *const c_char,
+    container: *const c_char,
+    blob: *const c_char,
+    buf: *mut c_void,
+    offset: usize,
+    length: usize,
+    error_buf: *mut c_char,
+    error_buf_size: usize,
+) -> isize {
+    // SAFETY: the caller keeps blob_read's contract.
+    unsafe {
+        (lib().blob_read)(
+            account,
+            container,
+            blob,
+            buf,
+            offset,
+            length,
+            error_buf,
+            error_buf_size,
+        )
+    }
+}
+
+/// The library's `shutdown`.
+fn shutdown() {
+    lib().shutdown();
+}
+
+/// The library's `cache_abi_version` or `runai_cache_abi_version`.
+fn abi_version(name: &str) -> u32 {
+    let f = lib()
+        .handle
+        .symbol(name)
+        .unwrap_or_else(|| panic!("{name} is not exported"));
+    // SAFETY: both have the type `uint32_t (void)` (include/blobcache.h).
+    unsafe { std::mem::transmute::<*mut c_void, extern "C" fn() -> u32>(f.as_ptr())() }
+}
 
 struct Call {
     ret: isize,
@@ -82,8 +127,8 @@ fn read_err(account: &[u8], container: &[u8], blob: &[u8], offset: usize, len: u
 
 #[test]
 fn both_abi_version_functions_return_1() {
-    assert_eq!(cache_abi_version(), 1);
-    assert_eq!(runai_cache_abi_version(), 1);
+    assert_eq!(abi_version("cache_abi_version"), 1);
+    assert_eq!(abi_version("runai_cache_abi_version"), 1);
 }
 
 #[test]
@@ -487,11 +532,10 @@ fn a_forked_child_reads_at_once() {
     });
 }
 
-/// One call of the built shared library's `blob_read` (loaded with dlopen,
-/// as the streamer loads it), with the streamer's 512-byte error buffer:
-/// the return value and the message.
+/// One call of the built shared library's `blob_read`, with the streamer's
+/// 512-byte error buffer: the return value and the message.
 fn call_cdylib(account: &str, container: &str, blob: &str, len: usize) -> (isize, Vec<u8>) {
-    let lib = fixture::cdylib::lib();
+    let lib = lib();
     let (a, c, b) = (
         CString::new(account).unwrap(),
         CString::new(container).unwrap(),

@@ -1,21 +1,9 @@
 //! The shared library's dynamic symbol table holds exactly the documented
 //! exports: the streamer's four names and the documented `blobcache_*` extras.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn library() -> PathBuf {
-    // target/<profile>/deps/symbols-<hash> → target/<profile>/libblobcache.so
-    let exe = std::env::current_exe().unwrap();
-    let lib = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libblobcache.so");
-    assert!(lib.exists(), "{} not built", lib.display());
-    lib
-}
+use blobcache_testing::built::library;
 
 #[test]
 fn exports_are_exactly_the_streamer_interface_and_documented_extras() {

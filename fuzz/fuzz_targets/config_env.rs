@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use blobcache::config::{Config, MaxSize, OriginConfig, VARIABLES};
+use blobcache_core::config::{Config, MaxSize, OriginConfig, VARIABLES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,10 +15,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use blobcache::config::{Config, MaxSize, OriginConfig};
-use blobcache::store::block::{check_trailer, open_block};
-use blobcache::store::Meta;
-use blobcache::{BlobKey, Cache};
+use blobcache_core::config::{Config, MaxSize, OriginConfig};
+use blobcache_core::store::block::{check_trailer, open_block};
+use blobcache_core::store::Meta;
+use blobcache_core::{BlobKey, Cache};
 use libfuzzer_sys::fuzz_target;
 
 const BLOCK: u64 = 64 << 10;

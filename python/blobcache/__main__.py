@@ -68,7 +68,7 @@ AZURE_SECRET = KEY_VARS + SAS_VARS + [
 
 
 def credential_kind():
-    """Which credential the library will use, in the order it picks one (src/origin/azure/auth.rs)."""
+    """Which credential the library will use, in the order it picks one (crates/core/src/origin/azure/auth.rs)."""
     e = _env
     if (e("BLOBCACHE_AZURE_AUTH") or "").strip().lower() == "anonymous" or (
         (e("AZURE_SKIP_SIGNATURE") or "").strip().lower() in ("true", "1")

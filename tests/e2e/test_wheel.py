@@ -239,7 +239,7 @@ def test_doctor_defaults_agree_with_the_readme_and_the_library():
     from blobcache.__main__ import SETTINGS
 
     ours = dict(SETTINGS)
-    # Every variable the library reads (src/config.rs VARIABLES) is shown.
+    # Every variable the library reads (crates/core/src/config.rs VARIABLES) is shown.
     config = (REPO / "src" / "config.rs").read_text()
     block = re.search(r"pub const VARIABLES: &\[&str\] = &\[(.*?)\];", config, re.S).group(1)
     assert set(re.findall(r'"(BLOBCACHE_[A-Z_]+)"', block)) <= set(ours), "a setting is missing from python -m blobcache"

@@ -7,9 +7,10 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use crate::common::azurite::{Azurite, ACCOUNT, KEY};
-use crate::common::proxy::Proxy;
-use crate::common::{Fixture, TempDir};
+use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
+use blobcache_testing::proxy::Proxy;
+use blobcache_testing::{Fixture, TempDir};
+
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
 
@@ -134,7 +135,7 @@ fn offline_never_contacts_the_origin_and_fails_at_once() {
     assert_eq!(res.outcome().correct, 1, "{:?}", res.errors);
     // Remove blocks 1 and 2 from the cache: the blob is partly cached.
     let mut removed = 0;
-    crate::common::fixture::walk(cache.path(), &mut |p| {
+    blobcache_testing::fixture::walk(cache.path(), &mut |p| {
         let n = p.file_name().unwrap().to_string_lossy();
         if n == "b.1" || n == "b.2" {
             std::fs::remove_file(p).unwrap();

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blobcache::store::block::open_block;
-use blobcache::store::lock::try_lock_block;
+use blobcache_core::store::block::open_block;
+use blobcache_core::store::lock::try_lock_block;
+use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
+use blobcache_testing::fixture::{walk, Fixture, ACCOUNT as DIR_ACCOUNT, CONTAINER};
+use blobcache_testing::{bytes, TempDir};
 
-use crate::common::azurite::{Azurite, ACCOUNT, KEY};
-use crate::common::fixture::{walk, Fixture, ACCOUNT as DIR_ACCOUNT, CONTAINER};
-use crate::common::{bytes, TempDir};
 use crate::report::{self, Outcome};
 
 /// A small random number generator with a printed seed, so a run can be
@@ -49,7 +49,7 @@ impl Rng {
 
 /// `blobcache cat` of `uri` with `env`, output to `out`.
 fn cat(uri: &str, env: &[(&str, String)], out: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+    let mut c = Command::new(blobcache_testing::built::command());
     c.env_clear()
         .env("BLOBCACHE_LOG", "error")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

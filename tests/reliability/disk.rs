@@ -10,11 +10,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobcache::config::{Config, MaxSize, OriginConfig};
-use blobcache::{BlobKey, Cache};
+use blobcache_core::config::{Config, MaxSize, OriginConfig};
+use blobcache_core::{BlobKey, Cache};
+use blobcache_testing::bytes;
+use blobcache_testing::fixture::{walk, Fixture, ACCOUNT, CONTAINER};
 
-use crate::common::bytes;
-use crate::common::fixture::{walk, Fixture, ACCOUNT, CONTAINER};
 use crate::crashes::Rng;
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
@@ -136,7 +136,7 @@ fn check_nothing_partial(cache: &Path, blobs: &[Blob], o: &mut Outcome) -> usize
                 let start = i * MIB as u64;
                 start < b.size as u64
                     && matches!(
-                        blobcache::store::block::open_block(
+                        blobcache_core::store::block::open_block(
                             p.parent().unwrap(),
                             i,
                             (b.size as u64 - start).min(MIB as u64)
@@ -186,7 +186,7 @@ pub fn worker(mode: &str) {
             let s = c.stats();
             drop(c);
             let blocks = check_nothing_partial(&cache, &blobs, &mut out);
-            let (_, avail) = blobcache::cache::filesystem_size(&fs).unwrap();
+            let (_, avail) = blobcache_core::cache::filesystem_size(&fs).unwrap();
             if s.passthrough_reads == 0 {
                 out.other("the disk never filled: no pass-through read");
             }
@@ -274,7 +274,7 @@ fn run(mode: &str, test: &str, fault: &str) {
     for b in blobs() {
         fx.put(&b.name, &bytes(b.seed, b.size));
     }
-    let mnt = crate::common::TempDir::new("disk-mnt");
+    let mnt = blobcache_testing::TempDir::new("disk-mnt");
     let env = vec![
         (
             "BC_W_ORIGIN".to_string(),

@@ -1,5 +1,5 @@
 //! Network faults between the library and Azurite, injected by the loopback
-//! proxy (tests/common/proxy.rs): resets and truncated bodies mid-way,
+//! proxy (crates/testing/src/proxy.rs): resets and truncated bodies mid-way,
 //! bursts of 500, 503 and 429 with Retry-After, stalls longer than the
 //! timeout, slow trickles. Under each, cold reads of whole blobs through the
 //! exported `blob_read` (in a child process, one lifecycle per read) return
@@ -9,9 +9,10 @@
 
 use std::time::Duration;
 
-use crate::common::azurite::{Azurite, ACCOUNT, KEY};
-use crate::common::proxy::{Fault, Proxy};
-use crate::common::TempDir;
+use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
+use blobcache_testing::proxy::{Fault, Proxy};
+use blobcache_testing::TempDir;
+
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
 

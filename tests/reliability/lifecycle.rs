@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::azurite::{Azurite, ACCOUNT as AZ_ACCOUNT, KEY};
-use crate::common::fixture::isolate::in_own_process;
-use crate::common::fixture::{Fixture, ACCOUNT, CONTAINER};
+use blobcache_testing::azurite::{Azurite, ACCOUNT as AZ_ACCOUNT, KEY};
+use blobcache_testing::fixture::{Fixture, ACCOUNT, CONTAINER};
+use blobcache_testing::isolate::in_own_process;
+
 use crate::crashes::Rng;
 use crate::report::{self, Outcome};
 use crate::worker::{self, fd_count, shutdown, thread_count, thread_names, Blob};
@@ -209,7 +210,7 @@ fn shutdown_cycles_with_the_azure_origin_leave_no_thread_or_descriptor_behind() 
         for b in &blobs {
             az.put("life", &b.name, &b.data());
         }
-        let dir = crate::common::TempDir::new("lifecycle-az");
+        let dir = blobcache_testing::TempDir::new("lifecycle-az");
         for (k, v) in [
             ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
             ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),

@@ -9,9 +9,6 @@
 //! soak workers, readers in a private mount namespace) are this binary
 //! again, running `worker::entry`.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod bounds;
 mod crashes;
 mod disk;

@@ -11,7 +11,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use crate::common::Fixture;
+use blobcache_testing::Fixture;
+
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
 
@@ -146,7 +147,7 @@ pub fn worker(mode: &str) {
 /// The published block files under `dir` and their inode numbers.
 fn block_inodes(dir: &str) -> Vec<(String, u64)> {
     let mut v = Vec::new();
-    crate::common::fixture::walk(std::path::Path::new(dir), &mut |p| {
+    blobcache_testing::fixture::walk(std::path::Path::new(dir), &mut |p| {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("b.") {
             v.push((p.display().to_string(), std::fs::metadata(p).unwrap().ino()));
@@ -172,7 +173,10 @@ fn a_load_of_many_blocks_keeps_mappings_and_rss_within_the_budget() {
     let fx = Fixture::new("map-budget");
     const TINY: u64 = 1500;
     for i in 0..TINY {
-        fx.put(&format!("tiny/{i}"), &crate::common::bytes(5000 + i, 4096));
+        fx.put(
+            &format!("tiny/{i}"),
+            &blobcache_testing::bytes(5000 + i, 4096),
+        );
     }
     let big = Blob::new(ACCOUNT, CONTAINER, "big.bin", 77, 96 << 20);
     fx.put(&big.name, &big.data());

@@ -11,9 +11,10 @@
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::{Duration, Instant};
 
-use crate::common::bytes;
-use crate::common::fixture::isolate::in_own_process;
-use crate::common::fixture::{Fixture, Rewrite, ACCOUNT, CONTAINER};
+use blobcache_testing::bytes;
+use blobcache_testing::fixture::{Fixture, Rewrite, ACCOUNT, CONTAINER};
+use blobcache_testing::isolate::in_own_process;
+
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
 

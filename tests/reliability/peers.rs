@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::azurite::{Azurite, ACCOUNT, KEY};
-use crate::common::proxy::{Fault, Gate, Proxy};
-use crate::common::{Fixture, TempDir};
+use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
+use blobcache_testing::proxy::{Fault, Gate, Proxy};
+use blobcache_testing::{Fixture, TempDir};
+
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
 
@@ -50,7 +51,7 @@ pub fn worker(mode: &str) {
 
 fn temporaries(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    crate::common::fixture::walk(dir, &mut |p| {
+    blobcache_testing::fixture::walk(dir, &mut |p| {
         if p.file_name().unwrap().to_string_lossy().starts_with("tmp.") {
             v.push(p.to_path_buf());
         }
@@ -60,7 +61,7 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
 
 fn lock_files(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    crate::common::fixture::walk(dir, &mut |p| {
+    blobcache_testing::fixture::walk(dir, &mut |p| {
         if p.file_name().unwrap() == "lock" {
             v.push(p.to_path_buf());
         }
@@ -198,7 +199,7 @@ fn a_killed_filler_forked_child_does_not_keep_its_lock() {
     let t0 = Instant::now();
     let mut freed = None;
     while t0.elapsed() < Duration::from_secs(3) {
-        if let Ok(Some(_l)) = blobcache::store::lock::try_lock_block(&locks[0], 0o600, 0) {
+        if let Ok(Some(_l)) = blobcache_core::store::lock::try_lock_block(&locks[0], 0o600, 0) {
             freed = Some(t0.elapsed());
             break;
         }

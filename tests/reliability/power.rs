@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use blobcache::{BlobKey, Cache};
+use blobcache_core::{BlobKey, Cache};
+use blobcache_testing::bytes;
+use blobcache_testing::fixture::{Fixture, ACCOUNT, CONTAINER};
 
-use crate::common::bytes;
-use crate::common::fixture::{Fixture, ACCOUNT, CONTAINER};
 use crate::crashes::Rng;
 use crate::report::{self, Outcome};
 
@@ -72,7 +72,7 @@ fn damage(kind: &str, dir: &Path, i: u64, rng: &mut Rng) {
     std::fs::write(&p, &b).unwrap();
 }
 
-fn read_all(cache: &Cache, key: &BlobKey) -> blobcache::Result<Vec<u8>> {
+fn read_all(cache: &Cache, key: &BlobKey) -> blobcache_core::Result<Vec<u8>> {
     let mut buf = vec![0u8; SIZE];
     cache.read(key, 0, &mut buf)?;
     Ok(buf)
@@ -198,7 +198,7 @@ fn torn_metadata_and_leftover_temporaries_are_discarded() {
         // The meta is valid again, and the temporaries are gone (the scan
         // at start removed them).
         let now = std::fs::read(&meta).unwrap();
-        if blobcache::store::Meta::decode(&now).is_err() {
+        if blobcache_core::store::Meta::decode(&now).is_err() {
             o.other("meta still torn after a read");
         }
         let left: Vec<_> = std::fs::read_dir(&dir)

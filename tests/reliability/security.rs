@@ -9,14 +9,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use blobcache::config::MaxSize;
-use blobcache::{BlobKey, Cache};
+use blobcache_core::config::MaxSize;
+use blobcache_core::{BlobKey, Cache};
+use blobcache_testing::azurite::{self, Azurite, ACCOUNT, KEY};
+use blobcache_testing::fixture::{walk, Fixture, ACCOUNT as DIR_ACCOUNT, CONTAINER};
+use blobcache_testing::isolate::in_own_process;
+use blobcache_testing::proxy::{Fault, Proxy, TokenServer};
+use blobcache_testing::{bytes, TempDir};
 
-use crate::common::azurite::{self, Azurite, ACCOUNT, KEY};
-use crate::common::fixture::isolate::in_own_process;
-use crate::common::fixture::{walk, Fixture, ACCOUNT as DIR_ACCOUNT, CONTAINER};
-use crate::common::proxy::{Fault, Proxy, TokenServer};
-use crate::common::{bytes, TempDir};
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
 
@@ -208,7 +208,7 @@ fn no_credential_reaches_error_buf_or_a_log_line() {
 }
 
 fn common_token() -> String {
-    crate::common::proxy::TOKEN.to_string()
+    blobcache_testing::proxy::TOKEN.to_string()
 }
 
 fn modes(dir: &Path) -> (Vec<u32>, Vec<u32>) {

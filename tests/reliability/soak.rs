@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::bytes;
-use crate::common::fixture::{du, Fixture, ACCOUNT, CONTAINER};
+use blobcache_testing::bytes;
+use blobcache_testing::fixture::{du, Fixture, ACCOUNT, CONTAINER};
+
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
 

@@ -2,11 +2,11 @@
 //! to do. Results come back as `BC_RESULT key=value ...` lines on stdout,
 //! error messages as `BC_ERR ...` lines (the security tests scan them).
 
-use std::ffi::{c_char, CStr, CString};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::bytes;
+use blobcache_testing::bytes;
+
 use crate::report::Outcome;
 
 /// A blob the worker reads and checks: names, and the fixture seed and size
@@ -201,48 +201,19 @@ pub fn thread_names() -> Vec<String> {
         .collect()
 }
 
-// The shared library, loaded as the streamer loads it (see the fixture's
-// `cdylib` module for why not the rlib's functions).
-pub use crate::common::fixture::cdylib::lib;
+// The shared library, loaded as the streamer loads it.
+pub use blobcache_testing::cdylib::lib;
 
 /// The loaded library's `shutdown`.
 pub fn shutdown() {
-    // SAFETY: the library's shutdown takes no arguments.
-    unsafe { (lib().shutdown)() }
+    lib().shutdown();
 }
 
 /// One call of the loaded library's `blob_read` with the streamer's
 /// 512-byte error buffer.
 pub fn read(b: &Blob, offset: usize, buf: &mut [u8]) -> Result<(), String> {
-    let (a, c, n) = (
-        CString::new(b.account.as_str()).unwrap(),
-        CString::new(b.container.as_str()).unwrap(),
-        CString::new(b.name.as_str()).unwrap(),
-    );
-    let mut err = [0 as c_char; 512];
-    // SAFETY: valid C strings, a buffer of buf.len() bytes, a 512-byte
-    // error buffer.
-    let r = unsafe {
-        (lib().blob_read)(
-            a.as_ptr(),
-            c.as_ptr(),
-            n.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            offset,
-            buf.len(),
-            err.as_mut_ptr(),
-            err.len(),
-        )
-    };
-    if r == buf.len() as isize {
-        Ok(())
-    } else {
-        // SAFETY: blob_read NUL-terminates the message inside the buffer.
-        let m = unsafe { CStr::from_ptr(err.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
-        Err(format!("returned {r}: {m}"))
-    }
+    let names = blobcache_testing::cdylib::Blob::new(&b.account, &b.container, &b.name);
+    lib().read(&names, offset as u64, buf)
 }
 
 fn env_u64(k: &str, default: u64) -> u64 {

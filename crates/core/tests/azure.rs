@@ -3,23 +3,21 @@
 //! Credentials are always explicit (an `AzureEnv` given to the origin, or a
 //! cleared environment for child processes), so nothing here can reach the
 //! instance metadata service or a real Azure host. Faults come from a
-//! loopback proxy between the cache and Azurite (tests/common/proxy.rs).
-
-mod common;
+//! loopback proxy between the cache and Azurite (blobcache_testing::proxy).
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blobcache::config::{AzureAuth, Config};
-use blobcache::origin::azure::{AzureEnv, AzureOrigin};
-use blobcache::origin::Origin;
-use blobcache::{BlobKey, Cache, ErrorKind};
+use blobcache_core::config::{AzureAuth, Config};
+use blobcache_core::origin::azure::{AzureEnv, AzureOrigin};
+use blobcache_core::origin::Origin;
+use blobcache_core::{BlobKey, Cache, ErrorKind};
 
-use common::azurite::{self, plain_ranged_download, Azurite, ACCOUNT, KEY};
-use common::proxy::{Fault, Gate, Proxy, TokenServer, TOKEN};
-use common::{blobcache_cmd, bytes, TempDir};
+use blobcache_testing::azurite::{self, plain_ranged_download, Azurite, ACCOUNT, KEY};
+use blobcache_testing::proxy::{Fault, Gate, Proxy, TokenServer, TOKEN};
+use blobcache_testing::{blobcache_cmd, bytes, TempDir};
 
 fn key(container: &str, blob: &str) -> BlobKey {
     BlobKey::new(ACCOUNT, container, blob).unwrap()
@@ -30,7 +28,7 @@ fn cache(config: &Config, env: AzureEnv) -> Cache {
     Cache::with_origin(config.clone(), origin).unwrap()
 }
 
-fn read_all(c: &Cache, k: &BlobKey, len: usize) -> blobcache::Result<Vec<u8>> {
+fn read_all(c: &Cache, k: &BlobKey, len: usize) -> blobcache_core::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     c.read(k, 0, &mut buf)?;
     Ok(buf)
@@ -559,7 +557,7 @@ fn four_processes_cold_reading_256_mib_fetch_each_block_from_azure_once() {
     let children: Vec<_> = (0..4)
         .map(|i| {
             let out = dir.path().join(format!("out.{i}"));
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+            let mut cmd = Command::new(blobcache_testing::built::command());
             cmd.env_clear()
                 .env("BLOBCACHE_DIR", &cache_dir)
                 .env("BLOBCACHE_AZURE_ENDPOINT", proxy.template())
@@ -987,7 +985,7 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
         .ok()
         .filter(|v| !v.is_empty())
         .map(|v| v.split(',').map(String::from).collect())
-        .unwrap_or_else(|| vec![env!("CARGO_BIN_EXE_blobcache").to_string()]);
+        .unwrap_or_else(|| vec![blobcache_testing::built::command().display().to_string()]);
     let wrap: Vec<String> = std::env::var("BENCH_WRAP")
         .unwrap_or_default()
         .split_whitespace()
@@ -1232,7 +1230,7 @@ fn bench_four_processes_cold_loading_one_blob_fetch_it_once() {
     let t0 = Instant::now();
     let children: Vec<_> = (0..4)
         .map(|_| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+            let mut cmd = Command::new(blobcache_testing::built::command());
             cmd.env_clear()
                 .envs([
                     ("BLOBCACHE_DIR", dir.path().display().to_string()),

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blobcache::{Cache, Config};
+use blobcache_core::{Cache, Config};
 use clap::{Parser, Subcommand};
 
 use output::{json_str, rate, size};
@@ -154,7 +154,7 @@ enum Command {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    blobcache::config::parse_size(s)
+    blobcache_core::config::parse_size(s)
         .ok_or_else(|| format!("{s:?} is not a size; use e.g. 200G, 512M, 8M or a byte count"))
 }
 
@@ -174,8 +174,8 @@ impl From<String> for Failure {
     }
 }
 
-impl From<blobcache::Error> for Failure {
-    fn from(e: blobcache::Error) -> Failure {
+impl From<blobcache_core::Error> for Failure {
+    fn from(e: blobcache_core::Error) -> Failure {
         Failure::Failed(e.to_string())
     }
 }
@@ -185,20 +185,20 @@ pub type Outcome = Result<(), Failure>;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Register the credentials so no message can show them.
-    blobcache::origin::azure::AzureEnv::from_process().register_secrets();
+    blobcache_core::origin::azure::AzureEnv::from_process().register_secrets();
     let r = run(cli);
     let _ = std::io::stdout().flush();
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Quiet) => ExitCode::FAILURE,
         Err(Failure::Failed(m)) => {
-            eprintln!("blobcache: {}", blobcache::redact::redact(&m));
+            eprintln!("blobcache: {}", blobcache_core::redact::redact(&m));
             ExitCode::FAILURE
         }
         Err(Failure::Usage(m)) => {
             eprintln!(
                 "blobcache: {}\n\nFor more information, try '--help'.",
-                blobcache::redact::redact(&m)
+                blobcache_core::redact::redact(&m)
             );
             ExitCode::from(2)
         }
@@ -220,7 +220,7 @@ pub fn location(uri: &str, account: Option<&str>) -> Result<uri::Location, Failu
 /// The configuration from the environment (an invalid value fails the command).
 pub fn config() -> Result<Config, Failure> {
     let c = Config::from_env().map_err(|e| Failure::Failed(e.to_string()))?;
-    blobcache::log::set_level(c.log_level);
+    blobcache_core::log::set_level(c.log_level);
     Ok(c)
 }
 
@@ -335,7 +335,7 @@ fn warm(
         eprintln!(
             "blobcache: warm: {}: {}",
             name,
-            blobcache::redact::redact(e)
+            blobcache_core::redact::redact(e)
         );
     }
     Err(Failure::Failed(format!(

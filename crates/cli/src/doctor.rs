@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blobcache::config::{AzureAuth, Config, MaxSize, OriginConfig, VARIABLES};
-use blobcache::origin::azure::auth::{IDENTITY_VARS, SECRET_VARS};
-use blobcache::origin::azure::{AzureEnv, AzureOrigin};
-use blobcache::origin::Origin;
-use blobcache::{BlobKey, ErrorKind};
+use blobcache_core::config::{AzureAuth, Config, MaxSize, OriginConfig, VARIABLES};
+use blobcache_core::origin::azure::auth::{IDENTITY_VARS, SECRET_VARS};
+use blobcache_core::origin::azure::{AzureEnv, AzureOrigin};
+use blobcache_core::origin::Origin;
+use blobcache_core::{BlobKey, ErrorKind};
 
 use crate::output::size;
 use crate::{env_account, location, Failure, Outcome};
@@ -165,7 +165,7 @@ pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Ou
                 Some(acct) => check_azure(&mut r, &quick, acct),
             },
         }
-        if let (Some(l), Ok(origin)) = (&loc, blobcache::cache::make_origin(&quick)) {
+        if let (Some(l), Ok(origin)) = (&loc, blobcache_core::cache::make_origin(&quick)) {
             check_listing(&mut r, &*origin, l);
         }
     }
@@ -188,7 +188,7 @@ pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Ou
     }
     let mut out = std::io::stdout().lock();
     for l in &r.lines {
-        let _ = writeln!(out, "{}", blobcache::redact::redact(l));
+        let _ = writeln!(out, "{}", blobcache_core::redact::redact(l));
     }
     if r.problems.is_empty() {
         Ok(())
@@ -258,7 +258,7 @@ fn check_dir(r: &mut Report, c: &Config) {
             .problem("no cache directory: set BLOBCACHE_DIR (HOME and XDG_CACHE_HOME are unset)");
     };
     r.line(format!("  {}", dir.display()));
-    match blobcache::store::Store::open(dir, c.block_size, c.shared, c.fsync) {
+    match blobcache_core::store::Store::open(dir, c.block_size, c.shared, c.fsync) {
         Err(e) => r.problem(format!("cannot use the cache directory: {e}")),
         Ok(s) => {
             let probe = s.root().join(format!(".doctor.{}", std::process::id()));
@@ -269,9 +269,9 @@ fn check_dir(r: &mut Report, c: &Config) {
                 }
                 Err(e) => r.problem(format!("{} is not writable: {e}", dir.display())),
             }
-            if let Some((total, free)) = blobcache::cache::filesystem_size(s.root()) {
+            if let Some((total, free)) = blobcache_core::cache::filesystem_size(s.root()) {
                 let cap = crate::inspect::cap(c, s.root()).unwrap_or(0);
-                let used = blobcache::store::evict::scan(s.root(), s.file_mode()).bytes;
+                let used = blobcache_core::store::evict::scan(s.root(), s.file_mode()).bytes;
                 r.line(format!(
                     "  filesystem {} with {} free; cache uses {} of a {} cap",
                     size(total),

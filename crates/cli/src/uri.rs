@@ -2,7 +2,7 @@
 //! or `az://<container>/<path>` (as the streamer writes them) with the
 //! account from `--account` or `AZURE_STORAGE_ACCOUNT_NAME`.
 
-use blobcache::BlobKey;
+use blobcache_core::BlobKey;
 
 /// Where a command acts: an account, perhaps a container, and a path inside
 /// it (a blob name, a prefix, or empty for the whole container).

@@ -2,12 +2,10 @@
 //! the library (as tensor-parallel ranks are): fill once, crash safety, and
 //! what the library writes to stdout and stderr.
 
-mod fixture;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fixture::{bytes, Fixture, ACCOUNT, CONTAINER};
+use blobcache_testing::fixture::{bytes, Fixture, ACCOUNT, CONTAINER};
 
 fn cat(fx: &Fixture, blob: &str, block: &str, out: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_blobcache"));

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use blobcache::config::MaxSize;
-use blobcache::store::{counters, evict, inventory, Store};
-use blobcache::Config;
+use blobcache_core::config::MaxSize;
+use blobcache_core::store::{counters, evict, inventory, Store};
+use blobcache_core::Config;
 
 use crate::output::{json_str, size, unix_secs, utc};
 use crate::uri::{self, Location};
@@ -35,7 +35,7 @@ fn store(config: &Config) -> Result<Option<Store>, Failure> {
             "no cache directory: set BLOBCACHE_DIR (HOME and XDG_CACHE_HOME are unset)".into(),
         )
     })?;
-    if !dir.join(blobcache::store::LAYOUT).is_dir() {
+    if !dir.join(blobcache_core::store::LAYOUT).is_dir() {
         return Ok(None);
     }
     Ok(Some(Store::open(
@@ -55,7 +55,7 @@ pub fn cap(config: &Config, dir: &std::path::Path) -> Option<u64> {
     match config.max_size {
         MaxSize::Bytes(b) => Some(b),
         MaxSize::PercentOfFilesystem(p) => {
-            blobcache::cache::filesystem_size(dir).map(|(total, _)| total / 100 * p as u64)
+            blobcache_core::cache::filesystem_size(dir).map(|(total, _)| total / 100 * p as u64)
         }
     }
 }
@@ -188,7 +188,7 @@ pub fn stats(json: bool, reset: bool) -> Outcome {
             std::path::Path::new("/")
         },
     );
-    let free = blobcache::cache::filesystem_size(if dir.exists() {
+    let free = blobcache_core::cache::filesystem_size(if dir.exists() {
         &dir
     } else {
         std::path::Path::new("/")

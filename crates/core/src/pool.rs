@@ -219,7 +219,7 @@ fn run(task: Task) -> Result<()> {
         Ok(r) => r,
         Err(p) => Err(Error::internal(format!(
             "a fill job panicked: {}",
-            crate::ffi::panic_message(&p)
+            crate::error::panic_message(&*p)
         ))),
     }
 }

@@ -1,13 +1,11 @@
 //! The cache over a directory origin: miss → fill → hit, block granularity,
 //! versions, fill-once across threads, the size cap, and disk trouble.
 
-mod fixture;
-
 use std::sync::Arc;
 
-use blobcache::config::MaxSize;
-use blobcache::{BlobKey, Cache, ErrorKind};
-use fixture::{bytes, Fixture, Rewrite, ACCOUNT, CONTAINER};
+use blobcache_core::config::MaxSize;
+use blobcache_core::{BlobKey, Cache, ErrorKind};
+use blobcache_testing::fixture::{bytes, Fixture, Rewrite, ACCOUNT, CONTAINER};
 
 const MIB: usize = 1 << 20;
 
@@ -15,7 +13,7 @@ fn key(blob: &str) -> BlobKey {
     BlobKey::new(ACCOUNT, CONTAINER, blob).unwrap()
 }
 
-fn read(cache: &Cache, blob: &str, off: usize, len: usize) -> blobcache::Result<Vec<u8>> {
+fn read(cache: &Cache, blob: &str, off: usize, len: usize) -> blobcache_core::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     cache.read(&key(blob), off as u64, &mut buf)?;
     Ok(buf)
@@ -219,7 +217,7 @@ fn usage_returns_under_the_cap_while_reads_stay_correct() {
         }
     }
     cache.evict_now();
-    let used = fixture::du(fx.cache.path());
+    let used = blobcache_testing::fixture::du(fx.cache.path());
     assert!(
         used <= 5 * MIB as u64,
         "cache uses {used} bytes, cap is {}",

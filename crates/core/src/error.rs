@@ -121,6 +121,17 @@ impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Describes a caught panic's payload (its message, when it has one).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
 /// Describes an I/O error with the path it concerns.
 pub fn io_error(what: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
     Error::store(format!("{what} {}: {err}", path.display()))

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::prelude::{Engine, BASE64_STANDARD};
-use blobcache::config::{Config, MaxSize, OriginConfig};
-use blobcache::origin::azure::AzureEnv;
+use blobcache_core::config::{Config, MaxSize, OriginConfig};
+use blobcache_core::origin::azure::AzureEnv;
 use object_store::azure::{
     AzureAccessKey, AzureAuthorizer, AzureCredential, MicrosoftAzure, MicrosoftAzureBuilder,
 };
@@ -21,7 +21,7 @@ use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::path::Path as StorePath;
 use object_store::ObjectStoreExt;
 
-use super::TempDir;
+use crate::TempDir;
 
 /// The emulator's account and its well-known key (public, Azurite docs).
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -39,8 +39,9 @@ fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("AZURITE_BIN").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
+    // crates/testing → the repository's root.
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(".tools/azurite/node_modules/.bin/azurite-blob");
+        .join("../../.tools/azurite/node_modules/.bin/azurite-blob");
     assert!(
         p.exists(),
         "Azurite is not installed: run scripts/install-azurite.sh (or set AZURITE_BIN)"

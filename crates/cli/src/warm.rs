@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blobcache::origin::Listed;
-use blobcache::store::block::block_path;
-use blobcache::{BlobKey, Cache};
+use blobcache_core::origin::Listed;
+use blobcache_core::store::block::block_path;
+use blobcache_core::{BlobKey, Cache};
 
 use crate::progress::Progress;
 
@@ -24,7 +24,7 @@ pub struct Report {
 }
 
 /// Bytes of `key`'s blocks already on disk (at the version `cache` found).
-fn cached_bytes(cache: &Cache, key: &BlobKey) -> blobcache::Result<u64> {
+fn cached_bytes(cache: &Cache, key: &BlobKey) -> blobcache_core::Result<u64> {
     let entry = cache.entry(key)?;
     let Some(store) = cache.store() else {
         return Ok(0);

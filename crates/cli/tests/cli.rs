@@ -3,22 +3,20 @@
 //! verify, evict, doctor, usage errors, and the library serving what `warm`
 //! cached with the origin unreachable.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blobcache::config::Config;
-use blobcache::origin::azure::AzureOrigin;
-use blobcache::origin::directory::DirectoryOrigin;
-use blobcache::origin::{Listed, Origin};
-use blobcache::{BlobKey, Cache, ErrorKind};
+use blobcache_core::config::Config;
+use blobcache_core::origin::azure::AzureOrigin;
+use blobcache_core::origin::directory::DirectoryOrigin;
+use blobcache_core::origin::{Listed, Origin};
+use blobcache_core::{BlobKey, Cache, ErrorKind};
 
-use common::azurite::{self, Azurite, ACCOUNT, KEY};
-use common::proxy::Proxy;
-use common::{blobcache_cmd as run, bytes, Fixture, TempDir};
+use blobcache_testing::azurite::{self, Azurite, ACCOUNT, KEY};
+use blobcache_testing::proxy::Proxy;
+use blobcache_testing::{blobcache_cmd as run, bytes, Fixture, TempDir};
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -483,7 +481,7 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     for value in [KEY, secret, &sas, &azurite::sas_signature(&sas)] {
         assert!(!all.contains(value), "a credential value leaked:\n{all}");
     }
-    for name in blobcache::config::VARIABLES {
+    for name in blobcache_core::config::VARIABLES {
         assert!(out.contains(name), "{name} missing:\n{out}");
     }
 
@@ -510,7 +508,7 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
 
 #[test]
 fn counters_of_a_process_killed_with_sigkill_are_on_disk_up_to_its_last_periodic_flush() {
-    use common::proxy::{Fault, Gate};
+    use blobcache_testing::proxy::{Fault, Gate};
     let az = Azurite::start();
     az.create_container("models");
     az.put("models", "k/a.bin", &bytes(21, 256 << 10));

@@ -1,0 +1,34 @@
+//! blobcache's core: a node-local disk cache for Azure Blob Storage reads,
+//! as a safe Rust library. The shared library the Run:ai model streamer
+//! loads (the C-ABI crate at the repository's root) and the `blobcache`
+//! command (crates/cli) are built on it.
+//!
+//! [`cache`] serves reads, [`store`] keeps blocks on disk, [`origin`]
+//! fetches misses, [`config`] reads the environment, [`state`] holds the
+//! process-wide instance and its lifecycle, and [`provider`] is what the
+//! exported C functions call. Nothing here exports a symbol (no
+//! `#[no_mangle]`; the only `extern "C"` functions are fork.rs's
+//! `pthread_atfork` handlers, whose addresses are handed to libc, not
+//! exported) or knows of C pointers; `unsafe` is used only around mmap and
+//! system calls, each block with a `// SAFETY:` comment.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod escape;
+mod fork;
+pub mod log;
+pub mod names;
+pub mod origin;
+pub mod pool;
+pub mod provider;
+pub mod redact;
+pub mod state;
+pub mod stats;
+pub mod store;
+pub mod sync;
+
+pub use cache::Cache;
+pub use config::Config;
+pub use error::{Error, ErrorKind, Result};
+pub use names::BlobKey;

@@ -1,0 +1,43 @@
+//! What blobcache's tests, benchmarks and demo share (not published):
+//!
+//! - [`azurite`]: an Azurite (the Azure Storage emulator) per test, on a
+//!   free loopback port, with uploads and signed requests;
+//! - [`proxy`]: a counting, fault-injecting loopback proxy, and a token
+//!   server;
+//! - [`fixture`]: temporary directories, deterministic blob contents, and a
+//!   directory origin;
+//! - [`cdylib`]: the one loader of a built cache provider library, loaded
+//!   as the Run:ai streamer loads it (`dlopen`, `dlsym`);
+//! - [`built`]: where the workspace's build put the shared library and the
+//!   `blobcache` command;
+//! - [`isolate`]: a test body in a process of its own.
+
+pub mod azurite;
+pub mod built;
+pub mod cdylib;
+pub mod fixture;
+pub mod isolate;
+pub mod proxy;
+
+pub use fixture::{bytes, Fixture, TempDir};
+
+/// Runs the built `blobcache` command ([`built::command`]) with only `env`
+/// (plus PATH): no credential or setting of the machine leaks in, and
+/// nothing can reach a real Azure host.
+pub fn blobcache_cmd(env: &[(&str, String)], args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(built::command());
+    cmd.env_clear();
+    if let Some(p) = std::env::var_os("PATH") {
+        cmd.env("PATH", p);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+/// Hex SHA-256, to compare large contents without printing them.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    blobcache_core::names::hex(&Sha256::digest(data))
+}
