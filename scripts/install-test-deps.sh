@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need, or confirms it is there (a few seconds when up
-# to date): cargo-nextest, clippy/rustfmt, valgrind and binutils (Debian),
+# to date): cargo-nextest, clippy/rustfmt, valgrind, binutils and g++ (Debian),
 # the Rust dependencies, Azurite (npm) and the Python venv with the pinned
 # streamer wheels (PyPI). scripts/test calls it first, so the test command
 # works on a fresh machine; slow downloads are cached (see the scripts it calls).
@@ -15,6 +15,8 @@ rustup toolchain list | grep -q '^nightly' || { echo "install-test-deps: the nig
 apt=()
 command -v valgrind >/dev/null || apt+=(valgrind)
 command -v nm >/dev/null || apt+=(binutils)
+# scripts/test-c.sh also compiles the header as C++ (examples-c/header_check.c).
+command -v c++ >/dev/null || apt+=(g++)
 if (( ${#apt[@]} )); then
     [[ $(id -u) == 0 ]] || { echo "install-test-deps: needs root to install ${apt[*]}" >&2; exit 1; }
     apt-get update -qq && apt-get install -y -qq "${apt[@]}"

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Builds the C programs in examples-c/ and runs them against the built
-# library: plainly, under AddressSanitizer + UBSan, and (streamer_like)
-# under valgrind. Needs cc, make, valgrind, and a built library:
+# libraries: plainly, under AddressSanitizer + UBSan, and under valgrind.
+# streamer_like loads libblobcache.so as the streamer does; linked links
+# libblobcache_link.so, uses sockets of its own, and reads through the
+# directory origin and through the Azure origin from an Azurite on loopback
+# (started by the workspace's blobcache-azurite helper); header_check
+# compiles the header next to the system's socket headers. Needs cc, c++,
+# make, valgrind, Azurite (scripts/install-azurite.sh), and a built
+# workspace:
 #
-#   cargo build --release && scripts/test-c.sh
+#   cargo build --release --workspace && scripts/test-c.sh
 #
 #   BLOBCACHE_LIB=path/libblobcache.so   the library to test (default
-#                                        target/release/libblobcache.so)
+#                                        target/release/libblobcache.so);
+#                                        libblobcache_link.so and
+#                                        blobcache-azurite are taken from
+#                                        the same directory
 #   BLOBCACHE_C_TEST_LONG=1              long forms (many more reads, cycles
 #                                        and forks)
 #   BLOBCACHE_C_TEST_SEED=N              repeat the random choices of a run
@@ -28,11 +37,15 @@ use_valgrind=${BLOBCACHE_C_TEST_VALGRIND:-1}
 while read -r var; do unset "$var"; done < <(compgen -e | grep '^BLOBCACHE_' || true)
 
 [[ $lib == /* ]] || lib=$repo/$lib
-if [[ ! -f $lib ]]; then
-    echo "FAIL: $lib does not exist: run 'cargo build --release' first (or set BLOBCACHE_LIB)" >&2
-    exit 1
-fi
-for tool in cc make timeout; do
+libdir=$(dirname "$lib")
+azurite_helper=$libdir/blobcache-azurite
+for f in "$lib" "$libdir/libblobcache_link.so" "$azurite_helper"; do
+    if [[ ! -f $f ]]; then
+        echo "FAIL: $f does not exist: run 'cargo build --release --workspace' first (or set BLOBCACHE_LIB)" >&2
+        exit 1
+    fi
+done
+for tool in cc c++ make timeout; do
     command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed" >&2; exit 1; }
 done
 if [[ $use_valgrind == 1 ]] && ! command -v valgrind >/dev/null; then
@@ -87,12 +100,12 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 echo "test-c: library $lib"
 echo "test-c: seed $seed (BLOBCACHE_C_TEST_SEED=$seed repeats it), $([[ $long == 1 ]] && echo long || echo short) forms"
 
-if ! make -s -C examples-c LIBDIR="$(dirname "$lib")" all asan >"$tmp/make.log" 2>&1; then
+if ! make -s -C examples-c LIBDIR="$libdir" all asan >"$tmp/make.log" 2>&1; then
     cat "$tmp/make.log" >&2
     echo "FAIL: building examples-c"
     exit 1
 fi
-echo "PASS: build examples-c (all, asan)"
+echo "PASS: build examples-c (all, asan; the header with <sys/socket.h>, <unistd.h> and <stdio.h> as C11, C99 and C++11 with -pedantic)"
 
 failed=()
 runs=0
@@ -139,19 +152,65 @@ BLOBCACHE_LOG=debug run "streamer_like, $debug_forks forks with BLOBCACHE_LOG=de
     bash -c 'exec "$@" 2>"$0"' "$tmp/debug-forks.log" examples-c/build/streamer_like "${args[@]}"
 grep -q '^blobcache: debug: ' "$tmp/debug-forks.log" || { echo "FAIL: the debug-logging fork run logged nothing"; failed+=("debug log"); }
 
-run "linked" 120 examples-c/build/linked "$tmp/origin" "$account" "$container" five-mib-plus-3.bin
+for check in header_check header_check_c99 header_check_cxx; do
+    run "$check" 30 "examples-c/build/$check"
+done
+
+run "linked, directory origin" 120 examples-c/build/linked "$dir/five-mib-plus-3.bin" "$account" "$container" five-mib-plus-3.bin
+
+# The Azure origin: Azurite on loopback, serving copies of two blobs, until
+# this script closes the helper's standard input (or exits). The helper
+# prints the settings that point the library at it (the emulator's public
+# development key among them: read here, never printed).
+az_files=()
+for b in five-mib-plus-3.bin "sub dir/ünï cödé %+.bin"; do
+    az_files+=("$dir/$b=$b")
+done
+coproc AZURITE { exec "$azurite_helper" "$container" "${az_files[@]}" 2>"$tmp/azurite.log"; }
+azure_env=() az_ready=0
+while IFS= read -r -t 120 line <&"${AZURITE[0]}"; do
+    [[ $line == ready ]] && { az_ready=1; break; }
+    azure_env+=("$line")
+done
+if [[ $az_ready != 1 ]]; then
+    cat "$tmp/azurite.log" >&2
+    echo "FAIL: Azurite did not start (scripts/install-azurite.sh installs it)"
+    failed+=("Azurite")
+else
+    az_account=$(printf '%s\n' "${azure_env[@]}" | sed -n 's/^AZURE_STORAGE_ACCOUNT_NAME=//p')
+    run "linked, Azure origin (Azurite)" 120 env "${azure_env[@]}" \
+        examples-c/build/linked "$dir/five-mib-plus-3.bin" "$az_account" "$container" five-mib-plus-3.bin
+    run "linked, Azure origin (Azurite), a name to percent-encode" 120 env "${azure_env[@]}" \
+        examples-c/build/linked "$dir/sub dir/ünï cödé %+.bin" "$az_account" "$container" "sub dir/ünï cödé %+.bin"
+fi
 
 mapfile -d '' args < <(sl_args -n "$asan_reads" -c "$asan_cycles" -f 0 -T 240)
 run "streamer_like (ASan+UBSan)" 900 examples-c/build/asan/streamer_like "${args[@]}"
 
-run "linked (ASan+UBSan)" 120 examples-c/build/asan/linked "$tmp/origin" "$account" "$container" forty-mib.safetensors
+run "linked, directory origin (ASan+UBSan)" 120 examples-c/build/asan/linked "$dir/forty-mib.safetensors" "$account" "$container" forty-mib.safetensors
+if [[ $az_ready == 1 ]]; then
+    run "linked, Azure origin (Azurite) (ASan+UBSan)" 300 env "${azure_env[@]}" \
+        examples-c/build/asan/linked "$dir/five-mib-plus-3.bin" "$az_account" "$container" five-mib-plus-3.bin
+fi
 
 if [[ $use_valgrind == 1 ]]; then
     mapfile -d '' args < <(sl_args -t 4 -n "$vg_reads" -c "$vg_cycles" -f "$vg_forks" -T 600)
     run "streamer_like (valgrind)" 1200 valgrind -q --error-exitcode=99 --errors-for-leak-kinds=none \
         --fair-sched=yes examples-c/build/streamer_like "${args[@]}"
+    if [[ $az_ready == 1 ]]; then
+        run "linked, Azure origin (Azurite) (valgrind)" 600 env "${azure_env[@]}" valgrind -q --error-exitcode=99 \
+            --errors-for-leak-kinds=none --fair-sched=yes \
+            examples-c/build/linked "$dir/five-mib-plus-3.bin" "$az_account" "$container" five-mib-plus-3.bin
+    fi
 else
-    echo "SKIP: streamer_like (valgrind): BLOBCACHE_C_TEST_VALGRIND=0"
+    echo "SKIP: streamer_like and linked (valgrind): BLOBCACHE_C_TEST_VALGRIND=0"
+fi
+
+# Azurite stops when its helper's standard input closes.
+if [[ -n ${AZURITE_PID:-} ]]; then
+    az_in=${AZURITE[1]}
+    exec {az_in}>&-
+    wait "$AZURITE_PID" || true
 fi
 
 echo

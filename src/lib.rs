@@ -6,32 +6,65 @@
 //! inside the panic boundary (`panic.rs`): a panic becomes the function's
 //! failure value and never unwinds into the host.
 //!
+//! Two sets of names (include/blobcache.h describes both):
+//!
+//! - the `blobcache_*` functions, for programs that link the library;
+//! - the names the Run:ai streamer looks up with `dlsym` (`blob_read`,
+//!   `shutdown`, `cache_abi_version`, `runai_cache_abi_version`, in
+//!   `streamer.rs`; feature `streamer-names`), the same functions under the
+//!   streamer's names. Those are exported by libblobcache.so only, never by
+//!   libblobcache_link.so (crates/link builds this source without the
+//!   feature): an exported `shutdown` takes the place of libc's
+//!   `shutdown(2)` in any program that links it, the library's own sockets
+//!   included. The header describes them as function-pointer types, for
+//!   `dlsym`.
+//!
 //! This is a `cdylib` only: no Rust program can link it, so no Rust program
-//! inherits the exported `shutdown`, which would take the place of libc's
-//! `shutdown(2)` (the command, the tests, the benchmarks and the fuzz
-//! targets use `blobcache_core`; the tests load this library with `dlopen`,
-//! as the streamer does).
+//! inherits the exported `shutdown` (the command, the tests, the benchmarks
+//! and the fuzz targets use `blobcache_core`; the tests load this library
+//! with `dlopen`, as the streamer does).
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod ffi;
 mod panic;
+// Not in this crate's unit-test binary either: it would export `shutdown`.
+#[cfg(all(feature = "streamer-names", not(test)))]
+mod streamer;
 
 use std::ffi::{c_char, c_void};
 
 use blobcache_core::provider::{self, ReadRequest};
 use libc::ssize_t;
 
-/// Returns the interface version of this cache provider (always 1).
-#[no_mangle]
-pub extern "C" fn cache_abi_version() -> u32 {
-    provider::ABI_VERSION
-}
+/// The type of `cache_abi_version` and `runai_cache_abi_version`, which
+/// libblobcache.so exports for the Run:ai streamer's `dlsym`: the same
+/// function as `blobcache_abi_version`.
+pub type AbiVersionFn = extern "C" fn() -> u32;
 
-/// The same as `cache_abi_version`, under the name of the first versioned
-/// revision of the streamer's interface.
+/// The type of `blob_read`, which libblobcache.so exports for the Run:ai
+/// streamer's `dlsym`: the same function as `blobcache_read`.
+pub type BlobReadFn = unsafe extern "C" fn(
+    account: *const c_char,
+    container: *const c_char,
+    blob: *const c_char,
+    buf: *mut c_void,
+    offset: usize,
+    length: usize,
+    error_buf: *mut c_char,
+    error_buf_size: usize,
+) -> ssize_t;
+
+/// The type of `shutdown`, which libblobcache.so exports for the Run:ai
+/// streamer's `dlsym`: the same function as `blobcache_shutdown`. Not
+/// `shutdown(2)`: never declare it under that name in a program that uses
+/// sockets.
+pub type ShutdownFn = extern "C" fn();
+
+/// Returns the interface version of this cache provider: 1, the version the
+/// Run:ai streamer's `cache_abi_version` check expects.
 #[no_mangle]
-pub extern "C" fn runai_cache_abi_version() -> u32 {
+pub extern "C" fn blobcache_abi_version() -> u32 {
     provider::ABI_VERSION
 }
 
@@ -52,7 +85,7 @@ pub extern "C" fn runai_cache_abi_version() -> u32 {
 /// `buf` must point to `length` writable bytes; `error_buf` must be NULL or
 /// point to `error_buf_size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn blob_read(
+pub unsafe extern "C" fn blobcache_read(
     account: *const c_char,
     container: *const c_char,
     blob: *const c_char,
@@ -93,16 +126,16 @@ pub unsafe extern "C" fn blob_read(
 
 /// Releases the process-wide cache: stops background threads and drops
 /// mappings. Idempotent and quick; never waits on the network. The next
-/// `blob_read` starts the cache again.
+/// `blobcache_read` starts the cache again.
 #[no_mangle]
-pub extern "C" fn shutdown() {
+pub extern "C" fn blobcache_shutdown() {
     let _ = panic::guard(provider::shutdown);
 }
 
 /// Writes this process's counters as a JSON object into `buf` (NUL-terminated,
 /// at most `len` bytes). Returns the length of the JSON text (without the
 /// NUL), or -1 if `buf` is NULL or too small, in which case nothing is
-/// written. Counters are zero before the first read and after `shutdown`.
+/// written. Counters are zero before the first read and after a shutdown.
 ///
 /// The object's members, all whole numbers: `hits` and `misses` (reads served
 /// entirely from the cache, and reads that needed the origin),
@@ -156,7 +189,7 @@ mod tests {
         // SAFETY: names are NULL or NUL-terminated; `buf` holds 4 bytes;
         // `err` holds more than `err_size` bytes.
         let r = unsafe {
-            blob_read(
+            blobcache_read(
                 ptr(0),
                 ptr(1),
                 ptr(2),
@@ -182,8 +215,7 @@ mod tests {
 
     #[test]
     fn the_abi_version_is_1() {
-        assert_eq!(cache_abi_version(), 1);
-        assert_eq!(runai_cache_abi_version(), 1);
+        assert_eq!(blobcache_abi_version(), 1);
     }
 
     #[test]
@@ -215,7 +247,7 @@ mod tests {
         // SAFETY: a NULL error buffer with size 0 is allowed; `buf` holds 4
         // bytes.
         let r = unsafe {
-            blob_read(
+            blobcache_read(
                 std::ptr::null(),
                 std::ptr::null(),
                 std::ptr::null(),
@@ -234,7 +266,7 @@ mod tests {
         let names = ["acct", "models", "m"].map(|s| CString::new(s).unwrap());
         // SAFETY: NUL-terminated names; length 0 needs no buffer.
         let r = unsafe {
-            blob_read(
+            blobcache_read(
                 names[0].as_ptr(),
                 names[1].as_ptr(),
                 names[2].as_ptr(),

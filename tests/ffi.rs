@@ -129,6 +129,61 @@ fn read_err(account: &[u8], container: &[u8], blob: &[u8], offset: usize, len: u
 fn both_abi_version_functions_return_1() {
     assert_eq!(abi_version("cache_abi_version"), 1);
     assert_eq!(abi_version("runai_cache_abi_version"), 1);
+    assert_eq!(abi_version("blobcache_abi_version"), 1);
+}
+
+#[test]
+fn the_prefixed_functions_read_and_shut_down_as_the_streamers_names_do() {
+    let fx = Fixture::new("ffi-prefixed");
+    let data = bytes(10, 100_000);
+    fx.put("m", &data);
+    in_own_process(
+        "the_prefixed_functions_read_and_shut_down_as_the_streamers_names_do",
+        &fx.env("64K"),
+        || {
+            let h = lib().handle;
+            let sym = |n: &str| h.symbol(n).unwrap_or_else(|| panic!("{n} is not exported"));
+            // SAFETY: the types of include/blobcache.h.
+            let (read, shut) = unsafe {
+                (
+                    std::mem::transmute::<*mut c_void, blobcache_testing::cdylib::BlobRead>(
+                        sym("blobcache_read").as_ptr(),
+                    ),
+                    std::mem::transmute::<*mut c_void, extern "C" fn()>(
+                        sym("blobcache_shutdown").as_ptr(),
+                    ),
+                )
+            };
+            let (a, c, b) = (
+                CString::new(ACCOUNT).unwrap(),
+                CString::new(CONTAINER).unwrap(),
+                CString::new("m").unwrap(),
+            );
+            let mut buf = vec![0u8; 70_000];
+            let mut err = [0 as c_char; 512];
+            for _ in 0..2 {
+                // SAFETY: valid strings, a buffer of 70,000 bytes, a
+                // 512-byte error buffer.
+                let r = unsafe {
+                    read(
+                        a.as_ptr(),
+                        c.as_ptr(),
+                        b.as_ptr(),
+                        buf.as_mut_ptr().cast(),
+                        1000,
+                        buf.len(),
+                        err.as_mut_ptr(),
+                        err.len(),
+                    )
+                };
+                assert_eq!(r, 70_000);
+                assert!(buf == data[1000..71_000]);
+                // The next read starts the cache again.
+                shut();
+            }
+            assert_eq!(read_ok("m", 0, 10), &data[..10]);
+        },
+    );
 }
 
 #[test]
