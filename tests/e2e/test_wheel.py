@@ -19,8 +19,9 @@ HOOK = "_blobcache_autoregister"
 
 
 def cargo_version():
+    """The version every package of the workspace shares ([workspace.package])."""
     text = (REPO / "Cargo.toml").read_text()
-    return re.search(r'^\[package\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.M | re.S).group(1)
+    return re.search(r'^\[workspace\.package\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.M | re.S).group(1)
 
 
 @pytest.fixture(scope="session")
@@ -240,7 +241,7 @@ def test_doctor_defaults_agree_with_the_readme_and_the_library():
 
     ours = dict(SETTINGS)
     # Every variable the library reads (crates/core/src/config.rs VARIABLES) is shown.
-    config = (REPO / "src" / "config.rs").read_text()
+    config = (REPO / "crates" / "core" / "src" / "config.rs").read_text()
     block = re.search(r"pub const VARIABLES: &\[&str\] = &\[(.*?)\];", config, re.S).group(1)
     assert set(re.findall(r'"(BLOBCACHE_[A-Z_]+)"', block)) <= set(ours), "a setting is missing from python -m blobcache"
     # Defaults match the README's configuration table.
