@@ -17,9 +17,10 @@
  * the lock released; a fork in between leaves the child a cached stack
  * whose blocks were already freed, and the child's first pthread_create
  * frees them again ("double free or corruption"). The library starts its
- * threads with forks held off (src/fork.rs); without that, about one child
- * in 6,000 aborted here. A child that dies, hangs (an alarm ends it) or
- * reads wrong bytes fails the run.
+ * threads with forks held off (src/fork.rs); without that, 2 children in
+ * about 25,000 aborted here, so a short run rarely catches a regression:
+ * the long form of scripts/test-c.sh runs 20,000 forks. A child that dies,
+ * hangs (an alarm ends it) or reads wrong bytes fails the run.
  *
  * The library is loaded as the streamer loads it: dlopen, dlsym, never
  * closed.

@@ -40,10 +40,11 @@
 //! "double free or corruption (out)" (glibc 2.36, `get_cached_stack` in
 //! `nptl/allocatestack.c`; seen about once in a few hundred forks by
 //! `examples-c/streamer_like` phase d). Holding forks off while our threads
-//! start closes that window for every thread the library starts itself.
-//! Threads that tokio starts on demand (its blocking pool: DNS lookups of
-//! the Azure origin) are outside our sections; the window stays open for
-//! them, and for the host's own threads.
+//! start closes that window for every thread the library starts: its own
+//! (through [`spawn`]), and the Azure origin's tokio workers, which start
+//! when its runtime is built (inside a section); name lookups run on threads
+//! of ours rather than in tokio's blocking pool, which would start threads
+//! at any moment. The host's own threads are the host's affair.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
