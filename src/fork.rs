@@ -38,7 +38,7 @@
 //! the two leaves the child a cached stack whose pointers the parent has
 //! already freed, and the child's first `pthread_create` frees them again:
 //! "double free or corruption (out)" (glibc 2.36, `get_cached_stack` in
-//! `nptl/allocatestack.c`; seen about once in a few hundred forks by
+//! `nptl/allocatestack.c`; seen about once in a thousand forks by
 //! `examples-c/streamer_like` phase d). Holding forks off while our threads
 //! start closes that window for every thread the library starts: its own
 //! (through [`spawn`]), and the Azure origin's tokio workers, which start
