@@ -62,12 +62,12 @@ start=$SECONDS
 # runtime deadlocks a child forked while another thread is in malloc (see
 # DEFAULT_FORKS in streamer_like.c); the plain and valgrind runs cover fork.
 if [[ $long == 1 ]]; then
-    reads=5000 cycles=300 forks=40 debug_forks=200
+    reads=5000 cycles=300 forks=40 debug_forks=200 thread_forks=20000
     evict_reads=600 evict_cycles=100 evict_forks=8
     asan_reads=1500 asan_cycles=150
     vg_reads=300 vg_cycles=30 vg_forks=6
 else
-    reads=500 cycles=50 forks=12 debug_forks=12
+    reads=500 cycles=50 forks=12 debug_forks=12 thread_forks=500
     evict_reads=60 evict_cycles=10 evict_forks=2
     asan_reads=300 asan_cycles=50
     vg_reads=100 vg_cycles=10 vg_forks=3
@@ -151,6 +151,13 @@ mapfile -d '' args < <(sl_args -t 4 -n 20 -c 0 -f "$debug_forks" -T 600)
 BLOBCACHE_LOG=debug run "streamer_like, $debug_forks forks with BLOBCACHE_LOG=debug" 900 \
     bash -c 'exec "$@" 2>"$0"' "$tmp/debug-forks.log" examples-c/build/streamer_like "${args[@]}"
 grep -q '^blobcache: debug: ' "$tmp/debug-forks.log" || { echo "FAIL: the debug-logging fork run logged nothing"; failed+=("debug log"); }
+
+# Forks while the library starts threads by the thousand (every read goes
+# straight to the directory origin, one thread per call: the cache
+# directory cannot be created): each child must start the library and read.
+run "fork_threads, $thread_forks forks while the library starts threads" 1800 \
+    env BLOBCACHE_DIR=/proc/blobcache-no-cache BLOBCACHE_LOG=error \
+    examples-c/build/fork_threads "$lib" "$tmp/origin" "$account" "$container" forty-mib.safetensors "$thread_forks"
 
 for check in header_check header_check_c99 header_check_cxx; do
     run "$check" 30 "examples-c/build/$check"

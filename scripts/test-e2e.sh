@@ -8,6 +8,9 @@
 #   scripts/test-e2e.sh -k cold              extra arguments go to pytest
 #   BLOBCACHE_E2E_ORIGIN=directory scripts/test-e2e.sh
 #   BLOBCACHE_E2E_ORIGIN=directory,azurite scripts/test-e2e.sh   both origins
+#   BLOBCACHE_E2E_PROFILE=ci scripts/test-e2e.sh   build the wheel's Rust code
+#                                            with that cargo profile (default
+#                                            release, as `pip wheel .` does)
 #
 # Origin (BLOBCACHE_E2E_ORIGIN): auto (default) uses Azurite (installed here by
 # scripts/install-azurite.sh), or the directory origin when Azurite is missing
@@ -32,8 +35,13 @@ fi
 work=$(mktemp -d /tmp/blobcache-e2e.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-step "wheel (setuptools-rust, release build)"
+profile=${BLOBCACHE_E2E_PROFILE:-release}
+step "wheel (setuptools-rust, cargo profile $profile)"
 t=$(date +%s)
+# scripts/test passes its own profile (ci): the wheel then packs the build
+# the other tests ran, instead of a second optimised build of every crate
+# (about ten minutes on two cores). The packaging is the same either way.
+[[ $profile == release ]] || export SETUPTOOLS_RUST_CARGO_PROFILE=$profile
 # setuptools' staging directories: a file left there by an older build would
 # otherwise end up in the wheel.
 rm -rf build/lib.* build/bdist.* build/scripts-*

@@ -29,6 +29,22 @@
 //!    ([`open_registered`]) and closed in the child handler.
 //!
 //! Logging writes with one `write(2)` and takes no lock (see `log.rs`).
+//!
+//! And one rule for glibc's sake: **threads are started inside a section**
+//! ([`spawn`]). glibc's `pthread_create` reuses the stack of a finished
+//! thread; it takes the stack out of its cache under a lock, then, with the
+//! lock released, frees the old thread's dynamic TLS blocks (every thread of
+//! a `dlopen`ed library has some) and clears their pointers. A fork between
+//! the two leaves the child a cached stack whose pointers the parent has
+//! already freed, and the child's first `pthread_create` frees them again:
+//! "double free or corruption (out)" (glibc 2.36, `get_cached_stack` in
+//! `nptl/allocatestack.c`; seen about once in a thousand forks by
+//! `examples-c/streamer_like` phase d). Holding forks off while our threads
+//! start closes that window for every thread the library starts: its own
+//! (through [`spawn`]), and the Azure origin's tokio workers, which start
+//! when its runtime is built (inside a section); name lookups run on threads
+//! of ours rather than in tokio's blocking pool, which would start threads
+//! at any moment. The host's own threads are the host's affair.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
@@ -87,6 +103,19 @@ pub(crate) fn section<R>(f: impl FnOnce() -> R) -> R {
     }
     let _leave = Leave;
     f()
+}
+
+/// Starts a thread with forks held off (see the module doc: a fork while
+/// glibc prepares a reused stack corrupts the child's stack cache).
+pub(crate) fn spawn<F, T>(
+    builder: std::thread::Builder,
+    f: F,
+) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    section(|| builder.spawn(f))
 }
 
 /// Opens a descriptor with `open` and registers it, as one step with

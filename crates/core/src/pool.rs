@@ -76,15 +76,15 @@ impl Pool {
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
             let s = shared.clone();
-            let h = std::thread::Builder::new()
+            let builder = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .stack_size(256 << 10)
-                .spawn(move || {
-                    worker(&s);
-                    s.q.locked().live -= 1;
-                    s.cv.notify_all();
-                })
-                .map_err(|e| Error::internal(format!("cannot start worker thread: {e}")))?;
+                .stack_size(256 << 10);
+            let h = crate::fork::spawn(builder, move || {
+                worker(&s);
+                s.q.locked().live -= 1;
+                s.cv.notify_all();
+            })
+            .map_err(|e| Error::internal(format!("cannot start worker thread: {e}")))?;
             handles.push(h);
         }
         Ok(Pool {

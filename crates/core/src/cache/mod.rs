@@ -319,11 +319,13 @@ impl Cache {
         let janitor = if inner.store.is_some() {
             let i = inner.clone();
             Some(
-                std::thread::Builder::new()
-                    .name("blobcache-janitor".into())
-                    .stack_size(256 << 10)
-                    .spawn(move || i.janitor())
-                    .map_err(|e| Error::internal(format!("cannot start janitor thread: {e}")))?,
+                crate::fork::spawn(
+                    std::thread::Builder::new()
+                        .name("blobcache-janitor".into())
+                        .stack_size(256 << 10),
+                    move || i.janitor(),
+                )
+                .map_err(|e| Error::internal(format!("cannot start janitor thread: {e}")))?,
             )
         } else {
             None

@@ -111,14 +111,14 @@ impl Bounded {
             stuck: self.stuck.clone(),
             abandoned: abandoned.clone(),
         };
-        let handle = std::thread::Builder::new()
+        let builder = std::thread::Builder::new()
             .name("blobcache-origin-io".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                let _guard = guard;
-                body(&*inner);
-            })
-            .map_err(|e| Error::internal(format!("cannot start an origin I/O thread: {e}")))?;
+            .stack_size(256 << 10);
+        let handle = crate::fork::spawn(builder, move || {
+            let _guard = guard;
+            body(&*inner);
+        })
+        .map_err(|e| Error::internal(format!("cannot start an origin I/O thread: {e}")))?;
         Ok((abandoned, handle))
     }
 

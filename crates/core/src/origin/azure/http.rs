@@ -63,11 +63,20 @@ impl reqwest::dns::Resolve for LocalhostResolver {
                 ];
                 return Ok(Box::new(loopback.into_iter()) as reqwest::dns::Addrs);
             }
-            let addrs = tokio::task::spawn_blocking(move || {
+            // getaddrinfo blocks: it runs on a thread of ours, started with
+            // forks held off (not tokio's blocking pool, which starts
+            // threads at any moment; see fork.rs).
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let builder = std::thread::Builder::new()
+                .name("blobcache-dns".into())
+                .stack_size(256 << 10);
+            crate::fork::spawn(builder, move || {
                 use std::net::ToSocketAddrs;
-                (host.as_str(), 0).to_socket_addrs()
-            })
-            .await??;
+                let _ = tx.send((host.as_str(), 0).to_socket_addrs());
+            })?;
+            let addrs = rx.await.map_err(|_| {
+                std::io::Error::other("the name lookup thread ended without an answer")
+            })??;
             Ok(Box::new(addrs) as reqwest::dns::Addrs)
         })
     }
@@ -333,6 +342,24 @@ mod tests {
         assert!(!addrs.is_empty());
         assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
         assert!(addrs[0].is_ipv4(), "IPv4 loopback first: {addrs:?}");
+    }
+
+    #[test]
+    fn other_names_go_to_the_system_resolver_on_a_thread_of_ours() {
+        use reqwest::dns::Resolve;
+        // The lookup runs on a thread the library starts (not tokio's
+        // blocking pool) and its answer must come back through the
+        // channel. A numeric name is answered by getaddrinfo with no
+        // network.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (name, want) in [("127.0.0.1", "127.0.0.1"), ("::1", "::1")] {
+            let n: reqwest::dns::Name = name.parse().unwrap();
+            let addrs: Vec<_> = rt.block_on(LocalhostResolver.resolve(n)).unwrap().collect();
+            assert_eq!(addrs.len(), 1, "{addrs:?}");
+            assert_eq!(addrs[0].ip().to_string(), want);
+        }
     }
 
     #[test]

@@ -150,13 +150,17 @@ impl AzureOrigin {
     fn runtime(&self) -> Result<(Handle, reqwest::Client)> {
         let mut slot = self.runtime.locked();
         if let Slot::NotStarted = *slot {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .max_blocking_threads(8)
-                .thread_name("blobcache-azure")
-                .enable_all()
-                .build()
-                .map_err(|e| Error::internal(format!("cannot start the Azure I/O runtime: {e}")))?;
+            // Built with forks held off: it starts its worker threads here
+            // (see fork.rs on starting threads).
+            let runtime = crate::fork::section(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .max_blocking_threads(8)
+                    .thread_name("blobcache-azure")
+                    .enable_all()
+                    .build()
+            })
+            .map_err(|e| Error::internal(format!("cannot start the Azure I/O runtime: {e}")))?;
             let client = {
                 let _in_runtime = runtime.enter();
                 http::client(self.concurrency, self.fetch_timeout)?
