@@ -24,8 +24,6 @@
 //! and the fuzz targets use `blobcache_core`; the tests load this library
 //! with `dlopen`, as the streamer does).
 
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-
 mod ffi;
 mod panic;
 // Not in this crate's unit-test binary either: it would export `shutdown`.

@@ -72,6 +72,8 @@ fn call(
     let c = CString::new(container).unwrap();
     let b = CString::new(blob).unwrap();
     let mut err = vec![0x7f as c_char; 600];
+    // SAFETY: the names are NUL-terminated CStrings or NULL (which
+    // blob_read accepts); `buf` and `err` live, of the lengths passed.
     let ret = unsafe {
         blob_read(
             a.as_ptr(),
@@ -85,6 +87,8 @@ fn call(
         )
     };
     let message = if err_size > 0 && ret < 0 {
+        // SAFETY: blob_read wrote a NUL-terminated message into `err`,
+        // which is still alive.
         unsafe { CStr::from_ptr(err.as_ptr()) }
             .to_string_lossy()
             .into_owned()
@@ -227,6 +231,8 @@ fn error_messages_fit_every_buffer_size_and_never_overrun_it() {
             let b = CString::new("m").unwrap();
             let mut buf = vec![0u8; 100];
             // NULL with size 0.
+            // SAFETY: the names are NUL-terminated CStrings or NULL (which
+            // blob_read accepts); `buf` and `err` live, of the lengths passed.
             let ret = unsafe {
                 blob_read(
                     a.as_ptr(),
@@ -243,6 +249,8 @@ fn error_messages_fit_every_buffer_size_and_never_overrun_it() {
             let mut full = String::new();
             for size in [1usize, 2, 7, 512] {
                 let mut err = vec![0x55 as c_char; size + 16];
+                // SAFETY: the names are NUL-terminated CStrings or NULL (which
+                // blob_read accepts); `buf` and `err` live, of the lengths passed.
                 let ret = unsafe {
                     blob_read(
                         a.as_ptr(),
@@ -264,6 +272,8 @@ fn error_messages_fit_every_buffer_size_and_never_overrun_it() {
                     .iter()
                     .position(|&x| x == 0)
                     .expect("NUL-terminated");
+                // SAFETY: blob_read wrote a NUL-terminated message into `err`,
+                // which is still alive.
                 let s = unsafe { CStr::from_ptr(err.as_ptr()) }
                     .to_str()
                     .expect("valid UTF-8");
@@ -293,6 +303,8 @@ fn truncation_keeps_multibyte_characters_whole() {
                 let b = CString::new(blob).unwrap();
                 let mut err = vec![0x55 as c_char; size + 4];
                 let mut buf = [0u8; 4];
+                // SAFETY: the names are NUL-terminated CStrings or NULL (which
+                // blob_read accepts); `buf` and `err` live, of the lengths passed.
                 let ret = unsafe {
                     blob_read(
                         a.as_ptr(),
@@ -307,6 +319,8 @@ fn truncation_keeps_multibyte_characters_whole() {
                 };
                 assert_eq!(ret, -1);
                 assert!(
+                    // SAFETY: blob_read wrote a NUL-terminated message into `err`,
+                    // which is still alive.
                     unsafe { CStr::from_ptr(err.as_ptr()) }.to_str().is_ok(),
                     "size {size} split a character"
                 );
@@ -384,6 +398,8 @@ fn bad_arguments_fail_with_a_clear_message_and_touch_nothing() {
             let b = CString::new("m").unwrap();
             let mut err = vec![0 as c_char; 512];
             let mut buf = [0u8; 4];
+            // SAFETY: the names are NUL-terminated CStrings or NULL (which
+            // blob_read accepts); `buf` and `err` live, of the lengths passed.
             let ret = unsafe {
                 blob_read(
                     std::ptr::null(),
@@ -397,10 +413,14 @@ fn bad_arguments_fail_with_a_clear_message_and_touch_nothing() {
                 )
             };
             assert_eq!(ret, -1);
+            // SAFETY: blob_read wrote a NUL-terminated message into `err`,
+            // which is still alive.
             assert!(unsafe { CStr::from_ptr(err.as_ptr()) }
                 .to_string_lossy()
                 .contains("account name is NULL"));
             let a = CString::new(ACCOUNT).unwrap();
+            // SAFETY: the names are NUL-terminated CStrings or NULL (which
+            // blob_read accepts); `buf` and `err` live, of the lengths passed.
             let ret = unsafe {
                 blob_read(
                     a.as_ptr(),
@@ -414,6 +434,8 @@ fn bad_arguments_fail_with_a_clear_message_and_touch_nothing() {
                 )
             };
             assert_eq!(ret, -1);
+            // SAFETY: blob_read wrote a NUL-terminated message into `err`,
+            // which is still alive.
             assert!(unsafe { CStr::from_ptr(err.as_ptr()) }
                 .to_string_lossy()
                 .contains("buffer is NULL"));
@@ -575,9 +597,11 @@ fn a_forked_child_reads_at_once() {
                 512,
             );
             let good = r.ret == 300_000 && buf == data[500_000..800_000];
+            // SAFETY: ends this forked child at once, as a child of a threaded process must.
             unsafe { libc::_exit(if good { 0 } else { 1 }) };
         }
         let mut status = 0;
+        // SAFETY: system calls on our own child, with a valid status pointer.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,

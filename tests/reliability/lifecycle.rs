@@ -99,6 +99,7 @@ fn cycles(blobs: &[Blob], n: usize, fork_at: usize, test: &str, fault: &str) {
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 let code = child(blobs);
+                // SAFETY: ends this forked child at once, as a child of a threaded process must.
                 unsafe { libc::_exit(code) };
             }
             let t0 = Instant::now();
@@ -110,7 +111,9 @@ fn cycles(blobs: &[Blob], n: usize, fork_at: usize, test: &str, fault: &str) {
                     break;
                 }
                 if t0.elapsed() > Duration::from_secs(60) {
+                    // SAFETY: system calls on our own child, with a valid status pointer.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // SAFETY: system calls on our own child, with a valid status pointer.
                     unsafe { libc::waitpid(pid, &mut status, 0) };
                     o.other("the forked child hung (killed after 60 s)");
                     break;

@@ -24,8 +24,9 @@ pub fn date_before_boot(p: &Path) {
         tv_sec: 1_000_000_000,
         tv_nsec: 0,
     };
-    // SAFETY: a valid path and two timespecs.
     assert_eq!(
+        // SAFETY: `c` is NUL-terminated; `[t, t]` is the two timespecs
+        // utimensat reads; both outlive the call.
         unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) },
         0,
         "utimensat {}",

@@ -275,6 +275,7 @@ fn cache_files_are_0600_in_0700_directories_and_0660_in_0770_when_shared() {
                 }
             }
         }
+        // SAFETY: umask has no memory effects; it restores the default.
         unsafe { libc::umask(0o022) };
         o.note("4 umasks (022, 000, 077, 002) x private/shared; every directory and file of the cache checked");
         report::record(

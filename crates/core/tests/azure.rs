@@ -904,8 +904,9 @@ fn shutdown_cancels_a_request_in_flight_without_waiting_for_the_network() {
 /// CPU seconds (user + system) of this process, or of its waited-for
 /// children.
 fn cpu_seconds(who: libc::c_int) -> f64 {
-    // SAFETY: `ru` is plain data that getrusage fills.
+    // SAFETY: `rusage` is plain data, for which all zeroes is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage` for the kernel to fill.
     assert_eq!(unsafe { libc::getrusage(who, &mut ru) }, 0);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)

@@ -509,10 +509,10 @@ mod tests {
             tv_sec: secs,
             tv_nsec: 0,
         };
-        assert_eq!(
-            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) },
-            0
-        );
+        // SAFETY: `c` is NUL-terminated and `[t, t]` is the array of two
+        // timespecs utimensat reads; both outlive the call.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) };
+        assert_eq!(rc, 0);
     }
 
     #[test]

@@ -55,6 +55,8 @@ impl Drop for BlockLock {
         fl.l_whence = libc::SEEK_SET as libc::c_short;
         fl.l_start = self.index as libc::off_t;
         fl.l_len = 1;
+        // SAFETY: our own open descriptor and a valid, initialised flock
+        // that lives across the call (F_OFD_SETLK only reads it).
         unsafe {
             libc::fcntl(
                 self.file.as_raw_fd(),
