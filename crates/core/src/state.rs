@@ -156,15 +156,14 @@ fn warn_unknown_variables() {
 }
 
 fn register_secrets() {
-    for var in [
-        "AZURE_STORAGE_ACCOUNT_KEY",
-        "AZURE_STORAGE_KEY",
-        "AZURE_STORAGE_SAS_TOKEN",
-        "AZURE_STORAGE_CONNECTION_STRING",
-        "AZURE_CLIENT_SECRET",
-        "AZURE_STORAGE_TOKEN",
-    ] {
-        if let Ok(v) = std::env::var(var) {
+    register_secrets_from(|name| std::env::var(name).ok());
+}
+
+/// Registers the value of every variable in the one list of secret
+/// variables (`auth::SECRET_VARS`, which `blobcache doctor` also uses).
+fn register_secrets_from(lookup: impl Fn(&str) -> Option<String>) {
+    for var in crate::origin::azure::auth::SECRET_VARS {
+        if let Some(v) = lookup(var) {
             crate::redact::register_secret(&v);
             // Connection strings hold the key as one of their fields.
             crate::redact::register_connection_string_secrets(&v);
@@ -199,5 +198,22 @@ pub fn stats() -> crate::stats::Snapshot {
             Default::default()
         }
         None => Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_value_of_every_secret_variable_is_kept_out_of_messages() {
+        // Values unique to this test, so other tests' messages are unaffected.
+        let value = |name: &str| format!("s3cr3t-value-of-{name}-7f2c");
+        register_secrets_from(|name| Some(value(name)));
+        for name in crate::origin::azure::auth::SECRET_VARS {
+            let v = value(name);
+            let out = crate::redact::redact(&format!("the server said: {v}"));
+            assert!(!out.contains(&v), "{name}'s value is not redacted: {out}");
+        }
     }
 }
