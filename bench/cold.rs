@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use blobcache_testing::azurite::{plain_ranged_download, Azurite, ACCOUNT, KEY};
 use blobcache_testing::proxy::Proxy;
-use blobcache_testing::{bytes, TempDir};
+use blobcache_testing::{bytes, tempdir, TempDir};
 
 use crate::{self_exe, Args, Json, Summary};
 
@@ -65,7 +65,7 @@ pub fn run(args: &Args) -> String {
 
     // Once, untimed: the library's bytes are the blob's.
     {
-        let cache = TempDir::new("bench-verify");
+        let cache = tempdir("bench-verify");
         let seed = MODEL_SEED.to_string();
         let mut c = host(
             "model.bin",
@@ -88,7 +88,7 @@ pub fn run(args: &Args) -> String {
             plain[i].push(gbs);
             best = best.max(gbs);
         }
-        let cache = TempDir::new("bench-cold");
+        let cache = tempdir("bench-cold");
         let r = finish(
             host("model.bin", size, &az.template(), &cache, &[])
                 .spawn()
@@ -118,7 +118,7 @@ pub fn run(args: &Args) -> String {
     let proxy = Proxy::start(az.port);
     let (mut amp, mut wall) = (vec![], vec![]);
     for rep in 0..reps.min(3) {
-        let cache = TempDir::new("bench-shared");
+        let cache = tempdir("bench-shared");
         let barrier = cache.path().with_extension(format!("barrier{rep}"));
         let seen_before = proxy.seen().len();
         let t0 = Instant::now();
@@ -161,7 +161,7 @@ pub fn run(args: &Args) -> String {
     let mut growth: [Vec<f64>; 4] = Default::default();
     let mut secs = vec![];
     for _ in 0..reps.min(3) {
-        let cache = TempDir::new("bench-rss");
+        let cache = tempdir("bench-rss");
         let r = finish(
             host("big.bin", big, &az.template(), &cache, &[])
                 .spawn()

@@ -17,7 +17,7 @@ use blobcache_core::{BlobKey, Cache, ErrorKind};
 
 use blobcache_testing::azurite::{self, plain_ranged_download, Azurite, ACCOUNT, KEY};
 use blobcache_testing::proxy::{Fault, Gate, Proxy, TokenServer, TOKEN};
-use blobcache_testing::{blobcache_cmd, bytes, TempDir};
+use blobcache_testing::{blobcache_cmd, bytes, tempdir};
 
 fn key(container: &str, blob: &str) -> BlobKey {
     BlobKey::new(ACCOUNT, container, blob).unwrap()
@@ -66,7 +66,7 @@ fn a_host_style_endpoint_under_localhost_reaches_azurite() {
     az.create_container("models");
     let data = bytes(21, (1 << 20) + 7);
     az.put("models", "m.bin", &data);
-    let dir = TempDir::new("localhost");
+    let dir = tempdir("localhost");
     let out = dir.path().join("out.bin");
     let o = blobcache_cmd(
         &[
@@ -97,7 +97,7 @@ fn cold_read_fills_the_cache_and_a_warm_read_is_served_with_azurite_stopped() {
     az.create_container("models");
     let data = bytes(1, (3 << 20) + 12345);
     az.put("models", "dir/model.safetensors", &data);
-    let dir = TempDir::new("warm");
+    let dir = tempdir("warm");
     let k = key("models", "dir/model.safetensors");
 
     let cfg = azurite::config(&az.template(), dir.path());
@@ -155,7 +155,7 @@ fn a_blob_overwritten_between_loads_is_fetched_again_and_the_old_copy_discarded(
     let old = bytes(2, (2 << 20) + 7);
     let new = bytes(3, (1 << 20) + 99);
     let etag1 = az.put("models", "m.bin", &old);
-    let dir = TempDir::new("between");
+    let dir = tempdir("between");
     let k = key("models", "m.bin");
     let cfg = azurite::config(&az.template(), dir.path());
 
@@ -199,7 +199,7 @@ fn a_blob_replaced_during_a_load_fails_the_read_as_changed_never_mixing_versions
             gate: gate.clone(),
         },
     );
-    let dir = TempDir::new("during");
+    let dir = tempdir("during");
     let k = key("models", "m.bin");
     let cfg = Config {
         fetch_concurrency: 1,
@@ -255,7 +255,7 @@ fn shared_key_sas_and_anonymous_access_all_read_the_blob() {
         ),
         ("anonymous", AzureEnv::default(), "public", true),
     ] {
-        let dir = TempDir::new(tag);
+        let dir = tempdir(tag);
         let cfg = Config {
             azure_auth: if anonymous {
                 AzureAuth::Anonymous
@@ -300,7 +300,7 @@ fn an_entra_id_token_is_fetched_once_and_shared_by_all_requests() {
             ("AZURE_ALLOW_HTTP", "true".to_string()),
         ])
     };
-    let dir = TempDir::new("entra");
+    let dir = tempdir("entra");
     let c = Arc::new(cache(
         &azurite::config(&proxy.template(), dir.path()),
         env(tokens.port),
@@ -331,7 +331,7 @@ fn an_entra_id_token_is_fetched_once_and_shared_by_all_requests() {
     );
 
     // No token endpoint at all: a clear error, quickly, then not asked again.
-    let dir = TempDir::new("entra-down");
+    let dir = tempdir("entra-down");
     let c = cache(
         &Config {
             fetch_timeout: Duration::from_secs(2),
@@ -369,7 +369,7 @@ fn a_wrong_key_gives_a_clear_403_with_code_and_request_id_and_without_the_key() 
     let az = Azurite::start();
     az.create_container("models");
     az.put("models", "m.bin", &bytes(7, 1000));
-    let dir = TempDir::new("wrongkey");
+    let dir = tempdir("wrongkey");
     let bad = wrong_key();
     let cfg = azurite::config(&az.template(), dir.path());
     let c = cache(
@@ -411,7 +411,7 @@ fn neither_key_nor_sas_appears_in_errors_or_debug_logs_of_a_child_process() {
     let sas = az.account_sas();
     let sig = azurite::sas_signature(&sas);
     let sig_encoded = sas.split("sig=").nth(1).unwrap().to_string();
-    let dir = TempDir::new("secrets");
+    let dir = tempdir("secrets");
     let uri = "az://devstoreaccount1/models/m.bin";
     let missing = "az://devstoreaccount1/models/missing.bin";
     let with_debug = |mut env: Vec<(&'static str, String)>| {
@@ -437,7 +437,7 @@ fn neither_key_nor_sas_appears_in_errors_or_debug_logs_of_a_child_process() {
     );
     outputs.push(o);
     let bad = wrong_key();
-    let dir2 = TempDir::new("secrets2");
+    let dir2 = tempdir("secrets2");
     let key_env = with_debug(cat_env(
         &az.template(),
         dir2.path(),
@@ -493,7 +493,7 @@ fn blob_names_with_spaces_percent_plus_hash_question_mark_and_unicode_round_trip
     let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     expected.sort();
     assert_eq!(stored, expected, "Azurite stored different names");
-    let dir = TempDir::new("names");
+    let dir = tempdir("names");
     let c = cache(
         &azurite::config(&az.template(), dir.path()),
         azurite::key_env(),
@@ -522,7 +522,7 @@ fn blob_names_with_empty_segments_are_read_byte_exact_and_never_collapsed() {
     let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     expected.sort();
     assert_eq!(stored, expected, "Azurite stored different names");
-    let dir = TempDir::new("slashes");
+    let dir = tempdir("slashes");
     let mut cfg = azurite::config(&az.template(), dir.path());
     cfg.block_size = 64 << 10; // two blocks each: a HEAD and two ranged GETs
     let c = cache(&cfg, azurite::key_env());
@@ -552,7 +552,7 @@ fn four_processes_cold_reading_256_mib_fetch_each_block_from_azure_once() {
     az.put("big", "model.safetensors", &data);
     eprintln!("256 MiB generated and uploaded in {:?}", t0.elapsed());
     let proxy = Proxy::start(az.port);
-    let dir = TempDir::new("four");
+    let dir = tempdir("four");
     let cache_dir = dir.path().join("cache");
     let children: Vec<_> = (0..4)
         .map(|i| {
@@ -615,7 +615,7 @@ fn a_range_starting_at_the_end_of_the_blob_is_an_error_not_an_empty_success() {
     let data = bytes(10, 100);
     az.put("models", "small.bin", &data);
     let proxy = Proxy::start(az.port);
-    let dir = TempDir::new("edge");
+    let dir = tempdir("edge");
     let cfg = azurite::config(&proxy.template(), dir.path());
     let origin = AzureOrigin::with_env(&cfg, azurite::key_env()).unwrap();
     let k = key("models", "small.bin");
@@ -664,7 +664,7 @@ fn a_range_starting_at_the_end_of_the_blob_is_an_error_not_an_empty_success() {
 fn a_missing_blob_is_not_found_with_a_hint() {
     let az = Azurite::start();
     az.create_container("models");
-    let dir = TempDir::new("missing");
+    let dir = tempdir("missing");
     let c = cache(
         &azurite::config(&az.template(), dir.path()),
         azurite::key_env(),
@@ -683,7 +683,7 @@ fn a_missing_blob_is_not_found_with_a_hint() {
 #[test]
 fn an_unreachable_origin_with_nothing_cached_fails_quickly_with_a_clear_error() {
     let port = azurite::free_port(); // nothing listens there
-    let dir = TempDir::new("unreachable");
+    let dir = tempdir("unreachable");
     let cfg = Config {
         fetch_timeout: Duration::from_secs(2),
         ..azurite::config(&format!("http://127.0.0.1:{port}/{{account}}"), dir.path())
@@ -732,7 +732,7 @@ fn bursts_of_500_503_and_429_with_retry_after_are_retried_and_the_read_succeeds(
     for (code, retry_after) in [(500, None), (503, None), (429, Some(1))] {
         proxy.inject("GET", Fault::Status { code, retry_after });
     }
-    let dir = TempDir::new("retry");
+    let dir = tempdir("retry");
     let c = cache(
         &azurite::config(&proxy.template(), dir.path()),
         azurite::key_env(),
@@ -780,7 +780,7 @@ fn retries_give_up_within_the_fetch_timeout_with_status_code_and_request_id() {
             },
         );
     }
-    let dir = TempDir::new("giveup");
+    let dir = tempdir("giveup");
     let cfg = Config {
         fetch_timeout: Duration::from_secs(2),
         ..azurite::config(&proxy.template(), dir.path())
@@ -807,7 +807,7 @@ fn a_body_that_breaks_mid_way_is_resumed_from_where_it_broke() {
     az.put("models", "m.bin", &data);
     let proxy = Proxy::start(az.port);
     proxy.inject("GET", Fault::CutBody { after: 300_000 });
-    let dir = TempDir::new("resume");
+    let dir = tempdir("resume");
     let c = cache(
         &azurite::config(&proxy.template(), dir.path()),
         azurite::key_env(),
@@ -831,7 +831,7 @@ fn a_stalled_answer_fails_within_the_fetch_timeout() {
     az.create_container("models");
     az.put("models", "m.bin", &bytes(14, 1 << 20));
     let proxy = Proxy::start(az.port);
-    let dir = TempDir::new("stall");
+    let dir = tempdir("stall");
     let cfg = Config {
         fetch_timeout: Duration::from_secs(2),
         ..azurite::config(&proxy.template(), dir.path())
@@ -877,7 +877,7 @@ fn shutdown_cancels_a_request_in_flight_without_waiting_for_the_network() {
             stall: Duration::from_secs(30),
         },
     );
-    let dir = TempDir::new("shutdown");
+    let dir = tempdir("shutdown");
     let c = Arc::new(cache(
         &azurite::config(&proxy.template(), dir.path()),
         azurite::key_env(),
@@ -1020,7 +1020,7 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
     // The `blobcache cat` command (the library's cache and fill path), cold,
     // into a fresh cache directory, `threads` readers of 8 MiB.
     let library = |exe: &str, block: &str| -> Run {
-        let dir = TempDir::new("bench");
+        let dir = tempdir("bench");
         let mut argv: Vec<String> = wrap.clone();
         argv.push(exe.to_string());
         let mut cmd = Command::new(&argv[0]);
@@ -1074,7 +1074,7 @@ fn bench_cold_read_through_the_library_vs_plain_parallel_ranged_gets() {
     // The fetch path alone: AzureOrigin::read of 8 MiB ranges into a sink
     // that only counts (no hashing, no disk), from `threads` threads.
     let origin_only = || -> Run {
-        let dir = TempDir::new("bench-origin");
+        let dir = tempdir("bench-origin");
         let cfg = azurite::config(&az.template(), dir.path());
         let origin = Arc::new(AzureOrigin::with_env(&cfg, azurite::key_env()).unwrap());
         let k = key("bench", "model.bin");
@@ -1227,7 +1227,7 @@ fn bench_four_processes_cold_loading_one_blob_fetch_it_once() {
     az.create_container("bench");
     az.put("bench", "model.bin", &bytes(17, size as usize));
     let proxy = Proxy::start(az.port);
-    let dir = TempDir::new("bench-four");
+    let dir = tempdir("bench-four");
     let t0 = Instant::now();
     let children: Vec<_> = (0..4)
         .map(|_| {
@@ -1306,7 +1306,7 @@ fn bench_memory_growth_during_a_cold_load() {
         let data = bytes(18, size);
         az.put("bench", "model.bin", &data);
     }
-    let dir = TempDir::new("bench-mem");
+    let dir = tempdir("bench-mem");
     let threads = 8;
     let chunk = 8usize << 20;
     let mut bufs: Vec<Vec<u8>> = (0..threads).map(|_| vec![1u8; chunk]).collect();
