@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use blobcache_testing::TempDir;
+use blobcache_testing::tempdir;
 
 use crate::{self_exe, Args, Json, Summary};
 
@@ -14,7 +14,7 @@ pub fn run(args: &Args) -> String {
     let lib = args.req("--lib");
     let pread = args.req("--pread");
     let reps = args.num("--reps", 51);
-    let tmp = TempDir::new("bench-footprint");
+    let tmp = tempdir("bench-footprint");
     let stripped = tmp.path().join("libblobcache.so");
     let st = Command::new("strip")
         .arg("--strip-all")

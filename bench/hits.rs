@@ -14,7 +14,7 @@ use std::time::Instant;
 use blobcache_core::store::Store;
 use blobcache_core::BlobKey;
 use blobcache_testing::cdylib::{Blob, Lib as Provider};
-use blobcache_testing::{bytes, TempDir};
+use blobcache_testing::{bytes, tempdir};
 
 use crate::{Args, Json, Summary};
 
@@ -28,7 +28,7 @@ pub fn run(args: &Args) -> String {
     let size = args.num("--mib", 1024) << 20;
     let reps = args.num("--reps", 5);
     let small_calls = args.num("--small-calls", 1_000_000);
-    let tmp = TempDir::new("bench-hits");
+    let tmp = tempdir("bench-hits");
     let origin = tmp.path().join("origin");
     let dir = origin.join(ACCOUNT).join(CONTAINER);
     std::fs::create_dir_all(&dir).unwrap();

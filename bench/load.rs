@@ -6,7 +6,9 @@
 //! /proc/self/status, sampled every few milliseconds during the load):
 //! VmRSS, and its parts RssAnon (heap, stacks, buffers) and RssFile (file
 //! pages mapped, which includes the cache's mmapped block files while they
-//! are mapped), before the first read and at their peaks; VmHWM at the end.
+//! are mapped), before the first read and at their peaks; VmHWM, RssAnon and
+//! RssFile at the end of the load; RssAnon and RssFile after the library's
+//! `shutdown()`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -127,6 +129,7 @@ pub fn run(args: &Args) -> String {
         );
     }
     p.shutdown();
+    let down = mem();
     let kib = |k: &str, v: u64| (k.to_string(), v as f64);
     let mut j = Json::default()
         .num("seconds", seconds)
@@ -151,6 +154,10 @@ pub fn run(args: &Args) -> String {
         ),
         kib("hwm_kib", after.hwm),
         kib("rss_after_kib", after.rss),
+        kib("anon_end_kib", after.anon),
+        kib("file_end_kib", after.file),
+        kib("anon_after_shutdown_kib", down.anon),
+        kib("file_after_shutdown_kib", down.file),
     ] {
         j = j.num(&k, v);
     }

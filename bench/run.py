@@ -154,6 +154,16 @@ def rows(r):
                 f"best plain parallel 8 MiB ranged GETs ({best} at once) {fmt(x['plain_gbs'][best], ' GB/s')}",
                 fmt(x['library_vs_best_plain'], '×'), "≥ 0.80×",
                 verdict(x["library_vs_best_plain"]["median"] >= 0.80)))
+    out.append(("5", "the same cold loads: CPU seconds per GiB",
+                f"library's host process {fmt(x['library_cpu_s_per_gib'], ' s')}; "
+                f"Azurite serving it {fmt(x['library_azurite_cpu_s_per_gib'], ' s')}",
+                f"best plain GETs: reader {fmt(x['plain_cpu_s_per_gib'], ' s')}; "
+                f"Azurite {fmt(x['plain_azurite_cpu_s_per_gib'], ' s')}", "", "for the record", ""))
+    out.append(("5", "the Azure fetch path alone (`AzureOrigin::read`, 8 threads of 8 MiB, no cache)",
+                fmt(x["origin_alone_gbs"], " GB/s"),
+                f"best plain GETs, as above; its CPU per GiB: reader {fmt(x['origin_alone_cpu_s_per_gib'], ' s')}, "
+                f"Azurite {fmt(x['origin_alone_azurite_cpu_s_per_gib'], ' s')}",
+                fmt(x["origin_alone_vs_best_plain"], "×"), "for the record", ""))
     x = s["item6"]
     direct = f"streamer's own Azure client, no provider, HTTPS Azurite {fmt(x['direct_gbs'], ' GB/s')}"
     out.append(("6", f"streamer, {gib:.2f} GiB model, cold, through the library from the same HTTPS Azurite",
@@ -177,6 +187,12 @@ def rows(r):
                 "RSS before the load", "", "growth ≤ 128 MiB",
                 f"RSS {verdict(x['rss_growth_mib']['median'] <= 128)}; "
                 f"anonymous {verdict(x['anon_growth_mib']['median'] <= 128)}"))
+    out.append(("8", "the same process at the end of the load, and after the library's `shutdown()`",
+                f"end: anonymous +{fmt(x['anon_end_growth_mib'], ' MiB', 0)}, file-backed "
+                f"+{fmt(x['file_end_growth_mib'], ' MiB', 0)}; after shutdown(): anonymous "
+                f"+{fmt(x['anon_after_shutdown_growth_mib'], ' MiB', 0)}, file-backed "
+                f"+{fmt(x['file_after_shutdown_growth_mib'], ' MiB', 0)}",
+                "RSS before the load", "", "for the record", ""))
     f = r["footprint"]
     needed = f["needed"]
     out.append(("9", "stripped library size", f"{f['stripped_bytes'] / (1 << 20):.2f} MiB",
@@ -241,7 +257,11 @@ same run, baseline and subject interleaved (A B A B ...). `bench/run --smoke` is
    8 MiB chunks front to back, into a fresh cache directory, from Azurite over HTTP (default settings:
    16 MiB blocks, 16 fetches at once, readahead 4). Baseline: parallel 8 MiB ranged GETs (reqwest, signed
    with the account key) of the same blob from the same Azurite into memory, at several concurrency
-   levels ({', '.join(r['cold']['item5']['plain_gbs'])}), the best of them per repetition.
+   levels ({', '.join(r['cold']['item5']['plain_gbs'])}), the best of them per repetition. CPU per GiB: the host
+   process's user + system time (`getrusage(RUSAGE_CHILDREN)` around its wait) or the bench process's for the
+   best plain download, and Azurite's from `/proc/<pid>/stat`, over the same interval. The fetch path alone:
+   in the bench process, `AzureOrigin::read` of 8 MiB ranges from 8 threads into a sink that only counts (no
+   cache, hashing or disk), from the same Azurite, in the same repetitions.
 6. The streamer (as in 4) cold: through the library (fresh cache directory per load), against its own
    Azure client with no provider (`RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED=0`), both from an
    Azurite serving the blobs over HTTPS: the released streamer always builds
@@ -259,7 +279,9 @@ same run, baseline and subject interleaved (A B A B ...). `bench/run --smoke` is
    (library loaded, read buffers allocated and touched) and at its peak, and its parts RssAnon (heap,
    stacks, buffers) and RssFile (file pages mapped into the process: the cache's block files, which the
    library keeps mapped to serve hits from). Page-cache pages count in RssFile only while mapped; they are
-   the kernel's to reclaim and are shared with every other process mapping the same blocks.
+   the kernel's to reclaim and are shared with every other process mapping the same blocks. RssAnon and
+   RssFile are read again when the last read returns and after the library's `shutdown()` (which drops the
+   blocks it keeps mapped and joins its threads).
 9. `strip --strip-all` of the release library; `readelf -d` of it; `dlopen` timed inside fresh processes
    (the file in the page cache), interleaved with the C provider's.
 

@@ -45,14 +45,19 @@ fn shutdown() {
     lib().shutdown();
 }
 
-/// The library's `cache_abi_version` or `runai_cache_abi_version`.
+/// The library's `cache_abi_version`, `runai_cache_abi_version` or
+/// `blobcache_abi_version`.
 fn abi_version(name: &str) -> u32 {
-    let f = lib()
-        .handle
-        .symbol(name)
-        .unwrap_or_else(|| panic!("{name} is not exported"));
-    // SAFETY: both have the type `uint32_t (void)` (include/blobcache.h).
-    unsafe { std::mem::transmute::<*mut c_void, extern "C" fn() -> u32>(f.as_ptr())() }
+    let l = lib();
+    let f = match name {
+        "cache_abi_version" => Some(l.cache_abi_version),
+        "runai_cache_abi_version" => l.runai_cache_abi_version,
+        "blobcache_abi_version" => l.prefixed.map(|p| p.abi_version),
+        other => panic!("{other} is not an ABI version function"),
+    }
+    .unwrap_or_else(|| panic!("{name} is not exported"));
+    // SAFETY: `uint32_t (void)` (include/blobcache.h): no arguments.
+    unsafe { f() }
 }
 
 struct Call {
@@ -145,19 +150,10 @@ fn the_prefixed_functions_read_and_shut_down_as_the_streamers_names_do() {
         "the_prefixed_functions_read_and_shut_down_as_the_streamers_names_do",
         &fx.env("64K"),
         || {
-            let h = lib().handle;
-            let sym = |n: &str| h.symbol(n).unwrap_or_else(|| panic!("{n} is not exported"));
-            // SAFETY: the types of include/blobcache.h.
-            let (read, shut) = unsafe {
-                (
-                    std::mem::transmute::<*mut c_void, blobcache_testing::cdylib::BlobRead>(
-                        sym("blobcache_read").as_ptr(),
-                    ),
-                    std::mem::transmute::<*mut c_void, extern "C" fn()>(
-                        sym("blobcache_shutdown").as_ptr(),
-                    ),
-                )
-            };
+            let p = lib().prefixed.expect(
+                "blobcache_read, blobcache_shutdown and blobcache_abi_version are exported",
+            );
+            let (read, shut) = (p.read, p.shutdown);
             let (a, c, b) = (
                 CString::new(ACCOUNT).unwrap(),
                 CString::new(CONTAINER).unwrap(),
@@ -183,7 +179,8 @@ fn the_prefixed_functions_read_and_shut_down_as_the_streamers_names_do() {
                 assert_eq!(r, 70_000);
                 assert!(buf == data[1000..71_000]);
                 // The next read starts the cache again.
-                shut();
+                // SAFETY: no arguments; callable at any time.
+                unsafe { shut() };
             }
             assert_eq!(read_ok("m", 0, 10), &data[..10]);
         },

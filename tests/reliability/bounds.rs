@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
 use blobcache_testing::proxy::Proxy;
-use blobcache_testing::{Fixture, TempDir};
+use blobcache_testing::{tempdir, Fixture};
 
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
@@ -114,7 +114,7 @@ fn offline_never_contacts_the_origin_and_fails_at_once() {
     let blob = Blob::new(ACCOUNT, "off", "part.bin", 321, 3 << 20);
     az.put("off", &blob.name, &blob.data());
     let proxy = Proxy::start(az.port);
-    let cache = TempDir::new("offline");
+    let cache = tempdir("offline");
     let mut env: Vec<(String, String)> = [
         ("BLOBCACHE_AZURE_ENDPOINT", proxy.template()),
         ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),

@@ -12,7 +12,7 @@ use blobcache_core::store::block::open_block;
 use blobcache_core::store::lock::try_lock_block;
 use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
 use blobcache_testing::fixture::{walk, Fixture, ACCOUNT as DIR_ACCOUNT, CONTAINER};
-use blobcache_testing::{bytes, TempDir};
+use blobcache_testing::{bytes, tempdir};
 
 use crate::report::{self, Outcome};
 
@@ -269,7 +269,7 @@ impl Origin<'_> {
 #[test]
 fn readers_killed_at_random_moments_of_cold_fills_leave_nothing_wrong() {
     let size = 24 << 20;
-    let tmp = TempDir::new("crashes");
+    let tmp = tempdir("crashes");
     // Directory origin: a new cold blob per round.
     let fx = Fixture::new("crashes");
     for round in 0..=16u64 {

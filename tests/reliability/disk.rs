@@ -274,7 +274,10 @@ fn run(mode: &str, test: &str, fault: &str) {
     for b in blobs() {
         fx.put(&b.name, &bytes(b.seed, b.size));
     }
-    let mnt = blobcache_testing::TempDir::new("disk-mnt");
+    // An empty directory the worker mounts its tmpfs on, inside its own
+    // mount namespace (the mount ends with the worker; the directory stays
+    // ordinary here, so dropping it removes only an empty directory).
+    let mnt = blobcache_testing::tempdir("disk-mnt");
     let env = vec![
         (
             "BC_W_ORIGIN".to_string(),

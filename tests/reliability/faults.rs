@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
 use blobcache_testing::proxy::{Fault, Proxy};
-use blobcache_testing::TempDir;
+use blobcache_testing::tempdir;
 
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
@@ -44,7 +44,7 @@ struct Case {
 fn run_case(proxy: &Proxy, blobs: &[Blob], c: &Case, test: &str) -> Outcome {
     proxy.rule("GET", c.get.clone());
     proxy.rule("HEAD", c.head.clone());
-    let dir = TempDir::new("faults");
+    let dir = tempdir("faults");
     // A read is a HEAD then GETs in parallel, each bounded by the timeout;
     // one more second for everything else.
     let bound = 2 * c.timeout_ms + 1000;

@@ -213,7 +213,7 @@ fn shutdown_cycles_with_the_azure_origin_leave_no_thread_or_descriptor_behind() 
         for b in &blobs {
             az.put("life", &b.name, &b.data());
         }
-        let dir = blobcache_testing::TempDir::new("lifecycle-az");
+        let dir = blobcache_testing::tempdir("lifecycle-az");
         for (k, v) in [
             ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
             ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
 use blobcache_testing::proxy::{Fault, Gate, Proxy};
-use blobcache_testing::{Fixture, TempDir};
+use blobcache_testing::{tempdir, Fixture, TempDir};
 
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
@@ -94,7 +94,7 @@ fn with_paused_get(
     az.create_container(&blob.container);
     az.put(&blob.container, &blob.name, &blob.data());
     let proxy = Proxy::start(az.port);
-    let cache = TempDir::new("peers");
+    let cache = tempdir("peers");
     let env = azure_env(&proxy, cache.path(), timeout);
     let gate = Gate::default();
     proxy.inject(

@@ -15,7 +15,7 @@ use blobcache_testing::azurite::{self, Azurite, ACCOUNT, KEY};
 use blobcache_testing::fixture::{walk, Fixture, ACCOUNT as DIR_ACCOUNT, CONTAINER};
 use blobcache_testing::isolate::in_own_process;
 use blobcache_testing::proxy::{Fault, Proxy, TokenServer};
-use blobcache_testing::{bytes, TempDir};
+use blobcache_testing::{bytes, tempdir, TempDir};
 
 use crate::report::{self, Outcome};
 use crate::worker::{self, Blob};
@@ -111,7 +111,7 @@ fn no_credential_reaches_error_buf_or_a_log_line() {
                     proxy.rule("HEAD", vec![]);
                 }
             }
-            let dir = TempDir::new("sec");
+            let dir = tempdir("sec");
             let mut env: Vec<(String, String)> = cenv
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
@@ -324,7 +324,7 @@ fn symlinks_planted_inside_the_cache_are_never_followed() {
     let data = bytes(72, 6 * 65536 + 5);
     fx.put("m", &data);
     let key = BlobKey::new(DIR_ACCOUNT, CONTAINER, "m").unwrap();
-    let victim = TempDir::new("victim");
+    let victim = tempdir("victim");
     let before = decoy(victim.path());
     let mut o = Outcome::default();
     // Where to plant the link, relative to the filled cache's version
@@ -418,7 +418,7 @@ fn symlinks_planted_inside_the_cache_are_never_followed() {
 fn no_name_reaches_outside_the_cache_or_the_origin_root() {
     let name = "security::no_name_reaches_outside_the_cache_or_the_origin_root";
     // Everything in one scratch directory, watched as a whole.
-    let scratch_dir = TempDir::new("names");
+    let scratch_dir = tempdir("names");
     let scratch = scratch_dir.path().to_path_buf();
     let origin = scratch.join("origin");
     let data = bytes(73, 100_000);
@@ -573,7 +573,7 @@ fn names_azure_accepts_with_empty_segments_are_read_and_never_collapsed() {
     for (i, n) in collapsed.iter().enumerate() {
         az.put_raw("slashes", n, &bytes(90 + i as u64, size));
     }
-    let dir = TempDir::new("slashes-az");
+    let dir = tempdir("slashes-az");
     let r = run(
         &az_blobs,
         vec![

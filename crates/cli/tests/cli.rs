@@ -16,7 +16,7 @@ use blobcache_core::{BlobKey, Cache, ErrorKind};
 
 use blobcache_testing::azurite::{self, Azurite, ACCOUNT, KEY};
 use blobcache_testing::proxy::Proxy;
-use blobcache_testing::{blobcache_cmd as run, bytes, Fixture, TempDir};
+use blobcache_testing::{blobcache_cmd as run, bytes, tempdir, Fixture};
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -99,7 +99,7 @@ fn listing_pages_through_next_marker_and_returns_names_that_need_encoding() {
     az.put("models", "zzz.bin", b"yy");
     want.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let dir = TempDir::new("list");
+    let dir = tempdir("list");
     let cfg = azurite::config(&az.template(), dir.path());
     let mut origin = AzureOrigin::with_env(&cfg, azurite::key_env()).unwrap();
     origin.set_list_page_size(2); // 4 names under the prefix: 2 pages and a marker
@@ -118,7 +118,7 @@ fn listing_pages_through_next_marker_and_returns_names_that_need_encoding() {
     assert_eq!(sas.list(ACCOUNT, "models", "llama/").unwrap(), want);
 
     // The directory origin lists the same way.
-    let root = TempDir::new("list-dir");
+    let root = tempdir("list-dir");
     for l in &want {
         let p = root.path().join("acct/models").join(&l.name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -149,7 +149,7 @@ fn warm_fills_a_folder_a_second_run_downloads_nothing_and_the_library_reads_it_o
     }
     az.put("models", "llama-2/not-this.bin", &bytes(9, 5000));
     let proxy = Proxy::start(az.port);
-    let dir = TempDir::new("warm");
+    let dir = tempdir("warm");
     let env = azure_env(&proxy.template(), dir.path());
 
     // The streamer's URI form, with --account.
@@ -267,7 +267,7 @@ fn warm_reports_blobs_it_cannot_fetch_and_exits_1() {
     f.put("m/a.bin", &bytes(1, 1000));
     f.put("m/b.bin", &bytes(2, 1000));
     // A cache directory that is a file: nothing can be stored.
-    let bad = TempDir::new("warm-bad");
+    let bad = tempdir("warm-bad");
     let file = bad.path().join("file");
     std::fs::write(&file, b"x").unwrap();
     let mut env2 = env.clone();
@@ -441,7 +441,7 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     let az = Azurite::start();
     az.create_container("models");
     az.put("models", "m/x.bin", b"hello");
-    let dir = TempDir::new("doctor");
+    let dir = tempdir("doctor");
     let secret = "TopSecretClientValue-42";
     let sas = az.account_sas();
     let mut env = azure_env(&az.template(), dir.path());
@@ -526,7 +526,7 @@ fn counters_of_a_process_killed_with_sigkill_are_on_disk_up_to_its_last_periodic
             gate: gate.clone(),
         },
     );
-    let dir = TempDir::new("sigkill");
+    let dir = tempdir("sigkill");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_blobcache"));
     cmd.env_clear().args([
         "warm",

@@ -21,7 +21,7 @@ use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::path::Path as StorePath;
 use object_store::ObjectStoreExt;
 
-use crate::TempDir;
+use crate::{tempdir, TempDir};
 
 /// The emulator's account and its well-known key (public, Azurite docs).
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -61,7 +61,7 @@ impl Azurite {
     /// Starts Azurite and waits until it accepts connections.
     pub fn start() -> Azurite {
         let bin = binary();
-        let workdir = TempDir::new("azurite");
+        let workdir = tempdir("azurite");
         for _ in 0..5 {
             let port = free_port();
             let mut child = Command::new(&bin)

@@ -2,7 +2,8 @@
 //! the benchmarks' C `pread` provider), loaded as the Run:ai streamer loads
 //! it: `dlopen` with RTLD_NOW | RTLD_LOCAL, functions found with `dlsym`,
 //! never closed. Tests of the C boundary call the shipped library through
-//! it, as a C caller sees it.
+//! it, as a C caller sees it; every symbol they call is given its C type
+//! here, once (the streamer's names, the prefixed ones, the counters).
 //!
 //! Nothing in a Rust program of this workspace exports `shutdown` (the
 //! library's crate is a cdylib only, which no Rust program links), so the
@@ -13,7 +14,8 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
 use std::ptr::NonNull;
 
-/// `blob_read`'s type, as include/blobcache.h declares it.
+/// `blob_read`'s type (and `blobcache_read`'s), as include/blobcache.h
+/// declares it.
 pub type BlobRead = unsafe extern "C" fn(
     *const c_char,
     *const c_char,
@@ -24,9 +26,10 @@ pub type BlobRead = unsafe extern "C" fn(
     *mut c_char,
     usize,
 ) -> isize;
-/// `shutdown`'s type (not `shutdown(2)`).
+/// `shutdown`'s type (not `shutdown(2)`), and `blobcache_shutdown`'s.
 pub type Shutdown = unsafe extern "C" fn();
-/// `cache_abi_version`'s type.
+/// `cache_abi_version`'s type (and `runai_cache_abi_version`'s and
+/// `blobcache_abi_version`'s).
 pub type AbiVersion = unsafe extern "C" fn() -> u32;
 /// `blobcache_stats_json`'s type.
 pub type StatsJson = unsafe extern "C" fn(*mut c_char, usize) -> isize;
@@ -107,8 +110,21 @@ pub struct Lib {
     pub cache_abi_version: AbiVersion,
     pub blob_read: BlobRead,
     pub shutdown: Shutdown,
+    /// The older streamers' name for `cache_abi_version`, if exported.
+    pub runai_cache_abi_version: Option<AbiVersion>,
     /// Ours only (the benchmarks' C provider has none).
     pub stats_json: Option<StatsJson>,
+    /// Ours only: the prefixed functions of include/blobcache.h.
+    pub prefixed: Option<Prefixed>,
+}
+
+/// The prefixed functions include/blobcache.h declares (what C programs
+/// that link the library call), found with `dlsym`.
+#[derive(Clone, Copy)]
+pub struct Prefixed {
+    pub read: BlobRead,
+    pub shutdown: Shutdown,
+    pub abi_version: AbiVersion,
 }
 
 impl Lib {
@@ -134,9 +150,26 @@ impl Lib {
                 )),
                 blob_read: std::mem::transmute::<*mut c_void, BlobRead>(sym("blob_read")),
                 shutdown: std::mem::transmute::<*mut c_void, Shutdown>(sym("shutdown")),
+                runai_cache_abi_version: handle
+                    .symbol("runai_cache_abi_version")
+                    .map(|p| std::mem::transmute::<*mut c_void, AbiVersion>(p.as_ptr())),
                 stats_json: handle
                     .symbol("blobcache_stats_json")
                     .map(|p| std::mem::transmute::<*mut c_void, StatsJson>(p.as_ptr())),
+                prefixed: match (
+                    handle.symbol("blobcache_read"),
+                    handle.symbol("blobcache_shutdown"),
+                    handle.symbol("blobcache_abi_version"),
+                ) {
+                    (Some(read), Some(shutdown), Some(abi_version)) => Some(Prefixed {
+                        read: std::mem::transmute::<*mut c_void, BlobRead>(read.as_ptr()),
+                        shutdown: std::mem::transmute::<*mut c_void, Shutdown>(shutdown.as_ptr()),
+                        abi_version: std::mem::transmute::<*mut c_void, AbiVersion>(
+                            abi_version.as_ptr(),
+                        ),
+                    }),
+                    _ => None,
+                },
             }
         };
         // SAFETY: takes no arguments.

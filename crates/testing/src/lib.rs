@@ -19,7 +19,7 @@ pub mod fixture;
 pub mod isolate;
 pub mod proxy;
 
-pub use fixture::{bytes, Fixture, TempDir};
+pub use fixture::{bytes, tempdir, Fixture, TempDir};
 
 /// Runs the built `blobcache` command ([`built::command`]) with only `env`
 /// (plus PATH): no credential or setting of the machine leaks in, and
