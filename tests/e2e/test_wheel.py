@@ -58,6 +58,7 @@ def test_wheel_holds_only_our_files(wheel):
         "blobcache-autoregister.pth",
         "blobcache/__init__.py",
         "blobcache/__main__.py",
+        "blobcache/_settings.py",
         "blobcache/libblobcache.so",
         f"{dist}.data/scripts/blobcache",
         f"{dist}.dist-info/METADATA",
@@ -236,18 +237,18 @@ def test_python_m_blobcache_says_no_and_why(env, reason):
     assert reason in p.stdout, p.stdout
 
 
-def test_doctor_defaults_agree_with_the_readme_and_the_library():
-    from blobcache.__main__ import SETTINGS
+def test_python_m_blobcache_takes_its_settings_and_secret_variables_from_the_generated_tables():
+    """_settings.py is generated from the Rust tables (a crates/core test checks it)."""
+    from blobcache import _settings
+    from blobcache.__main__ import AZURE_SECRET, AZURE_SHOWN, KEY_VARS, SAS_VARS, SETTINGS
 
-    ours = dict(SETTINGS)
-    # Every variable the library reads (crates/core/src/config.rs VARIABLES) is shown.
-    config = (REPO / "crates" / "core" / "src" / "config.rs").read_text()
-    block = re.search(r"pub const VARIABLES: &\[&str\] = &\[(.*?)\];", config, re.S).group(1)
-    assert set(re.findall(r'"(BLOBCACHE_[A-Z_]+)"', block)) <= set(ours), "a setting is missing from python -m blobcache"
-    # Defaults match the README's configuration table.
-    readme = (REPO / "README.md").read_text()
-    for name, default in re.findall(r"^\| `(BLOBCACHE_[A-Z_]+)` \| ([^|]*) \|", readme, re.M):
-        if name == "BLOBCACHE_DIR":
-            continue
-        assert name in ours, f"{name} (README) is missing from python -m blobcache"
-        assert ours[name] == default.strip().strip("`"), f"{name}: README says {default.strip()}, doctor says {ours[name]}"
+    assert SETTINGS is _settings.SETTINGS
+    # Every secret is shown only as present or absent, never by value.
+    assert set(_settings.SECRET_VARS) <= set(AZURE_SECRET)
+    assert not set(AZURE_SHOWN) & set(_settings.SECRET_VARS)
+    assert set(KEY_VARS + SAS_VARS) <= set(_settings.SECRET_VARS)
+    rep = json.loads(doctor("--json").stdout)
+    assert list(rep["configuration"]["settings"]) == [name for name, _ in _settings.SETTINGS]
+    for name, default in _settings.SETTINGS:
+        if default is not None:
+            assert rep["configuration"]["settings"][name] == {"value": default, "source": "default"}, name

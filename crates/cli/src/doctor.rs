@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blobcache_core::config::{AzureAuth, Config, MaxSize, OriginConfig, VARIABLES};
+use blobcache_core::config::{Config, OriginConfig, SETTINGS, VARIABLES};
 use blobcache_core::origin::azure::auth::{IDENTITY_VARS, SECRET_VARS};
 use blobcache_core::origin::azure::{AzureEnv, AzureOrigin};
 use blobcache_core::origin::Origin;
@@ -53,41 +53,6 @@ fn var(name: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-/// The effective value of each setting, as the library reads it.
-fn effective(c: &Config, name: &str) -> String {
-    match name {
-        "BLOBCACHE_DIR" => c
-            .dir
-            .as_ref()
-            .map_or("(none)".into(), |d| d.display().to_string()),
-        "BLOBCACHE_MAX_SIZE" => match c.max_size {
-            MaxSize::Bytes(b) => size(b),
-            MaxSize::PercentOfFilesystem(p) => format!("{p}% of the cache filesystem"),
-        },
-        "BLOBCACHE_BLOCK_SIZE" => size(c.block_size),
-        "BLOBCACHE_ORIGIN" => match &c.origin {
-            OriginConfig::Azure => "azure".into(),
-            OriginConfig::Directory(p) => format!("file://{}", p.display()),
-        },
-        "BLOBCACHE_LOG" => c.log_level.as_str().into(),
-        "BLOBCACHE_FETCH_CONCURRENCY" => c.fetch_concurrency.to_string(),
-        "BLOBCACHE_READAHEAD" => format!("{} blocks", c.readahead_blocks),
-        "BLOBCACHE_FETCH_TIMEOUT" => format!("{:?}", c.fetch_timeout),
-        "BLOBCACHE_OFFLINE" => (c.offline as u8).to_string(),
-        "BLOBCACHE_AZURE_ENDPOINT" => c.azure_endpoint.clone().unwrap_or("(not set)".into()),
-        "BLOBCACHE_AZURE_AUTH" => match c.azure_auth {
-            AzureAuth::Auto => "auto".into(),
-            AzureAuth::Anonymous => "anonymous".into(),
-        },
-        "BLOBCACHE_SHARED" => (c.shared as u8).to_string(),
-        "BLOBCACHE_FSYNC" => (c.fsync as u8).to_string(),
-        "BLOBCACHE_MAPPED_BLOCKS" => format!("{} blocks", c.mapped_blocks),
-        "BLOBCACHE_MAPPED_BYTES" => size(c.mapped_bytes),
-        "BLOBCACHE_AUTOREGISTER" => var(name).unwrap_or("1".into()),
-        _ => "?".into(),
-    }
-}
-
 pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Outcome {
     let loc = uri.map(|u| location(u, account)).transpose()?;
     let mut r = Report {
@@ -100,13 +65,12 @@ pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Ou
     let width = VARIABLES.iter().map(|v| v.len()).max().unwrap_or(0);
     match &config {
         Ok(c) => {
-            for name in VARIABLES {
-                let how = if var(name).is_some() {
-                    "set"
-                } else {
-                    "default"
-                };
-                r.line(format!("  {name:<width$}  {}  ({how})", effective(c, name)));
+            for s in SETTINGS {
+                let value = var(s.name);
+                let how = if value.is_some() { "set" } else { "default" };
+                let name = s.name;
+                let shown = s.effective(c, value.as_deref());
+                r.line(format!("  {name:<width$}  {shown}  ({how})"));
             }
         }
         Err(e) => r.problem(format!("the configuration is invalid: {e}")),

@@ -2,19 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `1.5 GiB`, `312 B`.
+/// `1.5 GiB`, `312 B` (as `doctor` shows the settings).
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
+    blobcache_core::config::format_size(bytes)
 }
 
 /// `850 MiB/s`
