@@ -20,8 +20,18 @@ use blobcache_core::origin::azure::{AzureEnv, AzureOrigin};
 use blobcache_core::origin::Origin;
 use blobcache_core::{BlobKey, ErrorKind};
 
+use super::{env_account, location};
 use crate::output::size;
-use crate::{env_account, location, Failure, Outcome};
+use crate::{Failure, Outcome};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also list this az:// location (checks container and credential)
+    uri: Option<String>,
+    /// Seconds to wait for the endpoint
+    #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
+    timeout: u64,
+}
 
 /// Azure variables whose values are not secret.
 const SHOWN: &[&str] = &[
@@ -53,8 +63,9 @@ fn var(name: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Outcome {
-    let loc = uri.map(|u| location(u, account)).transpose()?;
+pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
+    let timeout = Duration::from_secs(timeout);
+    let loc = uri.map(|u| location(&u, account)).transpose()?;
     let mut r = Report {
         lines: vec![format!("blobcache {}", env!("CARGO_PKG_VERSION"))],
         problems: vec![],
@@ -234,7 +245,7 @@ fn check_dir(r: &mut Report, c: &Config) {
                 Err(e) => r.problem(format!("{} is not writable: {e}", dir.display())),
             }
             if let Some((total, free)) = blobcache_core::cache::filesystem_size(s.root()) {
-                let cap = crate::inspect::cap(c, s.root()).unwrap_or(0);
+                let cap = super::cap(c, s.root()).unwrap_or(0);
                 let used = blobcache_core::store::evict::scan(s.root(), s.file_mode()).bytes;
                 r.line(format!(
                     "  filesystem {} with {} free; cache uses {} of a {} cap",

@@ -2,6 +2,7 @@
 //! through the library's own fill path ([`Cache::fill_all`]), several blobs
 //! at once, each with its blocks fetched in parallel by the fill pool.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,17 +11,136 @@ use blobcache_core::origin::Listed;
 use blobcache_core::store::block::block_path;
 use blobcache_core::{BlobKey, Cache};
 
+use super::{config, location};
+use crate::output::{json_str, rate, size};
 use crate::progress::Progress;
+use crate::uri;
+use crate::{Failure, Outcome};
 
-pub struct Report {
-    pub blobs: usize,
-    pub bytes: u64,
+#[derive(clap::Args)]
+pub struct Args {
+    /// az://<account>/<container>/<blob-or-folder>
+    uri: String,
+    /// Blobs fetched at the same time (each with its blocks in parallel,
+    /// BLOBCACHE_FETCH_CONCURRENCY blocks in all)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: u32,
+    /// Seconds between progress lines when stderr is not a terminal
+    #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    progress_every: u64,
+    /// No progress output
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(
+    Args {
+        uri,
+        jobs,
+        progress_every: every,
+        quiet,
+        json,
+    }: Args,
+    account: Option<&str>,
+) -> Outcome {
+    let (uri, jobs) = (uri.as_str(), jobs as usize);
+    let loc = location(uri, account)?;
+    let Some(container) = loc.container.clone() else {
+        return Err(Failure::Usage(format!(
+            "{uri:?} names no container; {}",
+            uri::FORMS
+        )));
+    };
+    let config = config()?;
+    let cache = Arc::new(Cache::new(config)?);
+    // The listing asks for the folder's prefix; `covers` then keeps the
+    // exact blob and what is under it as a folder.
+    let listed = cache
+        .origin()
+        .list(&loc.account, &container, &loc.path)
+        .map_err(|e| format!("cannot list {uri}: {e}"))?;
+    let blobs: Vec<_> = listed
+        .into_iter()
+        .filter(|b| uri::covers_name(&loc.path, &b.name))
+        .collect();
+    if blobs.is_empty() {
+        cache.shutdown();
+        return Err(Failure::Failed(format!(
+            "nothing to warm: no blob at or under {uri}"
+        )));
+    }
+    let r = warm(
+        cache.clone(),
+        &loc.account,
+        &container,
+        blobs,
+        jobs,
+        quiet,
+        Duration::from_secs(every),
+    );
+    cache.shutdown();
+    let mut out = std::io::stdout().lock();
+    if json {
+        let failed: Vec<String> = r
+            .failed
+            .iter()
+            .map(|(n, e)| format!("{{\"blob\":{},\"error\":{}}}", json_str(n), json_str(e)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{{\"uri\":{},\"blobs\":{},\"bytes\":{},\"already_cached\":{},\"fetched\":{},\"blocks_fetched\":{},\"seconds\":{:.3},\"failed\":[{}]}}",
+            json_str(uri),
+            r.blobs,
+            r.bytes,
+            r.already,
+            r.fetched,
+            r.blocks_fetched,
+            r.seconds,
+            failed.join(",")
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "warmed {} of {} blobs ({}) under {uri} in {:.1} s: {} fetched from the origin ({}), {} were already cached",
+            r.blobs - r.failed.len(),
+            r.blobs,
+            size(r.bytes),
+            r.seconds,
+            size(r.fetched),
+            rate(r.fetched, r.seconds),
+            size(r.already)
+        );
+    }
+    drop(out);
+    if r.failed.is_empty() {
+        return Ok(());
+    }
+    for (name, e) in &r.failed {
+        eprintln!(
+            "blobcache: warm: {}: {}",
+            name,
+            blobcache_core::redact::redact(e)
+        );
+    }
+    Err(Failure::Failed(format!(
+        "{} of {} blobs could not be warmed",
+        r.failed.len(),
+        r.blobs
+    )))
+}
+
+struct Report {
+    blobs: usize,
+    bytes: u64,
     /// Bytes that were already cached before this run.
-    pub already: u64,
-    pub fetched: u64,
-    pub blocks_fetched: u64,
-    pub seconds: f64,
-    pub failed: Vec<(String, String)>,
+    already: u64,
+    fetched: u64,
+    blocks_fetched: u64,
+    seconds: f64,
+    failed: Vec<(String, String)>,
 }
 
 /// Bytes of `key`'s blocks already on disk (at the version `cache` found).
@@ -36,7 +156,7 @@ fn cached_bytes(cache: &Cache, key: &BlobKey) -> blobcache_core::Result<u64> {
         .sum())
 }
 
-pub fn warm(
+fn warm(
     cache: Arc<Cache>,
     account: &str,
     container: &str,
