@@ -397,6 +397,144 @@ fn stats_survive_processes_verify_drops_corrupt_blocks_and_evict_trims() {
     assert_eq!(json_num(&s, "hits"), 0, "{s}");
 }
 
+/// Asserts that the JSON object `v` has exactly the members `names` (in any
+/// order: the command's order is pinned by the core's tests).
+fn assert_members<S: AsRef<str>>(v: &serde_json::Value, names: &[S]) {
+    let have: std::collections::BTreeSet<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want: std::collections::BTreeSet<&str> = names.iter().map(AsRef::as_ref).collect();
+    assert_eq!(have, want, "{v}");
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn every_json_output_keeps_its_members_and_the_counters_their_names() {
+    let (f, env) = dir_fixture("json");
+    f.put("m/a.bin", &bytes(41, 300_000));
+    let warm = json(&ok(&run(
+        &env,
+        &["warm", "az://acct/models/m", "--json", "-q"],
+    )));
+    assert_members(
+        &warm,
+        &[
+            "uri",
+            "blobs",
+            "bytes",
+            "already_cached",
+            "fetched",
+            "blocks_fetched",
+            "seconds",
+            "failed",
+        ],
+    );
+    assert_eq!(warm["failed"], serde_json::json!([]));
+    assert_eq!(warm["fetched"], 300_000);
+
+    let counters = [
+        "hits",
+        "misses",
+        "bytes_from_cache",
+        "bytes_from_origin",
+        "blocks_fetched",
+        "readahead_blocks",
+        "passthrough_reads",
+        "origin_errors",
+        "read_errors",
+        "origin_wait_ns",
+        "blocks_evicted",
+    ];
+    // cat: the counters as blobcache_stats_json reports them (ms).
+    let cat = json(&ok(&run(&env, &["cat", "az://acct/models/m/a.bin"])));
+    assert_members(&cat, &["bytes", "seconds", "stats"]);
+    let reported: Vec<String> = counters.iter().map(|c| c.replace("_ns", "_ms")).collect();
+    assert_members(&cat["stats"], &reported);
+    assert_eq!(cat["stats"]["bytes_from_cache"], 300_000);
+
+    let ls = json(&ok(&run(&env, &["ls", "--json"])));
+    assert_members(
+        &ls[0],
+        &[
+            "uri",
+            "account",
+            "container",
+            "blob",
+            "size",
+            "version",
+            "block_size",
+            "blocks_present",
+            "blocks_total",
+            "complete",
+            "bytes_on_disk",
+            "last_use",
+            "last_use_utc",
+        ],
+    );
+    assert_eq!(ls[0]["uri"], "az://acct/models/m/a.bin");
+
+    let stats = json(&ok(&run(&env, &["stats", "--json"])));
+    assert_members(
+        &stats,
+        &[
+            "dir",
+            "bytes",
+            "cap",
+            "free",
+            "blobs",
+            "complete_blobs",
+            "blocks",
+            "since",
+            "updated",
+            "counters",
+        ],
+    );
+    assert_members(&stats["counters"], &counters);
+    assert_eq!(stats["counters"]["bytes_from_origin"], 300_000);
+
+    // A damaged block, kept (--dry-run), and a damaged meta.
+    let (vdir, i) = f.cached_blocks()[0].clone();
+    let p = vdir.join(format!("b.{i}"));
+    let mut data = std::fs::read(&p).unwrap();
+    data[7] ^= 1;
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, &data).unwrap();
+    let o = run(&env, &["verify", "--json", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(1));
+    let verify = json(&text(&o).0);
+    assert_members(
+        &verify,
+        &["blobs", "blocks_checked", "bytes_checked", "busy", "bad"],
+    );
+    assert_members(&verify["bad"][0], &["blob", "block", "why", "removed"]);
+    assert_eq!(verify["bad"][0]["removed"], false);
+    std::fs::write(vdir.join("meta"), b"damaged").unwrap();
+    let ls = json(&ok(&run(&env, &["ls", "--json"])));
+    assert_eq!(ls[0]["uri"], serde_json::Value::Null);
+    assert_members(
+        &ls[0],
+        &[
+            "uri",
+            "damaged",
+            "size",
+            "version",
+            "block_size",
+            "blocks_present",
+            "blocks_total",
+            "complete",
+            "bytes_on_disk",
+            "last_use",
+            "last_use_utc",
+        ],
+    );
+}
+
 #[test]
 fn usage_errors_exit_2_and_every_subcommand_has_help() {
     for sub in ["warm", "ls", "stats", "verify", "evict", "doctor", "cat"] {

@@ -2,14 +2,16 @@
 //! with several reader threads, optionally into a file, then prints the
 //! process's counters as JSON.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use blobcache_core::stats::Reported;
 use blobcache_core::Cache;
+use serde::Serialize;
 
-use super::{config, location};
+use super::{config, location, print_json};
+use crate::output::rounded;
 use crate::{Failure, Outcome};
 
 #[derive(clap::Args)]
@@ -25,6 +27,15 @@ pub struct Args {
     /// Bytes per read
     #[arg(long, default_value = "8M", value_parser = crate::parse_size)]
     chunk: u64,
+}
+
+/// What `cat` prints when done.
+#[derive(Serialize)]
+struct CatJson {
+    bytes: u64,
+    seconds: f64,
+    /// The process's counters as `blobcache_stats_json` reports them.
+    stats: Reported,
 }
 
 pub fn run(
@@ -86,10 +97,10 @@ pub fn run(
     let secs = t0.elapsed().as_secs_f64();
     let s = cache.stats();
     cache.shutdown();
-    let _ = writeln!(
-        std::io::stdout().lock(),
-        "{{\"bytes\":{size},\"seconds\":{secs:.6},\"stats\":{}}}",
-        s.to_json()
-    );
+    print_json(&CatJson {
+        bytes: size,
+        seconds: rounded(secs, 6),
+        stats: s.reported(),
+    });
     Ok(())
 }

@@ -3,9 +3,10 @@
 use std::io::Write;
 
 use blobcache_core::store::inventory;
+use serde::Serialize;
 
-use super::{cache_dir, config, filter, name_of, selected, store};
-use crate::output::{json_str, size, unix_secs, utc};
+use super::{cache_dir, config, filter, name_of, print_json, selected, store};
+use crate::output::{size, unix_secs, utc};
 use crate::uri;
 use crate::Outcome;
 
@@ -18,6 +19,56 @@ pub struct Args {
     json: bool,
 }
 
+/// One cached version in `ls --json`. A version whose `meta` is damaged has
+/// `uri` null and says why in `damaged`, instead of `account`, `container`
+/// and `blob`.
+#[derive(Serialize)]
+struct Row<'a> {
+    uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blob: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    damaged: Option<&'a str>,
+    size: Option<u64>,
+    /// The origin version (Azure: the ETag).
+    version: Option<&'a str>,
+    block_size: Option<u64>,
+    blocks_present: u64,
+    blocks_total: u64,
+    complete: bool,
+    bytes_on_disk: u64,
+    /// Unix seconds.
+    last_use: Option<u64>,
+    last_use_utc: Option<String>,
+}
+
+impl<'a> Row<'a> {
+    fn of(c: &'a inventory::Cached) -> Row<'a> {
+        let meta = c.meta.as_ref().ok();
+        let last_use = c.last_use.map(unix_secs);
+        Row {
+            uri: meta.map(|m| uri::uri_of(&m.key)),
+            account: meta.map(|m| m.key.account.as_str()),
+            container: meta.map(|m| m.key.container.as_str()),
+            blob: meta.map(|m| m.key.blob.as_str()),
+            damaged: c.meta.as_ref().err().map(String::as_str),
+            size: meta.map(|m| m.size),
+            version: meta.map(|m| m.version.as_str()),
+            block_size: meta.map(|m| m.block_size),
+            blocks_present: c.blocks_present,
+            blocks_total: c.blocks_total,
+            complete: meta.is_some() && c.blocks_present == c.blocks_total,
+            bytes_on_disk: c.bytes,
+            last_use,
+            last_use_utc: last_use.map(utc),
+        }
+    }
+}
+
 pub fn run(Args { uri, json }: Args, account: Option<&str>) -> Outcome {
     let only = filter(uri.as_deref(), account)?;
     let config = config()?;
@@ -28,46 +79,12 @@ pub fn run(Args { uri, json }: Args, account: Option<&str>) -> Outcome {
     let mut items = selected(&items, only.as_ref());
     // Most recently used first.
     items.reverse();
-    let mut out = std::io::stdout().lock();
     if json {
-        let rows: Vec<String> = items
-            .iter()
-            .map(|c| {
-                let last = c.last_use.map(unix_secs);
-                let (who, size, version, bs) = match &c.meta {
-                    Ok(m) => (
-                        format!(
-                            "\"uri\":{},\"account\":{},\"container\":{},\"blob\":{}",
-                            json_str(&uri::uri_of(&m.key)),
-                            json_str(&m.key.account),
-                            json_str(&m.key.container),
-                            json_str(&m.key.blob)
-                        ),
-                        m.size.to_string(),
-                        json_str(&m.version),
-                        m.block_size.to_string(),
-                    ),
-                    Err(why) => (
-                        format!("\"uri\":null,\"damaged\":{}", json_str(why)),
-                        "null".into(),
-                        "null".into(),
-                        "null".into(),
-                    ),
-                };
-                format!(
-                    "{{{who},\"size\":{size},\"version\":{version},\"block_size\":{bs},\"blocks_present\":{},\"blocks_total\":{},\"complete\":{},\"bytes_on_disk\":{},\"last_use\":{},\"last_use_utc\":{}}}",
-                    c.blocks_present,
-                    c.blocks_total,
-                    c.meta.is_ok() && c.blocks_present == c.blocks_total,
-                    c.bytes,
-                    last.map_or("null".into(), |t| t.to_string()),
-                    last.map_or("null".into(), |t| json_str(&utc(t))),
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "[{}]", rows.join(",\n "));
+        let rows: Vec<Row> = items.iter().map(|c| Row::of(c)).collect();
+        print_json(&rows);
         return Ok(());
     }
+    let mut out = std::io::stdout().lock();
     if items.is_empty() {
         let _ = writeln!(out, "nothing cached in {}", cache_dir(&config).display());
         return Ok(());

@@ -38,6 +38,14 @@ fn filter(uri: Option<&str>, account: Option<&str>) -> Result<Option<Location>, 
     uri.map(|u| location(u, account)).transpose()
 }
 
+/// Prints `value` as one line of JSON on stdout (the `--json` outputs).
+fn print_json(value: &impl serde::Serialize) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out));
+}
+
 /// The configuration from the environment (an invalid value fails the command).
 pub fn config() -> Result<Config, Failure> {
     let c = Config::from_env().map_err(|e| Failure::Failed(e.to_string()))?;

@@ -3,10 +3,12 @@
 
 use std::io::Write;
 
+use blobcache_core::stats::Snapshot;
 use blobcache_core::store::{counters, inventory};
+use serde::Serialize;
 
-use super::{cache_dir, cap, config, store};
-use crate::output::{json_str, size, utc};
+use super::{cache_dir, cap, config, print_json, store};
+use crate::output::{size, utc};
 use crate::Outcome;
 
 #[derive(clap::Args)]
@@ -17,6 +19,25 @@ pub struct Args {
     /// Start the counters again from zero (after printing them)
     #[arg(long)]
     reset: bool,
+}
+
+/// `stats --json`.
+#[derive(Serialize)]
+struct StatsJson {
+    dir: String,
+    /// Bytes the cache occupies on disk.
+    bytes: u64,
+    cap: Option<u64>,
+    /// Free bytes on the cache's filesystem.
+    free: Option<u64>,
+    blobs: usize,
+    complete_blobs: usize,
+    blocks: u64,
+    /// When counting started and last update (Unix seconds; 0 for never).
+    since: u64,
+    updated: u64,
+    /// Under the counters' declared names (`origin_wait_ns` in nanoseconds).
+    counters: Snapshot,
 }
 
 pub fn run(Args { json, reset }: Args) -> Outcome {
@@ -55,25 +76,21 @@ pub fn run(Args { json, reset }: Args) -> Outcome {
     }
     .unwrap_or_default();
     let c = persisted.counts;
-    let mut out = std::io::stdout().lock();
     if json {
-        let counts: Vec<String> = c
-            .fields()
-            .iter()
-            .map(|(n, v)| format!("{}:{v}", json_str(n)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "{{\"dir\":{},\"bytes\":{usage},\"cap\":{},\"free\":{},\"blobs\":{},\"complete_blobs\":{complete},\"blocks\":{blocks},\"since\":{},\"updated\":{},\"counters\":{{{}}}}}",
-            json_str(&dir.display().to_string()),
-            cap.map_or("null".into(), |v| v.to_string()),
-            free.map_or("null".into(), |v| v.to_string()),
-            versions.len(),
-            persisted.since,
-            persisted.updated,
-            counts.join(",")
-        );
+        print_json(&StatsJson {
+            dir: dir.display().to_string(),
+            bytes: usage,
+            cap,
+            free,
+            blobs: versions.len(),
+            complete_blobs: complete,
+            blocks,
+            since: persisted.since,
+            updated: persisted.updated,
+            counters: c,
+        });
     } else {
+        let mut out = std::io::stdout().lock();
         let reads = c.hits + c.misses;
         let hit_pct = if reads == 0 {
             0.0
@@ -134,7 +151,6 @@ pub fn run(Args { json, reset }: Args) -> Outcome {
             );
         }
     }
-    drop(out);
     if reset {
         if let Some(s) = &store {
             counters::reset(s.root(), s.file_mode())?;

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::time::Instant;
 
 use blobcache_core::store::inventory;
+use serde::Serialize;
 
-use super::{config, filter, name_of, selected, store_or_say_empty};
-use crate::output::{json_str, size};
+use super::{config, filter, name_of, print_json, selected, store_or_say_empty};
+use crate::output::size;
 use crate::{Failure, Outcome};
 
 #[derive(clap::Args)]
@@ -20,6 +21,25 @@ pub struct Args {
     /// One JSON object
     #[arg(long)]
     json: bool,
+}
+
+/// `verify --json`.
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    blobs: usize,
+    blocks_checked: u64,
+    bytes_checked: u64,
+    /// Blocks skipped because they were being filled.
+    busy: u64,
+    bad: Vec<BadBlock<'a>>,
+}
+
+#[derive(Serialize)]
+struct BadBlock<'a> {
+    blob: &'a str,
+    block: u64,
+    why: &'a str,
+    removed: bool,
 }
 
 pub fn run(Args { uri, dry_run, json }: Args, account: Option<&str>) -> Outcome {
@@ -43,27 +63,24 @@ pub fn run(Args { uri, dry_run, json }: Args, account: Option<&str>) -> Outcome 
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let mut out = std::io::stdout().lock();
     if json {
-        let rows: Vec<String> = bad
-            .iter()
-            .map(|(n, b)| {
-                format!(
-                    "{{\"blob\":{},\"block\":{},\"why\":{},\"removed\":{}}}",
-                    json_str(n),
-                    b.index,
-                    json_str(&b.why),
-                    b.removed
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "{{\"blobs\":{},\"blocks_checked\":{checked},\"bytes_checked\":{bytes},\"busy\":{busy},\"bad\":[{}]}}",
-            items.len(),
-            rows.join(",")
-        );
+        print_json(&VerifyJson {
+            blobs: items.len(),
+            blocks_checked: checked,
+            bytes_checked: bytes,
+            busy,
+            bad: bad
+                .iter()
+                .map(|(blob, b)| BadBlock {
+                    blob,
+                    block: b.index,
+                    why: &b.why,
+                    removed: b.removed,
+                })
+                .collect(),
+        });
     } else {
+        let mut out = std::io::stdout().lock();
         for (n, b) in &bad {
             let _ = writeln!(
                 out,

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use blobcache_core::origin::Listed;
 use blobcache_core::store::block::block_path;
 use blobcache_core::{BlobKey, Cache};
+use serde::Serialize;
 
-use super::{config, location};
-use crate::output::{json_str, rate, size};
+use super::{config, location, print_json};
+use crate::output::{rate, rounded, size};
 use crate::progress::Progress;
 use crate::uri;
 use crate::{Failure, Outcome};
@@ -34,6 +35,26 @@ pub struct Args {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// `warm --json`.
+#[derive(Serialize)]
+struct WarmJson<'a> {
+    uri: &'a str,
+    blobs: usize,
+    bytes: u64,
+    already_cached: u64,
+    /// Bytes fetched from the origin by this run.
+    fetched: u64,
+    blocks_fetched: u64,
+    seconds: f64,
+    failed: Vec<FailedBlob<'a>>,
+}
+
+#[derive(Serialize)]
+struct FailedBlob<'a> {
+    blob: &'a str,
+    error: &'a str,
 }
 
 pub fn run(
@@ -82,26 +103,23 @@ pub fn run(
         Duration::from_secs(every),
     );
     cache.shutdown();
-    let mut out = std::io::stdout().lock();
     if json {
-        let failed: Vec<String> = r
-            .failed
-            .iter()
-            .map(|(n, e)| format!("{{\"blob\":{},\"error\":{}}}", json_str(n), json_str(e)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "{{\"uri\":{},\"blobs\":{},\"bytes\":{},\"already_cached\":{},\"fetched\":{},\"blocks_fetched\":{},\"seconds\":{:.3},\"failed\":[{}]}}",
-            json_str(uri),
-            r.blobs,
-            r.bytes,
-            r.already,
-            r.fetched,
-            r.blocks_fetched,
-            r.seconds,
-            failed.join(",")
-        );
+        print_json(&WarmJson {
+            uri,
+            blobs: r.blobs,
+            bytes: r.bytes,
+            already_cached: r.already,
+            fetched: r.fetched,
+            blocks_fetched: r.blocks_fetched,
+            seconds: rounded(r.seconds, 3),
+            failed: r
+                .failed
+                .iter()
+                .map(|(blob, error)| FailedBlob { blob, error })
+                .collect(),
+        });
     } else {
+        let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
             "warmed {} of {} blobs ({}) under {uri} in {:.1} s: {} fetched from the origin ({}), {} were already cached",
@@ -114,7 +132,6 @@ pub fn run(
             size(r.already)
         );
     }
-    drop(out);
     if r.failed.is_empty() {
         return Ok(());
     }
