@@ -4,6 +4,10 @@ whether the installed Run:ai streamer will load it.
 Exit status: 0 when the streamer in this environment will load our library,
 1 when it will not (the output says why), 2 on a usage error.
 Credentials are never printed, only whether they are present.
+
+``--json`` prints the same facts as one JSON object (``report()``): strings,
+booleans, lists and null, never text to scrape. ``blobcache doctor`` reads it
+(crates/cli/src/cmd/doctor.rs, ``PythonReport``), so keep its members.
 """
 
 import ctypes

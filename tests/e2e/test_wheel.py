@@ -222,6 +222,27 @@ def test_python_m_blobcache_json_never_holds_a_credential():
     assert rep["streamer"]["set_by_startup_hook"] is True
 
 
+def test_python_m_blobcache_json_is_the_typed_report_blobcache_doctor_reads():
+    p = doctor("--json", AZURE_STORAGE_ACCOUNT_NAME="acct")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["version"] == cargo_version()
+    lib = rep["library"]
+    assert lib["path"] == blobcache.library_path() and lib["loads"] is True and lib["abi_version"] == 1, lib
+    st = rep["streamer"]
+    assert st["runai-model-streamer"] == "0.17.0" and isinstance(st["runai-model-streamer-azure"], str), st
+    assert st["RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED"] is None, st
+    assert st["RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB"] == blobcache.library_path(), st
+    assert st["set_by_startup_hook"] is True and st["will_load"] is True, st
+    assert st["reasons"] == [] and all(isinstance(n, str) for n in st["notes"]), st
+    # Will not load: the same exit status as the text form, the reasons as a list.
+    p = doctor("--json", RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED="0")
+    assert p.returncode == 1, p.stdout + p.stderr
+    st = json.loads(p.stdout)["streamer"]
+    assert st["will_load"] is False and st["RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED"] == "0", st
+    assert any("ENABLED=0 turns the streamer's cache provider off" in r for r in st["reasons"]), st
+
+
 @pytest.mark.parametrize(
     "env, reason",
     [

@@ -644,6 +644,108 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
 }
 
+/// Runs `doctor` from a copy of the command in a directory of its own,
+/// beside a `python3` that is the shell script `python` (none when `None`),
+/// with no other Python on the PATH.
+fn doctor_beside(python: Option<&str>, env: &[(&'static str, String)]) -> (Option<i32>, String) {
+    let dir = TempDir::new("doctor-python");
+    let cmd = dir.path().join("blobcache");
+    std::fs::copy(blobcache_testing::built::command(), &cmd).unwrap();
+    if let Some(script) = python {
+        use std::os::unix::fs::PermissionsExt;
+        let py = dir.path().join("python3");
+        std::fs::write(&py, format!("#!/bin/sh\nPATH=/usr/bin:/bin\n{script}\n")).unwrap();
+        std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = Command::new(&cmd)
+        .env_clear()
+        .env("PATH", dir.path().join("nothing-here"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    (o.status.code(), format!("{out}{err}"))
+}
+
+#[test]
+fn doctor_reads_the_wheels_json_report_and_copes_without_python_module_or_json() {
+    let (_f, env) = dir_fixture("doctor-python");
+    let report = |will_load: bool, reasons: &str| {
+        format!(
+            r#"[ "$*" = "-m blobcache --json" ] || exit 3
+cat <<'END'
+{{"version": "9.9.9", "library": {{"path": "/x/libblobcache.so", "loads": true, "abi_version": 1}},
+ "configuration": {{}}, "streamer": {{"runai-model-streamer": "0.17.0", "runai-model-streamer-azure": "0.17.0",
+ "libstreamerazure": "/x/libstreamerazure.so", "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED": null,
+ "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB": "/x/libblobcache.so", "set_by_startup_hook": true,
+ "startup_hook_ran": true, "reasons": [{reasons}], "notes": ["a note"], "will_load": {will_load}}}}}
+END
+exit {}"#,
+            u8::from(!will_load)
+        )
+    };
+
+    let (code, out) = doctor_beside(Some(&report(true, "")), &env);
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "-m blobcache, blobcache 9.9.9)",
+        "runai-model-streamer       0.17.0",
+        "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED = (not set: auto)",
+        "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB = /x/libblobcache.so (set by blobcache's start-up hook)",
+        "note: a note",
+        "will load blobcache: yes",
+        "no problems found",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+
+    let (code, out) = doctor_beside(Some(&report(false, r#""the hook is off""#)), &env);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("will load blobcache: no\n    - the hook is off"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROBLEM: the installed streamer will not load the library"),
+        "{out}"
+    );
+
+    for (script, says, problem) in [
+        (None, "not checked: no Python (python3) to ask", false),
+        (
+            Some("echo '/usr/bin/python3: No module named blobcache' >&2; exit 1"),
+            "not checked: the blobcache wheel is not installed for ",
+            false,
+        ),
+        (
+            Some("echo 'blobcache 0.1.0'; echo '{\"version\": '; exit 0"),
+            "-m blobcache --json failed: it printed no report doctor can read (",
+            true,
+        ),
+        (
+            Some("echo '{\"version\": \"1\"}'; exit 1"),
+            "it printed no report doctor can read (missing field",
+            true,
+        ),
+        (
+            Some("echo 'python -m blobcache: unknown argument --json' >&2; exit 2"),
+            "older than this command: python -m blobcache: unknown argument --json",
+            true,
+        ),
+        (
+            Some("echo 'Traceback: boom' >&2; exit 7"),
+            "failed: exit status 7: Traceback: boom",
+            true,
+        ),
+    ] {
+        let (code, out) = doctor_beside(script, &env);
+        assert!(out.contains(says), "{says:?} missing:\n{out}");
+        assert_eq!(code, Some(i32::from(problem)), "{out}");
+    }
+}
+
 #[test]
 fn counters_of_a_process_killed_with_sigkill_are_on_disk_up_to_its_last_periodic_flush() {
     use blobcache_testing::proxy::{Fault, Gate};

@@ -5,12 +5,14 @@
 //! reach the output), whether the origin answers (one cheap request with a
 //! short timeout), whether the cache directory is writable and how much room
 //! it has, and whether an installed Run:ai streamer will load the library.
-//! For the last one it runs `python -m blobcache` (the wheel's own check,
-//! which loads the library as the streamer does) with the Python beside this
-//! command, else `python3` on the PATH; without one, that check is skipped.
+//! For the last one it runs `python -m blobcache --json` (the wheel's own
+//! check, which loads the library as the streamer does) with the Python
+//! beside this command, else `python3` on the PATH, and reads its report as
+//! typed JSON; without that Python or its `blobcache` package the check is
+//! skipped, saying so, and a report it cannot read is a problem.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,7 @@ use blobcache_core::origin::azure::auth::{IDENTITY_VARS, SECRET_VARS};
 use blobcache_core::origin::azure::{AzureEnv, AzureOrigin};
 use blobcache_core::origin::Origin;
 use blobcache_core::{BlobKey, ErrorKind};
+use serde::Deserialize;
 
 use super::{env_account, location};
 use crate::output::size;
@@ -279,59 +282,144 @@ fn python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-fn check_streamer(r: &mut Report) {
-    let py = python();
-    let child = Command::new(&py)
-        .args(["-m", "blobcache"])
+/// What `python -m blobcache --json` reports (`report()` in
+/// python/blobcache/__main__.py): the parts `doctor` shows. Unknown members
+/// are ignored, so the wheel may report more.
+#[derive(Debug, Deserialize)]
+struct PythonReport {
+    version: String,
+    streamer: Streamer,
+}
+
+/// Whether the streamer installed beside that Python will load the library.
+#[derive(Debug, Deserialize)]
+struct Streamer {
+    /// The installed versions (`None`: not installed).
+    #[serde(rename = "runai-model-streamer")]
+    streamer: Option<String>,
+    #[serde(rename = "runai-model-streamer-azure")]
+    streamer_azure: Option<String>,
+    #[serde(rename = "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED")]
+    enabled: Option<String>,
+    #[serde(rename = "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB")]
+    lib: Option<String>,
+    set_by_startup_hook: bool,
+    will_load: bool,
+    /// Why it will not load the library.
+    reasons: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// How asking `python -m blobcache --json` went.
+#[derive(Debug)]
+enum Asked {
+    /// No such program.
+    NoPython,
+    /// That Python has no `blobcache` package.
+    NoModule,
+    Report(PythonReport),
+    /// It failed, or printed no report: why.
+    Failed(String),
+}
+
+fn ask_python(py: &Path) -> Asked {
+    let out = match Command::new(py)
+        .args(["-m", "blobcache", "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let child = match child {
-        Ok(c) => c,
-        Err(_) => {
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Asked::NoPython,
+        Err(e) => return Asked::Failed(format!("cannot run it: {e}")),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named blobcache") {
+        return Asked::NoModule;
+    }
+    let last = stderr.lines().last().unwrap_or("").trim();
+    match out.status.code() {
+        // 0: the streamer will load the library; 1: it will not (the report says why).
+        Some(0 | 1) => match serde_json::from_slice(&out.stdout) {
+            Ok(report) => Asked::Report(report),
+            Err(e) => Asked::Failed(format!("it printed no report doctor can read ({e})")),
+        },
+        Some(2) => Asked::Failed(format!(
+            "it refused --json, so its blobcache package is older than this command: {last}"
+        )),
+        Some(code) => Asked::Failed(format!("exit status {code}: {last}")),
+        None => Asked::Failed(format!("{}: {last}", out.status)),
+    }
+}
+
+fn check_streamer(r: &mut Report) {
+    let py = python();
+    let report = match ask_python(&py) {
+        Asked::NoPython => {
             return r.line(format!(
                 "  not checked: no Python ({}) to ask",
                 py.display()
             ))
         }
-    };
-    let out = match child.wait_with_output() {
-        Ok(o) => o,
-        Err(e) => return r.line(format!("  not checked: {e}")),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No module named blobcache") {
-        return r.line(format!(
-            "  not checked: the blobcache wheel is not installed for {}",
-            py.display()
-        ));
-    }
-    // The streamer section of `python -m blobcache`.
-    let section: Vec<&str> = stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("Run:ai streamer:"))
-        .skip(1)
-        .collect();
-    r.line(format!("  (from {} -m blobcache)", py.display()));
-    for l in &section {
-        r.line(l.to_string());
-    }
-    match out.status.code() {
-        Some(0) => {}
-        Some(1)
-            if section
-                .iter()
-                .any(|l| l.contains("runai-model-streamer") && l.contains("not installed")) =>
-        {
-            r.line("  (no streamer installed here: nothing to load the library)")
+        Asked::NoModule => {
+            return r.line(format!(
+                "  not checked: the blobcache wheel is not installed for {}",
+                py.display()
+            ))
         }
-        Some(1) => r.problem("the installed streamer will not load the library (reasons above)"),
-        _ => r.problem(format!(
-            "{} -m blobcache failed: {}",
-            py.display(),
-            stderr.lines().last().unwrap_or("")
-        )),
+        Asked::Failed(why) => {
+            return r.problem(format!(
+                "{} -m blobcache --json failed: {why}",
+                py.display()
+            ))
+        }
+        Asked::Report(report) => report,
+    };
+    r.line(format!(
+        "  (from {} -m blobcache, blobcache {})",
+        py.display(),
+        report.version
+    ));
+    let s = &report.streamer;
+    let installed = |v: &Option<String>| v.clone().unwrap_or("not installed".into());
+    r.line(format!(
+        "  runai-model-streamer       {}",
+        installed(&s.streamer)
+    ));
+    r.line(format!(
+        "  runai-model-streamer-azure {}",
+        installed(&s.streamer_azure)
+    ));
+    r.line(format!(
+        "  RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED = {}",
+        s.enabled.as_deref().unwrap_or("(not set: auto)")
+    ));
+    r.line(format!(
+        "  RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB = {}{}",
+        s.lib
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .unwrap_or("(not set)"),
+        if s.set_by_startup_hook {
+            " (set by blobcache's start-up hook)"
+        } else {
+            ""
+        }
+    ));
+    for n in &s.notes {
+        r.line(format!("  note: {n}"));
+    }
+    if s.will_load {
+        return r.line("  will load blobcache: yes, at its first az:// read");
+    }
+    r.line("  will load blobcache: no");
+    for reason in &s.reasons {
+        r.line(format!("    - {reason}"));
+    }
+    if s.streamer.is_none() {
+        r.line("  (no streamer installed here: nothing to load the library)")
+    } else {
+        r.problem("the installed streamer will not load the library (reasons above)")
     }
 }
