@@ -622,6 +622,14 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     for name in blobcache_core::config::VARIABLES {
         assert!(out.contains(name), "{name} missing:\n{out}");
     }
+    // Every variable of the one list of secrets, by name and state only.
+    for name in blobcache_core::origin::azure::auth::SECRET_VARS {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(name)
+                && (l.trim_end().ends_with("present") || l.trim_end().ends_with("absent"))),
+            "{name}:\n{out}"
+        );
+    }
 
     // A dead endpoint and a cache directory that cannot be created: exit 1.
     let file = dir.path().join("a-file");

@@ -36,7 +36,9 @@ pub struct Args {
     timeout: u64,
 }
 
-/// Azure variables whose values are not secret.
+/// Azure variables whose values are not secret, shown as they are. Every
+/// other Azure variable doctor names (auth's `SECRET_VARS`, the one list of
+/// secrets, and `IDENTITY_VARS`) is shown as present or absent only.
 const SHOWN: &[&str] = &[
     "AZURE_STORAGE_ACCOUNT_NAME",
     "AZURE_STORAGE_ENDPOINT_SUFFIX",
@@ -421,5 +423,17 @@ fn check_streamer(r: &mut Report) {
         r.line("  (no streamer installed here: nothing to load the library)")
     } else {
         r.problem("the installed streamer will not load the library (reasons above)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_secret_variable_is_shown_by_value() {
+        for name in SHOWN {
+            assert!(!SECRET_VARS.contains(name), "{name} is a secret");
+        }
     }
 }
