@@ -139,7 +139,7 @@ counters! {
     blocks_fetched: Count, summary = true, "Blocks fetched from the origin into the cache (demand and readahead).";
     readahead_blocks: Count, summary = false, "Blocks fetched ahead of a front-to-back reader.";
     passthrough_reads: Count, summary = true, "Reads served straight from the origin because the cache could not be used.";
-    origin_errors: Count, summary = true, "Requests to the origin that failed.";
+    origin_errors: Count, summary = true, "Fetches from the origin that failed (after their retries).";
     read_errors: Count, summary = false, "Reads that failed.";
     origin_wait_ns: Nanoseconds, summary = true, "Time readers spent waiting for the origin (fills and version checks).";
     blocks_evicted: Count, summary = false, "Cached blocks removed to keep the cache under its cap.";
