@@ -4,6 +4,10 @@ whether the installed Run:ai streamer will load it.
 Exit status: 0 when the streamer in this environment will load our library,
 1 when it will not (the output says why), 2 on a usage error.
 Credentials are never printed, only whether they are present.
+
+``--json`` prints the same facts as one JSON object (``report()``): strings,
+booleans, lists and null, never text to scrape. ``blobcache doctor`` reads it
+(crates/cli/src/cmd/doctor.rs, ``PythonReport``), so keep its members.
 """
 
 import ctypes
@@ -18,26 +22,9 @@ LIB_VAR = "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB"
 ENABLED_VAR = "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED"
 AUTOREGISTER_VAR = "BLOBCACHE_AUTOREGISTER"
 
-# The library's settings and their defaults, as in the README's configuration
-# table (a test checks the two agree). BLOBCACHE_DIR's default is computed.
-SETTINGS = [
-    ("BLOBCACHE_DIR", None),
-    ("BLOBCACHE_MAX_SIZE", "50%"),
-    ("BLOBCACHE_BLOCK_SIZE", "16M"),
-    ("BLOBCACHE_ORIGIN", "azure"),
-    ("BLOBCACHE_LOG", "warn"),
-    ("BLOBCACHE_FETCH_CONCURRENCY", "16"),
-    ("BLOBCACHE_READAHEAD", "4"),
-    ("BLOBCACHE_FETCH_TIMEOUT", "30s"),
-    ("BLOBCACHE_OFFLINE", "0"),
-    ("BLOBCACHE_AZURE_ENDPOINT", ""),
-    ("BLOBCACHE_AZURE_AUTH", "auto"),
-    ("BLOBCACHE_SHARED", "0"),
-    ("BLOBCACHE_FSYNC", "0"),
-    ("BLOBCACHE_MAPPED_BLOCKS", "4096"),
-    ("BLOBCACHE_MAPPED_BYTES", "1G"),
-    (AUTOREGISTER_VAR, "1"),
-]
+# The library's settings with their defaults, and its one list of secret
+# variables: generated from the Rust tables (see _settings.py).
+from blobcache._settings import IDENTITY_VARS, SECRET_VARS, SETTINGS
 
 # Azure variables the library and the streamer read. Values of the first group
 # are shown; the second group holds credentials or identities and is shown
@@ -51,20 +38,13 @@ AZURE_SHOWN = [
     "AZURE_USE_AZURE_CLI",
     "IDENTITY_ENDPOINT",
 ]
+AZURE_SECRET = SECRET_VARS + [
+    n for n in IDENTITY_VARS + ["AZURE_OBJECT_ID", "AZURE_MSI_RESOURCE_ID"] if n not in AZURE_SHOWN
+]
+# The credential order of crates/core/src/origin/azure/auth.rs: the shared key
+# and SAS variables, each also in SECRET_VARS (a test checks).
 KEY_VARS = ["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_MASTER_KEY"]
 SAS_VARS = ["AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_KEY"]
-AZURE_SECRET = KEY_VARS + SAS_VARS + [
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_TOKEN",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_STORAGE_CLIENT_SECRET",
-    "AZURE_FABRIC_SESSION_TOKEN",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_OBJECT_ID",
-    "AZURE_MSI_RESOURCE_ID",
-]
 
 
 def credential_kind():

@@ -58,6 +58,7 @@ def test_wheel_holds_only_our_files(wheel):
         "blobcache-autoregister.pth",
         "blobcache/__init__.py",
         "blobcache/__main__.py",
+        "blobcache/_settings.py",
         "blobcache/libblobcache.so",
         f"{dist}.data/scripts/blobcache",
         f"{dist}.dist-info/METADATA",
@@ -221,6 +222,27 @@ def test_python_m_blobcache_json_never_holds_a_credential():
     assert rep["streamer"]["set_by_startup_hook"] is True
 
 
+def test_python_m_blobcache_json_is_the_typed_report_blobcache_doctor_reads():
+    p = doctor("--json", AZURE_STORAGE_ACCOUNT_NAME="acct")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["version"] == cargo_version()
+    lib = rep["library"]
+    assert lib["path"] == blobcache.library_path() and lib["loads"] is True and lib["abi_version"] == 1, lib
+    st = rep["streamer"]
+    assert st["runai-model-streamer"] == "0.17.0" and isinstance(st["runai-model-streamer-azure"], str), st
+    assert st["RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED"] is None, st
+    assert st["RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB"] == blobcache.library_path(), st
+    assert st["set_by_startup_hook"] is True and st["will_load"] is True, st
+    assert st["reasons"] == [] and all(isinstance(n, str) for n in st["notes"]), st
+    # Will not load: the same exit status as the text form, the reasons as a list.
+    p = doctor("--json", RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED="0")
+    assert p.returncode == 1, p.stdout + p.stderr
+    st = json.loads(p.stdout)["streamer"]
+    assert st["will_load"] is False and st["RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED"] == "0", st
+    assert any("ENABLED=0 turns the streamer's cache provider off" in r for r in st["reasons"]), st
+
+
 @pytest.mark.parametrize(
     "env, reason",
     [
@@ -236,18 +258,18 @@ def test_python_m_blobcache_says_no_and_why(env, reason):
     assert reason in p.stdout, p.stdout
 
 
-def test_doctor_defaults_agree_with_the_readme_and_the_library():
-    from blobcache.__main__ import SETTINGS
+def test_python_m_blobcache_takes_its_settings_and_secret_variables_from_the_generated_tables():
+    """_settings.py is generated from the Rust tables (a crates/core test checks it)."""
+    from blobcache import _settings
+    from blobcache.__main__ import AZURE_SECRET, AZURE_SHOWN, KEY_VARS, SAS_VARS, SETTINGS
 
-    ours = dict(SETTINGS)
-    # Every variable the library reads (crates/core/src/config.rs VARIABLES) is shown.
-    config = (REPO / "crates" / "core" / "src" / "config.rs").read_text()
-    block = re.search(r"pub const VARIABLES: &\[&str\] = &\[(.*?)\];", config, re.S).group(1)
-    assert set(re.findall(r'"(BLOBCACHE_[A-Z_]+)"', block)) <= set(ours), "a setting is missing from python -m blobcache"
-    # Defaults match the README's configuration table.
-    readme = (REPO / "README.md").read_text()
-    for name, default in re.findall(r"^\| `(BLOBCACHE_[A-Z_]+)` \| ([^|]*) \|", readme, re.M):
-        if name == "BLOBCACHE_DIR":
-            continue
-        assert name in ours, f"{name} (README) is missing from python -m blobcache"
-        assert ours[name] == default.strip().strip("`"), f"{name}: README says {default.strip()}, doctor says {ours[name]}"
+    assert SETTINGS is _settings.SETTINGS
+    # Every secret is shown only as present or absent, never by value.
+    assert set(_settings.SECRET_VARS) <= set(AZURE_SECRET)
+    assert not set(AZURE_SHOWN) & set(_settings.SECRET_VARS)
+    assert set(KEY_VARS + SAS_VARS) <= set(_settings.SECRET_VARS)
+    rep = json.loads(doctor("--json").stdout)
+    assert list(rep["configuration"]["settings"]) == [name for name, _ in _settings.SETTINGS]
+    for name, default in _settings.SETTINGS:
+        if default is not None:
+            assert rep["configuration"]["settings"][name] == {"value": default, "source": "default"}, name

@@ -1,20 +1,10 @@
-//! Formatting for people and for scripts: sizes, times, JSON strings.
+//! Formatting for people: sizes, rates, times.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `1.5 GiB`, `312 B`.
+/// `1.5 GiB`, `312 B` (as `doctor` shows the settings).
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
+    blobcache_core::config::format_size(bytes)
 }
 
 /// `850 MiB/s`
@@ -53,23 +43,11 @@ pub fn utc(secs: u64) -> String {
     )
 }
 
-/// A JSON string literal.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// `x` rounded to `decimals` decimal places (the precision a JSON output
+/// shows a time with).
+pub fn rounded(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
 }
 
 #[cfg(test)]
@@ -82,6 +60,6 @@ mod tests {
         assert_eq!(size(3 << 29), "1.5 GiB");
         assert_eq!(utc(0), "1970-01-01 00:00:00Z");
         assert_eq!(utc(1_795_459_801), "2026-11-23 18:50:01Z");
-        assert_eq!(json_str("a\"b\\\n\u{1}é"), "\"a\\\"b\\\\\\n\\u0001é\"");
+        assert_eq!(rounded(0.123_456_7, 3), 0.123);
     }
 }

@@ -397,6 +397,144 @@ fn stats_survive_processes_verify_drops_corrupt_blocks_and_evict_trims() {
     assert_eq!(json_num(&s, "hits"), 0, "{s}");
 }
 
+/// Asserts that the JSON object `v` has exactly the members `names` (in any
+/// order: the command's order is pinned by the core's tests).
+fn assert_members<S: AsRef<str>>(v: &serde_json::Value, names: &[S]) {
+    let have: std::collections::BTreeSet<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want: std::collections::BTreeSet<&str> = names.iter().map(AsRef::as_ref).collect();
+    assert_eq!(have, want, "{v}");
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn every_json_output_keeps_its_members_and_the_counters_their_names() {
+    let (f, env) = dir_fixture("json");
+    f.put("m/a.bin", &bytes(41, 300_000));
+    let warm = json(&ok(&run(
+        &env,
+        &["warm", "az://acct/models/m", "--json", "-q"],
+    )));
+    assert_members(
+        &warm,
+        &[
+            "uri",
+            "blobs",
+            "bytes",
+            "already_cached",
+            "fetched",
+            "blocks_fetched",
+            "seconds",
+            "failed",
+        ],
+    );
+    assert_eq!(warm["failed"], serde_json::json!([]));
+    assert_eq!(warm["fetched"], 300_000);
+
+    let counters = [
+        "hits",
+        "misses",
+        "bytes_from_cache",
+        "bytes_from_origin",
+        "blocks_fetched",
+        "readahead_blocks",
+        "passthrough_reads",
+        "origin_errors",
+        "read_errors",
+        "origin_wait_ns",
+        "blocks_evicted",
+    ];
+    // cat: the counters as blobcache_stats_json reports them (ms).
+    let cat = json(&ok(&run(&env, &["cat", "az://acct/models/m/a.bin"])));
+    assert_members(&cat, &["bytes", "seconds", "stats"]);
+    let reported: Vec<String> = counters.iter().map(|c| c.replace("_ns", "_ms")).collect();
+    assert_members(&cat["stats"], &reported);
+    assert_eq!(cat["stats"]["bytes_from_cache"], 300_000);
+
+    let ls = json(&ok(&run(&env, &["ls", "--json"])));
+    assert_members(
+        &ls[0],
+        &[
+            "uri",
+            "account",
+            "container",
+            "blob",
+            "size",
+            "version",
+            "block_size",
+            "blocks_present",
+            "blocks_total",
+            "complete",
+            "bytes_on_disk",
+            "last_use",
+            "last_use_utc",
+        ],
+    );
+    assert_eq!(ls[0]["uri"], "az://acct/models/m/a.bin");
+
+    let stats = json(&ok(&run(&env, &["stats", "--json"])));
+    assert_members(
+        &stats,
+        &[
+            "dir",
+            "bytes",
+            "cap",
+            "free",
+            "blobs",
+            "complete_blobs",
+            "blocks",
+            "since",
+            "updated",
+            "counters",
+        ],
+    );
+    assert_members(&stats["counters"], &counters);
+    assert_eq!(stats["counters"]["bytes_from_origin"], 300_000);
+
+    // A damaged block, kept (--dry-run), and a damaged meta.
+    let (vdir, i) = f.cached_blocks()[0].clone();
+    let p = vdir.join(format!("b.{i}"));
+    let mut data = std::fs::read(&p).unwrap();
+    data[7] ^= 1;
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, &data).unwrap();
+    let o = run(&env, &["verify", "--json", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(1));
+    let verify = json(&text(&o).0);
+    assert_members(
+        &verify,
+        &["blobs", "blocks_checked", "bytes_checked", "busy", "bad"],
+    );
+    assert_members(&verify["bad"][0], &["blob", "block", "why", "removed"]);
+    assert_eq!(verify["bad"][0]["removed"], false);
+    std::fs::write(vdir.join("meta"), b"damaged").unwrap();
+    let ls = json(&ok(&run(&env, &["ls", "--json"])));
+    assert_eq!(ls[0]["uri"], serde_json::Value::Null);
+    assert_members(
+        &ls[0],
+        &[
+            "uri",
+            "damaged",
+            "size",
+            "version",
+            "block_size",
+            "blocks_present",
+            "blocks_total",
+            "complete",
+            "bytes_on_disk",
+            "last_use",
+            "last_use_utc",
+        ],
+    );
+}
+
 #[test]
 fn usage_errors_exit_2_and_every_subcommand_has_help() {
     for sub in ["warm", "ls", "stats", "verify", "evict", "doctor", "cat"] {
@@ -484,6 +622,14 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     for name in blobcache_core::config::VARIABLES {
         assert!(out.contains(name), "{name} missing:\n{out}");
     }
+    // Every variable of the one list of secrets, by name and state only.
+    for name in blobcache_core::origin::azure::auth::SECRET_VARS {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(name)
+                && (l.trim_end().ends_with("present") || l.trim_end().ends_with("absent"))),
+            "{name}:\n{out}"
+        );
+    }
 
     // A dead endpoint and a cache directory that cannot be created: exit 1.
     let file = dir.path().join("a-file");
@@ -504,6 +650,108 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
         "{out}"
     );
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+}
+
+/// Runs `doctor` from a copy of the command in a directory of its own,
+/// beside a `python3` that is the shell script `python` (none when `None`),
+/// with no other Python on the PATH.
+fn doctor_beside(python: Option<&str>, env: &[(&'static str, String)]) -> (Option<i32>, String) {
+    let dir = tempdir("doctor-python");
+    let cmd = dir.path().join("blobcache");
+    std::fs::copy(blobcache_testing::built::command(), &cmd).unwrap();
+    if let Some(script) = python {
+        use std::os::unix::fs::PermissionsExt;
+        let py = dir.path().join("python3");
+        std::fs::write(&py, format!("#!/bin/sh\nPATH=/usr/bin:/bin\n{script}\n")).unwrap();
+        std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = Command::new(&cmd)
+        .env_clear()
+        .env("PATH", dir.path().join("nothing-here"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    (o.status.code(), format!("{out}{err}"))
+}
+
+#[test]
+fn doctor_reads_the_wheels_json_report_and_copes_without_python_module_or_json() {
+    let (_f, env) = dir_fixture("doctor-python");
+    let report = |will_load: bool, reasons: &str| {
+        format!(
+            r#"[ "$*" = "-m blobcache --json" ] || exit 3
+cat <<'END'
+{{"version": "9.9.9", "library": {{"path": "/x/libblobcache.so", "loads": true, "abi_version": 1}},
+ "configuration": {{}}, "streamer": {{"runai-model-streamer": "0.17.0", "runai-model-streamer-azure": "0.17.0",
+ "libstreamerazure": "/x/libstreamerazure.so", "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED": null,
+ "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB": "/x/libblobcache.so", "set_by_startup_hook": true,
+ "startup_hook_ran": true, "reasons": [{reasons}], "notes": ["a note"], "will_load": {will_load}}}}}
+END
+exit {}"#,
+            u8::from(!will_load)
+        )
+    };
+
+    let (code, out) = doctor_beside(Some(&report(true, "")), &env);
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "-m blobcache, blobcache 9.9.9)",
+        "runai-model-streamer       0.17.0",
+        "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED = (not set: auto)",
+        "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB = /x/libblobcache.so (set by blobcache's start-up hook)",
+        "note: a note",
+        "will load blobcache: yes",
+        "no problems found",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+
+    let (code, out) = doctor_beside(Some(&report(false, r#""the hook is off""#)), &env);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("will load blobcache: no\n    - the hook is off"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROBLEM: the installed streamer will not load the library"),
+        "{out}"
+    );
+
+    for (script, says, problem) in [
+        (None, "not checked: no Python (python3) to ask", false),
+        (
+            Some("echo '/usr/bin/python3: No module named blobcache' >&2; exit 1"),
+            "not checked: the blobcache wheel is not installed for ",
+            false,
+        ),
+        (
+            Some("echo 'blobcache 0.1.0'; echo '{\"version\": '; exit 0"),
+            "-m blobcache --json failed: it printed no report doctor can read (",
+            true,
+        ),
+        (
+            Some("echo '{\"version\": \"1\"}'; exit 1"),
+            "it printed no report doctor can read (missing field",
+            true,
+        ),
+        (
+            Some("echo 'python -m blobcache: unknown argument --json' >&2; exit 2"),
+            "older than this command: python -m blobcache: unknown argument --json",
+            true,
+        ),
+        (
+            Some("echo 'Traceback: boom' >&2; exit 7"),
+            "failed: exit status 7: Traceback: boom",
+            true,
+        ),
+    ] {
+        let (code, out) = doctor_beside(script, &env);
+        assert!(out.contains(says), "{says:?} missing:\n{out}");
+        assert_eq!(code, Some(i32::from(problem)), "{out}");
+    }
 }
 
 #[test]

@@ -1,6 +1,12 @@
 //! Configuration: one typed struct, read once per lifecycle from the
 //! environment and validated. An invalid value is an error that names the
 //! variable and the accepted form; nothing falls back silently.
+//!
+//! [`SETTINGS`] is the one table of the variables: name, default, accepted
+//! form, description, how to read a value and how to show the effective
+//! one. [`Config::from_lookup`] parses through it, `blobcache doctor` shows
+//! the effective values through it, and tests check the README's table and
+//! the Python package's copy (`python/blobcache/_settings.py`) against it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,25 +76,279 @@ pub const DEFAULT_MAPPED_BLOCKS: usize = 4096;
 /// adds to the host).
 pub const DEFAULT_MAPPED_BYTES: u64 = 1 << 30;
 
-/// Every variable this module reads, for documentation and typo detection.
-pub const VARIABLES: &[&str] = &[
-    "BLOBCACHE_DIR",
-    "BLOBCACHE_MAX_SIZE",
-    "BLOBCACHE_BLOCK_SIZE",
-    "BLOBCACHE_ORIGIN",
-    "BLOBCACHE_LOG",
-    "BLOBCACHE_FETCH_CONCURRENCY",
-    "BLOBCACHE_READAHEAD",
-    "BLOBCACHE_FETCH_TIMEOUT",
-    "BLOBCACHE_OFFLINE",
-    "BLOBCACHE_AZURE_ENDPOINT",
-    "BLOBCACHE_AZURE_AUTH",
-    "BLOBCACHE_SHARED",
-    "BLOBCACHE_FSYNC",
-    "BLOBCACHE_MAPPED_BLOCKS",
-    "BLOBCACHE_MAPPED_BYTES",
-    "BLOBCACHE_AUTOREGISTER",
+/// A setting's default, as documented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// A value in the accepted form, the one [`Config::default`] holds (a
+    /// test checks).
+    Value(&'static str),
+    /// Derived from other variables; how, in Markdown.
+    Computed(&'static str),
+    /// Unset, and nothing in its place.
+    Unset,
+}
+
+/// One variable of [`SETTINGS`].
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: DefaultValue,
+    /// What a valid value looks like: completes "use ..." in the error for
+    /// an invalid one.
+    pub form: &'static str,
+    /// What it does, in Markdown (the README's "meaning" column).
+    pub description: &'static str,
+    /// Reads a value (set and not blank) into the configuration; `None`
+    /// when it is not valid.
+    parse: fn(&mut Config, &str) -> Option<()>,
+    /// The effective value as `blobcache doctor` shows it; `None` for a
+    /// variable the library does not read (then its value, or the default).
+    show: Option<fn(&Config) -> String>,
+}
+
+impl Setting {
+    /// The error for an invalid `value`: names the variable and the form.
+    fn invalid(&self, value: &str) -> Error {
+        Error::config(format!(
+            "{}={value} is not valid; use {}",
+            self.name, self.form
+        ))
+    }
+
+    /// The effective value of this setting in `config`, for people;
+    /// `value` is the variable's own value, if set.
+    pub fn effective(&self, config: &Config, value: Option<&str>) -> String {
+        match (self.show, value, self.default) {
+            (Some(show), _, _) => show(config),
+            (None, Some(v), _) => v.to_string(),
+            (None, None, DefaultValue::Value(d)) => d.to_string(),
+            (None, None, _) => "(not set)".to_string(),
+        }
+    }
+
+    /// The default as the README shows it: a value in code style, a
+    /// computed default as written, nothing when unset.
+    pub fn default_markdown(&self) -> String {
+        match self.default {
+            DefaultValue::Value(v) => format!("`{v}`"),
+            DefaultValue::Computed(how) => how.to_string(),
+            DefaultValue::Unset => String::new(),
+        }
+    }
+}
+
+/// Every variable, in the README's order.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "BLOBCACHE_DIR",
+        default: DefaultValue::Computed("`$XDG_CACHE_HOME/blobcache`, else `~/.cache/blobcache`"),
+        form: "an absolute directory such as /var/cache/blobcache",
+        description: "cache directory (absolute path). Created `0700`, files `0600`.",
+        parse: |c, v| {
+            let p = PathBuf::from(v);
+            p.is_absolute().then(|| c.dir = Some(p))
+        },
+        show: Some(|c| {
+            c.dir
+                .as_ref()
+                .map_or("(none)".into(), |d| d.display().to_string())
+        }),
+    },
+    Setting {
+        name: "BLOBCACHE_MAX_SIZE",
+        default: DefaultValue::Value("50%"),
+        form: "a size such as 200G, 512M, 1T (binary units, optional B/iB), a byte count, or a percentage of the cache filesystem such as 50%",
+        description: "cap on disk usage: a size (`200G`, `512M`, binary units) or a percentage of the cache filesystem's size",
+        parse: |c, v| {
+            c.max_size = parse_max_size(v)?;
+            Some(())
+        },
+        show: Some(|c| match c.max_size {
+            MaxSize::Bytes(b) => format_size(b),
+            MaxSize::PercentOfFilesystem(p) => format!("{p}% of the cache filesystem"),
+        }),
+    },
+    Setting {
+        name: "BLOBCACHE_BLOCK_SIZE",
+        default: DefaultValue::Value("16M"),
+        form: "a multiple of 64K between 64K and 1G, such as 16M",
+        description: "block size, a multiple of 64K from 64K to 1G. Used when a cache directory is first set up; after that the directory's recorded size wins (with a warning if this differs).",
+        parse: |c, v| {
+            c.block_size = parse_size(v).filter(|b| {
+                (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(b) && b % MIN_BLOCK_SIZE == 0
+            })?;
+            Some(())
+        },
+        show: Some(|c| format_size(c.block_size)),
+    },
+    Setting {
+        name: "BLOBCACHE_ORIGIN",
+        default: DefaultValue::Value("azure"),
+        form: "azure, or file:///absolute/path for a directory holding <account>/<container>/<blob>",
+        description: "`azure`, or `file:///abs/root` to fill from a directory holding `<account>/<container>/<blob>` (a pre-staged or network-mounted model store)",
+        parse: |c, v| {
+            c.origin = parse_origin(v)?;
+            Some(())
+        },
+        show: Some(|c| match &c.origin {
+            OriginConfig::Azure => "azure".into(),
+            OriginConfig::Directory(p) => format!("file://{}", p.display()),
+        }),
+    },
+    Setting {
+        name: "BLOBCACHE_LOG",
+        default: DefaultValue::Value("warn"),
+        form: "error, warn, info or debug",
+        description: "`error`, `warn`, `info` or `debug`; lines go to stderr prefixed `blobcache:`, never to stdout",
+        parse: |c, v| {
+            c.log_level = Level::parse(v)?;
+            Some(())
+        },
+        show: Some(|c| c.log_level.as_str().into()),
+    },
+    Setting {
+        name: "BLOBCACHE_FETCH_CONCURRENCY",
+        default: DefaultValue::Value("16"),
+        form: "a whole number from 1 to 256",
+        description: "blocks fetched from the origin at once (1–256)",
+        parse: |c, v| {
+            c.fetch_concurrency = v.trim().parse().ok().filter(|n| (1..=256).contains(n))?;
+            Some(())
+        },
+        show: Some(|c| c.fetch_concurrency.to_string()),
+    },
+    Setting {
+        name: "BLOBCACHE_READAHEAD",
+        default: DefaultValue::Value("4"),
+        form: "a number of blocks from 0 (off) to 64",
+        description: "blocks fetched ahead of a front-to-back reader; `0` turns readahead off",
+        parse: |c, v| {
+            c.readahead_blocks = v.trim().parse().ok().filter(|n| *n <= 64)?;
+            Some(())
+        },
+        show: Some(|c| format!("{} blocks", c.readahead_blocks)),
+    },
+    Setting {
+        name: "BLOBCACHE_FETCH_TIMEOUT",
+        default: DefaultValue::Value("30s"),
+        form: "a duration from 100ms to 3600s such as 30s, 500ms or 2m",
+        description: "bound on one origin request including retries (`500ms`, `30s`, `2m`)",
+        parse: |c, v| {
+            c.fetch_timeout = parse_duration(v).filter(|d| {
+                *d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600)
+            })?;
+            Some(())
+        },
+        show: Some(|c| format!("{:?}", c.fetch_timeout)),
+    },
+    Setting {
+        name: "BLOBCACHE_OFFLINE",
+        default: DefaultValue::Value("0"),
+        form: "1 or 0",
+        description: "`1`: never contact the origin; serve what is cached, fail the rest at once saying so",
+        parse: |c, v| {
+            c.offline = parse_flag(v)?;
+            Some(())
+        },
+        show: Some(|c| u8::from(c.offline).to_string()),
+    },
+    Setting {
+        name: "BLOBCACHE_AZURE_ENDPOINT",
+        default: DefaultValue::Unset,
+        form: "an http:// or https:// URL template such as http://127.0.0.1:10000/{account}",
+        description: "blob endpoint template with `{account}`, e.g. `http://127.0.0.1:10000/{account}` for Azurite or a proxy",
+        parse: |c, v| {
+            let t = v.trim();
+            (t.starts_with("http://") || t.starts_with("https://"))
+                .then(|| c.azure_endpoint = Some(t.trim_end_matches('/').to_string()))
+        },
+        show: Some(|c| c.azure_endpoint.clone().unwrap_or("(not set)".into())),
+    },
+    Setting {
+        name: "BLOBCACHE_AZURE_AUTH",
+        default: DefaultValue::Value("auto"),
+        form: "auto (credentials from the environment) or anonymous (unsigned requests, for public containers)",
+        description: "`auto` picks a credential in the order below; `anonymous` sends unsigned requests (public containers)",
+        parse: |c, v| {
+            c.azure_auth = match v.trim().to_ascii_lowercase().as_str() {
+                "auto" => AzureAuth::Auto,
+                "anonymous" => AzureAuth::Anonymous,
+                _ => return None,
+            };
+            Some(())
+        },
+        show: Some(|c| match c.azure_auth {
+            AzureAuth::Auto => "auto".into(),
+            AzureAuth::Anonymous => "anonymous".into(),
+        }),
+    },
+    Setting {
+        name: "BLOBCACHE_SHARED",
+        default: DefaultValue::Value("0"),
+        form: "1 or 0",
+        description: "`1`: group-shared cache (directories `0770`, files `0660`)",
+        parse: |c, v| {
+            c.shared = parse_flag(v)?;
+            Some(())
+        },
+        show: Some(|c| u8::from(c.shared).to_string()),
+    },
+    Setting {
+        name: "BLOBCACHE_FSYNC",
+        default: DefaultValue::Value("0"),
+        form: "1 or 0",
+        description: "`1`: fsync every block before publishing it (survives power loss, costs fill speed)",
+        parse: |c, v| {
+            c.fsync = parse_flag(v)?;
+            Some(())
+        },
+        show: Some(|c| u8::from(c.fsync).to_string()),
+    },
+    Setting {
+        name: "BLOBCACHE_MAPPED_BLOCKS",
+        default: DefaultValue::Value("4096"),
+        form: "a number of blocks from 1 to 32768",
+        description: "cached blocks a process keeps mapped at most (1–32768)",
+        parse: |c, v| {
+            c.mapped_blocks = v.trim().parse().ok().filter(|n| (1..=32768).contains(n))?;
+            Some(())
+        },
+        show: Some(|c| format!("{} blocks", c.mapped_blocks)),
+    },
+    Setting {
+        name: "BLOBCACHE_MAPPED_BYTES",
+        default: DefaultValue::Value("1G"),
+        form: "a size of at least 1M such as 1G or 512M",
+        description: "bytes of cached blocks a process keeps mapped at most (at least 1M)",
+        parse: |c, v| {
+            c.mapped_bytes = parse_size(v).filter(|b| *b >= 1 << 20)?;
+            Some(())
+        },
+        show: Some(|c| format_size(c.mapped_bytes)),
+    },
+    Setting {
+        name: "BLOBCACHE_AUTOREGISTER",
+        default: DefaultValue::Value("1"),
+        form: "0 (or false, no, off) to turn the hook off",
+        description: "`0`: the Python wheel's start-up hook does not point the streamer at the library",
+        // Read by the wheel's start-up hook (python/_blobcache_autoregister.py),
+        // not by the library.
+        parse: |_, _| Some(()),
+        show: None,
+    },
 ];
+
+/// The name of every setting, in the order of [`SETTINGS`] (for messages
+/// and typo detection).
+pub const VARIABLES: [&str; SETTINGS.len()] = {
+    let mut names = [""; SETTINGS.len()];
+    let mut i = 0;
+    while i < SETTINGS.len() {
+        names[i] = SETTINGS[i].name;
+        i += 1;
+    }
+    names
+};
 
 impl Default for Config {
     fn default() -> Config {
@@ -118,125 +378,19 @@ impl Config {
         Config::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
     }
 
-    /// Reads the configuration through `get`, which returns a variable's value.
-    /// Empty values count as unset.
-    #[allow(clippy::field_reassign_with_default)]
+    /// Reads the configuration through `get`, which returns a variable's
+    /// value, setting by setting in the order of [`SETTINGS`]. Empty values
+    /// count as unset.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let mut c = Config::default();
-        c.dir = match get("BLOBCACHE_DIR") {
-            Some(d) => {
-                let p = PathBuf::from(d);
-                if !p.is_absolute() {
-                    return Err(Error::config(format!(
-                        "BLOBCACHE_DIR={} is not valid; use an absolute directory such as /var/cache/blobcache",
-                        p.display()
-                    )));
-                }
-                Some(p)
+        for s in SETTINGS {
+            if let Some(v) = get(s.name) {
+                (s.parse)(&mut c, &v).ok_or_else(|| s.invalid(&v))?;
             }
-            None => default_dir(&get),
-        };
-        if let Some(v) = get("BLOBCACHE_MAX_SIZE") {
-            c.max_size = parse_max_size(&v).ok_or_else(|| {
-                Error::config(format!(
-                    "BLOBCACHE_MAX_SIZE={v} is not valid; use a size such as 200G, 512M, 1T (binary units, optional B/iB), a byte count, or a percentage of the cache filesystem such as 50%"
-                ))
-            })?;
         }
-        if let Some(v) = get("BLOBCACHE_BLOCK_SIZE") {
-            c.block_size = parse_size(&v)
-                .filter(|b| (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(b) && b % MIN_BLOCK_SIZE == 0)
-                .ok_or_else(|| {
-                    Error::config(format!(
-                        "BLOBCACHE_BLOCK_SIZE={v} is not valid; use a multiple of 64K between 64K and 1G, such as 16M"
-                    ))
-                })?;
-        }
-        if let Some(v) = get("BLOBCACHE_ORIGIN") {
-            c.origin = parse_origin(&v)?;
-        }
-        if let Some(v) = get("BLOBCACHE_LOG") {
-            c.log_level = Level::parse(&v).ok_or_else(|| {
-                Error::config(format!(
-                    "BLOBCACHE_LOG={v} is not valid; use error, warn, info or debug"
-                ))
-            })?;
-        }
-        if let Some(v) = get("BLOBCACHE_FETCH_CONCURRENCY") {
-            c.fetch_concurrency = v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=256).contains(n))
-                .ok_or_else(|| {
-                    Error::config(format!(
-                        "BLOBCACHE_FETCH_CONCURRENCY={v} is not valid; use a whole number from 1 to 256"
-                    ))
-                })?;
-        }
-        if let Some(v) = get("BLOBCACHE_READAHEAD") {
-            c.readahead_blocks = v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n <= 64)
-                .ok_or_else(|| {
-                    Error::config(format!(
-                        "BLOBCACHE_READAHEAD={v} is not valid; use a number of blocks from 0 (off) to 64"
-                    ))
-                })?;
-        }
-        if let Some(v) = get("BLOBCACHE_FETCH_TIMEOUT") {
-            c.fetch_timeout = parse_duration(&v)
-                .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600))
-                .ok_or_else(|| {
-                    Error::config(format!(
-                        "BLOBCACHE_FETCH_TIMEOUT={v} is not valid; use a duration from 100ms to 3600s such as 30s, 500ms or 2m"
-                    ))
-                })?;
-        }
-        if let Some(v) = get("BLOBCACHE_MAPPED_BLOCKS") {
-            c.mapped_blocks = v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=32768).contains(n))
-                .ok_or_else(|| {
-                    Error::config(format!(
-                        "BLOBCACHE_MAPPED_BLOCKS={v} is not valid; use a number of blocks from 1 to 32768"
-                    ))
-                })?;
-        }
-        if let Some(v) = get("BLOBCACHE_MAPPED_BYTES") {
-            c.mapped_bytes = parse_size(&v).filter(|b| *b >= 1 << 20).ok_or_else(|| {
-                Error::config(format!(
-                    "BLOBCACHE_MAPPED_BYTES={v} is not valid; use a size of at least 1M such as 1G or 512M"
-                ))
-            })?;
-        }
-        c.offline = parse_flag(&get, "BLOBCACHE_OFFLINE")?.unwrap_or(false);
-        c.shared = parse_flag(&get, "BLOBCACHE_SHARED")?.unwrap_or(false);
-        c.fsync = parse_flag(&get, "BLOBCACHE_FSYNC")?.unwrap_or(false);
-        if let Some(v) = get("BLOBCACHE_AZURE_ENDPOINT") {
-            let t = v.trim();
-            if !(t.starts_with("http://") || t.starts_with("https://")) {
-                return Err(Error::config(format!(
-                    "BLOBCACHE_AZURE_ENDPOINT={v} is not valid; use an http:// or https:// URL template such as http://127.0.0.1:10000/{{account}}"
-                )));
-            }
-            c.azure_endpoint = Some(t.trim_end_matches('/').to_string());
-        }
-        if let Some(v) = get("BLOBCACHE_AZURE_AUTH") {
-            c.azure_auth = match v.trim().to_ascii_lowercase().as_str() {
-                "auto" => AzureAuth::Auto,
-                "anonymous" => AzureAuth::Anonymous,
-                _ => {
-                    return Err(Error::config(format!(
-                        "BLOBCACHE_AZURE_AUTH={v} is not valid; use auto (credentials from the environment) or anonymous (unsigned requests, for public containers)"
-                    )))
-                }
-            };
+        if c.dir.is_none() {
+            c.dir = default_dir(&get);
         }
         Ok(c)
     }
@@ -255,33 +409,37 @@ fn default_dir(get: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
         .map(|h| h.join(".cache").join("blobcache"))
 }
 
-fn parse_flag(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<bool>> {
-    match get(name) {
-        None => Ok(None),
-        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(Some(true)),
-            "0" | "false" | "no" | "off" => Ok(Some(false)),
-            _ => Err(Error::config(format!(
-                "{name}={v} is not valid; use 1 or 0"
-            ))),
-        },
+/// `1`, `true`, `yes`, `on`; `0`, `false`, `no`, `off` (any case).
+fn parse_flag(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
-fn parse_origin(v: &str) -> Result<OriginConfig> {
+fn parse_origin(v: &str) -> Option<OriginConfig> {
     let t = v.trim();
     if t.eq_ignore_ascii_case("azure") {
-        return Ok(OriginConfig::Azure);
+        return Some(OriginConfig::Azure);
     }
-    if let Some(path) = t.strip_prefix("file://") {
-        let p = PathBuf::from(path);
-        if p.is_absolute() {
-            return Ok(OriginConfig::Directory(p));
-        }
+    let p = PathBuf::from(t.strip_prefix("file://")?);
+    p.is_absolute().then_some(OriginConfig::Directory(p))
+}
+
+/// `1.5 GiB`, `312 B` (binary units, one decimal).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
     }
-    Err(Error::config(format!(
-        "BLOBCACHE_ORIGIN={v} is not valid; use azure, or file:///absolute/path for a directory holding <account>/<container>/<blob>"
-    )))
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// Parses `123`, `16K`, `16M`, `1.5G`, `2T`, `16MiB`, `16MB` (all binary units).
@@ -443,6 +601,188 @@ mod tests {
         );
         assert!(cfg(&[("BLOBCACHE_MAX_SIZE", "0%")]).is_err());
         assert!(cfg(&[("BLOBCACHE_MAX_SIZE", "101%")]).is_err());
+    }
+
+    #[test]
+    fn every_default_in_the_table_is_the_value_config_default_holds() {
+        let d = Config::default();
+        for s in SETTINGS {
+            if let DefaultValue::Value(v) = s.default {
+                let mut c = Config::default();
+                assert!(
+                    (s.parse)(&mut c, v).is_some(),
+                    "{}: {v} does not parse",
+                    s.name
+                );
+                assert_eq!(
+                    c, d,
+                    "{}: the table says {v}, Config::default() differs",
+                    s.name
+                );
+            }
+        }
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.dir, c.azure_endpoint), (None, None));
+    }
+
+    #[test]
+    fn every_setting_is_read_from_its_variable_and_shown_as_set() {
+        for (var, val, shown) in [
+            ("BLOBCACHE_DIR", "/srv/cache", "/srv/cache"),
+            ("BLOBCACHE_MAX_SIZE", "200G", "200.0 GiB"),
+            ("BLOBCACHE_BLOCK_SIZE", "256K", "256.0 KiB"),
+            ("BLOBCACHE_ORIGIN", "file:///srv/m", "file:///srv/m"),
+            ("BLOBCACHE_LOG", "DEBUG", "debug"),
+            ("BLOBCACHE_FETCH_CONCURRENCY", "3", "3"),
+            ("BLOBCACHE_READAHEAD", "0", "0 blocks"),
+            ("BLOBCACHE_FETCH_TIMEOUT", "500ms", "500ms"),
+            ("BLOBCACHE_OFFLINE", "yes", "1"),
+            (
+                "BLOBCACHE_AZURE_ENDPOINT",
+                "http://h:1/{account}/",
+                "http://h:1/{account}",
+            ),
+            ("BLOBCACHE_AZURE_AUTH", "Anonymous", "anonymous"),
+            ("BLOBCACHE_SHARED", "on", "1"),
+            ("BLOBCACHE_FSYNC", "true", "1"),
+            ("BLOBCACHE_MAPPED_BLOCKS", "7", "7 blocks"),
+            ("BLOBCACHE_MAPPED_BYTES", "2M", "2.0 MiB"),
+            ("BLOBCACHE_AUTOREGISTER", "0", "0"),
+        ] {
+            let s = SETTINGS.iter().find(|s| s.name == var).unwrap();
+            let c = cfg(&[(var, val)]).unwrap();
+            assert_eq!(s.effective(&c, Some(val)), shown, "{var}");
+            if s.show.is_some() {
+                assert_ne!(c, cfg(&[]).unwrap(), "{var} changed nothing");
+            }
+        }
+        assert_eq!(VARIABLES.len(), 16);
+    }
+
+    /// The README's settings table as it should read.
+    fn readme_table() -> String {
+        let mut t = String::from("| variable | default | meaning |\n|---|---|---|\n");
+        for s in SETTINGS {
+            let d = s.default_markdown();
+            let d = if d.is_empty() { d } else { format!(" {d}") };
+            t.push_str(&format!("| `{}` |{d} | {} |\n", s.name, s.description));
+        }
+        t
+    }
+
+    /// The rows of the first table in `text` whose header is `header`, as
+    /// trimmed cells.
+    fn table_rows(text: &str, header: &str) -> Vec<Vec<String>> {
+        text.lines()
+            .skip_while(|l| l.trim() != header)
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let l = l.trim().trim_start_matches('|').trim_end_matches('|');
+                l.split('|').map(|c| c.trim().to_string()).collect()
+            })
+            .collect()
+    }
+
+    fn repository_file(path: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path)
+    }
+
+    /// With `BLOBCACHE_BLESS=1`, writes `want` to `path` instead of failing.
+    fn bless(path: &Path, want: &str) -> bool {
+        let on = std::env::var_os("BLOBCACHE_BLESS").is_some_and(|v| v == "1");
+        if on {
+            std::fs::write(path, want).unwrap();
+        }
+        on
+    }
+
+    #[test]
+    fn the_readme_settings_table_lists_every_setting_with_its_default_and_description() {
+        let path = repository_file("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let header = "| variable | default | meaning |";
+        let want = readme_table();
+        let ours = table_rows(&want, header);
+        let theirs = table_rows(&readme, header);
+        if ours == theirs {
+            return;
+        }
+        let at = readme
+            .find(header)
+            .expect("the README has a settings table");
+        let len = readme[at..]
+            .find("\n\n")
+            .map_or(readme.len() - at, |n| n + 1);
+        let fixed = format!("{}{want}{}", &readme[..at], &readme[at + len..]);
+        if !bless(&path, &fixed) {
+            panic!(
+                "the README's settings table differs from config::SETTINGS; \
+                 edit both, or run this test with BLOBCACHE_BLESS=1 to write this table \
+                 into the README:\n\n{want}"
+            );
+        }
+    }
+
+    /// `python/blobcache/_settings.py` as it should read.
+    fn python_tables() -> String {
+        let list = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| format!("    \"{n}\",\n"))
+                .collect::<String>()
+        };
+        let settings: String = SETTINGS
+            .iter()
+            .map(|s| match s.default {
+                DefaultValue::Value(v) => format!("    (\"{}\", \"{v}\"),\n", s.name),
+                DefaultValue::Unset => format!("    (\"{}\", \"\"),\n", s.name),
+                DefaultValue::Computed(_) => format!("    (\"{}\", None),\n", s.name),
+            })
+            .collect();
+        format!(
+            r#""""The library's settings and secret variables, for `python -m blobcache`.
+
+Generated from crates/core/src/config.rs (SETTINGS) and
+crates/core/src/origin/azure/auth.rs (SECRET_VARS, IDENTITY_VARS) by the
+test config::tests::the_python_copy_of_the_settings_and_secret_variables_is_generated
+(crates/core), which fails when this file differs from them; run it with
+BLOBCACHE_BLESS=1 to write it again. Do not edit.
+"""
+
+# (variable, default): the default as the README shows it; None when it is
+# computed (BLOBCACHE_DIR), "" when unset.
+SETTINGS = [
+{settings}]
+
+# Variables whose values are secrets: shown only as present or absent.
+SECRET_VARS = [
+{secrets}]
+
+# Variables that name an identity or where a credential is: not secrets,
+# shown as present or absent too.
+IDENTITY_VARS = [
+{identities}]
+"#,
+            secrets = list(crate::origin::azure::auth::SECRET_VARS),
+            identities = list(crate::origin::azure::auth::IDENTITY_VARS),
+        )
+    }
+
+    #[test]
+    fn the_python_copy_of_the_settings_and_secret_variables_is_generated() {
+        let path = repository_file("python/blobcache/_settings.py");
+        let want = python_tables();
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        if have != want && !bless(&path, &want) {
+            panic!(
+                "{} differs from config::SETTINGS and auth::SECRET_VARS/IDENTITY_VARS; \
+                 run this test with BLOBCACHE_BLESS=1 to write it again",
+                path.display()
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Counters of what the library did, cheap enough for the hit path: each
 //! counter is split over cache-line-padded shards picked per thread, so
 //! threads reading at once do not fight over one cache line.
+//!
+//! The counters are declared once, in the `counters!` table below (name,
+//! help text, unit); the structs, the sums, the JSON of
+//! `blobcache_stats_json`, the shutdown line and the file the store keeps in
+//! the cache directory (`store::counters`) all come from it.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -53,154 +58,196 @@ impl Counter {
     }
 }
 
-#[derive(Default)]
-pub struct Stats {
-    /// Reads served entirely from the cache.
-    pub hits: Counter,
-    /// Reads that needed at least one block from the origin.
-    pub misses: Counter,
-    pub bytes_from_cache: Counter,
-    pub bytes_from_origin: Counter,
-    /// Blocks fetched from the origin into the cache (demand and readahead).
-    pub blocks_fetched: Counter,
-    pub readahead_blocks: Counter,
-    /// Reads served straight from the origin because the cache could not be used.
-    pub passthrough_reads: Counter,
-    pub origin_errors: Counter,
-    pub read_errors: Counter,
-    /// Time callers spent waiting for the origin, in nanoseconds.
-    pub origin_wait_ns: Counter,
-    pub blocks_evicted: Counter,
+/// What a counter counts: its values' unit, for exporters (the C JSON
+/// shows times in milliseconds; metrics will show seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Events (reads, blocks, errors).
+    Count,
+    Bytes,
+    /// Time; the counter's name ends in `_ns`.
+    Nanoseconds,
 }
 
-/// A point-in-time copy of [`Stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub hits: u64,
-    pub misses: u64,
-    pub bytes_from_cache: u64,
-    pub bytes_from_origin: u64,
-    pub blocks_fetched: u64,
-    pub readahead_blocks: u64,
-    pub passthrough_reads: u64,
-    pub origin_errors: u64,
-    pub read_errors: u64,
-    pub origin_wait_ns: u64,
-    pub blocks_evicted: u64,
+/// One counter as declared in `counters!`: its name (the field, the
+/// on-disk and JSON name), what it counts, and its unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterInfo {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub unit: Unit,
+    /// Shown in the one line `shutdown` logs at `info` level.
+    pub in_summary: bool,
 }
 
-impl Stats {
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            hits: self.hits.get(),
-            misses: self.misses.get(),
-            bytes_from_cache: self.bytes_from_cache.get(),
-            bytes_from_origin: self.bytes_from_origin.get(),
-            blocks_fetched: self.blocks_fetched.get(),
-            readahead_blocks: self.readahead_blocks.get(),
-            passthrough_reads: self.passthrough_reads.get(),
-            origin_errors: self.origin_errors.get(),
-            read_errors: self.read_errors.get(),
-            origin_wait_ns: self.origin_wait_ns.get(),
-            blocks_evicted: self.blocks_evicted.get(),
+/// Declares the counters once: [`Stats`] (the live, sharded counters),
+/// [`Snapshot`] (a copy of their values), [`COUNTERS`] (name, help, unit)
+/// and the conversions between them. Everything else (sums, differences,
+/// the C JSON, the shutdown line, the file in the cache directory, the
+/// command's output) iterates [`COUNTERS`] or [`Snapshot::fields`].
+macro_rules! counters {
+    ($( $field:ident: $unit:ident, summary = $summary:literal, $help:literal; )*) => {
+        /// The process's counters, one field per counter of [`COUNTERS`].
+        #[derive(Default)]
+        pub struct Stats {
+            $( #[doc = $help] pub $field: Counter, )*
         }
-    }
+
+        /// A point-in-time copy of [`Stats`].
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $( #[doc = $help] pub $field: u64, )*
+        }
+
+        /// Every counter, in a fixed order (that of the file in the cache
+        /// directory and of the JSON objects).
+        pub const COUNTERS: &[CounterInfo] = &[
+            $( CounterInfo {
+                name: stringify!($field),
+                help: $help,
+                unit: Unit::$unit,
+                in_summary: $summary,
+            }, )*
+        ];
+
+        const COUNT: usize = [$( stringify!($field) ),*].len();
+
+        impl Stats {
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $( $field: self.$field.get(), )* }
+            }
+        }
+
+        impl Snapshot {
+            /// The values, in the order of [`COUNTERS`].
+            fn values(&self) -> [u64; COUNT] {
+                [$( self.$field ),*]
+            }
+
+            fn values_mut(&mut self) -> [&mut u64; COUNT] {
+                [$( &mut self.$field ),*]
+            }
+        }
+    };
+}
+
+counters! {
+    hits: Count, summary = true, "Reads served entirely from the cache.";
+    misses: Count, summary = true, "Reads that needed at least one block from the origin.";
+    bytes_from_cache: Bytes, summary = true, "Bytes served from cached blocks.";
+    bytes_from_origin: Bytes, summary = true, "Bytes fetched from the origin (into the cache or straight to readers).";
+    blocks_fetched: Count, summary = true, "Blocks fetched from the origin into the cache (demand and readahead).";
+    readahead_blocks: Count, summary = false, "Blocks fetched ahead of a front-to-back reader.";
+    passthrough_reads: Count, summary = true, "Reads served straight from the origin because the cache could not be used.";
+    origin_errors: Count, summary = true, "Fetches from the origin that failed (after their retries).";
+    read_errors: Count, summary = false, "Reads that failed.";
+    origin_wait_ns: Nanoseconds, summary = true, "Time readers spent waiting for the origin (fills and version checks).";
+    blocks_evicted: Count, summary = false, "Cached blocks removed to keep the cache under its cap.";
 }
 
 impl Snapshot {
-    /// Every counter with its name, in a fixed order (the on-disk and JSON
-    /// names; `origin_wait_ns` in nanoseconds).
-    pub fn fields(&self) -> [(&'static str, u64); 11] {
-        [
-            ("hits", self.hits),
-            ("misses", self.misses),
-            ("bytes_from_cache", self.bytes_from_cache),
-            ("bytes_from_origin", self.bytes_from_origin),
-            ("blocks_fetched", self.blocks_fetched),
-            ("readahead_blocks", self.readahead_blocks),
-            ("passthrough_reads", self.passthrough_reads),
-            ("origin_errors", self.origin_errors),
-            ("read_errors", self.read_errors),
-            ("origin_wait_ns", self.origin_wait_ns),
-            ("blocks_evicted", self.blocks_evicted),
-        ]
+    /// Every counter with its declared name, in the order of [`COUNTERS`]
+    /// (the names of the file in the cache directory and of `blobcache stats
+    /// --json`; `origin_wait_ns` in nanoseconds).
+    pub fn fields(&self) -> [(&'static str, u64); COUNT] {
+        let values = self.values();
+        std::array::from_fn(|i| (COUNTERS[i].name, values[i]))
     }
 
     /// The counter called `name` (as in [`Snapshot::fields`]), if any.
     pub fn field_mut(&mut self, name: &str) -> Option<&mut u64> {
-        Some(match name {
-            "hits" => &mut self.hits,
-            "misses" => &mut self.misses,
-            "bytes_from_cache" => &mut self.bytes_from_cache,
-            "bytes_from_origin" => &mut self.bytes_from_origin,
-            "blocks_fetched" => &mut self.blocks_fetched,
-            "readahead_blocks" => &mut self.readahead_blocks,
-            "passthrough_reads" => &mut self.passthrough_reads,
-            "origin_errors" => &mut self.origin_errors,
-            "read_errors" => &mut self.read_errors,
-            "origin_wait_ns" => &mut self.origin_wait_ns,
-            "blocks_evicted" => &mut self.blocks_evicted,
-            _ => return None,
-        })
+        let i = COUNTERS.iter().position(|c| c.name == name)?;
+        self.values_mut().into_iter().nth(i)
     }
 
     /// Counter by counter: `self + other` (saturating).
     pub fn plus(&self, other: &Snapshot) -> Snapshot {
-        let mut out = *self;
-        for (name, v) in other.fields() {
-            let f = out.field_mut(name).expect("every field has a name");
-            *f = f.saturating_add(v);
-        }
-        out
+        self.combine(other, u64::saturating_add)
     }
 
     /// Counter by counter: `self - other` (saturating at zero).
     pub fn minus(&self, other: &Snapshot) -> Snapshot {
+        self.combine(other, u64::saturating_sub)
+    }
+
+    fn combine(&self, other: &Snapshot, f: fn(u64, u64) -> u64) -> Snapshot {
         let mut out = *self;
-        for (name, v) in other.fields() {
-            let f = out.field_mut(name).expect("every field has a name");
-            *f = f.saturating_sub(v);
+        for (v, o) in out.values_mut().into_iter().zip(other.values()) {
+            *v = f(*v, o);
         }
         out
     }
 
     pub fn is_zero(&self) -> bool {
-        self.fields().iter().all(|(_, v)| *v == 0)
+        self.values().iter().all(|v| *v == 0)
     }
 
+    /// The members of `blobcache_stats_json`'s object: every counter, times
+    /// in whole milliseconds with `_ms` for `_ns` in the name.
+    pub fn reported(&self) -> Reported {
+        Reported(
+            COUNTERS
+                .iter()
+                .zip(self.values())
+                .map(|(c, v)| match c.unit {
+                    Unit::Nanoseconds => (ms_name(c.name), v / 1_000_000),
+                    Unit::Count | Unit::Bytes => (c.name.to_string(), v),
+                })
+                .collect(),
+        )
+    }
+
+    /// `blobcache_stats_json`'s object (see [`Snapshot::reported`]).
     pub fn to_json(&self) -> String {
-        format!(
-            concat!(
-                "{{\"hits\":{},\"misses\":{},\"bytes_from_cache\":{},\"bytes_from_origin\":{},",
-                "\"blocks_fetched\":{},\"readahead_blocks\":{},\"passthrough_reads\":{},",
-                "\"origin_errors\":{},\"read_errors\":{},\"origin_wait_ms\":{},\"blocks_evicted\":{}}}"
-            ),
-            self.hits,
-            self.misses,
-            self.bytes_from_cache,
-            self.bytes_from_origin,
-            self.blocks_fetched,
-            self.readahead_blocks,
-            self.passthrough_reads,
-            self.origin_errors,
-            self.read_errors,
-            self.origin_wait_ns / 1_000_000,
-            self.blocks_evicted
-        )
+        serde_json::to_string(&self.reported()).expect("a map of numbers serialises")
     }
 
+    /// The counters `shutdown` logs: `hits=… misses=… … origin_wait=…s`.
     pub fn summary(&self) -> String {
-        format!(
-            "hits={} misses={} bytes_from_cache={} bytes_from_origin={} blocks_fetched={} passthrough_reads={} origin_errors={} origin_wait={:.3}s",
-            self.hits,
-            self.misses,
-            self.bytes_from_cache,
-            self.bytes_from_origin,
-            self.blocks_fetched,
-            self.passthrough_reads,
-            self.origin_errors,
-            self.origin_wait_ns as f64 / 1e9
-        )
+        COUNTERS
+            .iter()
+            .zip(self.values())
+            .filter(|(c, _)| c.in_summary)
+            .map(|(c, v)| match c.unit {
+                Unit::Nanoseconds => format!(
+                    "{}={:.3}s",
+                    c.name.strip_suffix("_ns").unwrap_or(c.name),
+                    v as f64 / 1e9
+                ),
+                Unit::Count | Unit::Bytes => format!("{}={v}", c.name),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn ms_name(ns_name: &str) -> String {
+    format!("{}_ms", ns_name.strip_suffix("_ns").unwrap_or(ns_name))
+}
+
+/// The counters as `blobcache_stats_json` reports them
+/// ([`Snapshot::reported`]): a JSON object of whole numbers, in the order of
+/// [`COUNTERS`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reported(Vec<(String, u64)>);
+
+impl Reported {
+    pub fn members(&self) -> &[(String, u64)] {
+        &self.0
+    }
+}
+
+impl serde::Serialize for Reported {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// The counters under their declared names ([`Snapshot::fields`]), as
+/// `blobcache stats --json` shows them.
+impl serde::Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.fields())
     }
 }
 
@@ -228,8 +275,91 @@ mod tests {
         assert_eq!(sum.minus(&b), a);
         assert!(b.minus(&sum).is_zero());
         let mut names: Vec<_> = a.fields().iter().map(|(n, _)| *n).collect();
+        names.sort();
         names.dedup();
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), COUNTERS.len());
+    }
+
+    /// Every counter a distinct value, to see each one land in its member.
+    fn distinct() -> Snapshot {
+        let mut s = Snapshot::default();
+        for (i, c) in COUNTERS.iter().enumerate() {
+            *s.field_mut(c.name).unwrap() = (i as u64 + 1) * 1_000_000_007;
+        }
+        s
+    }
+
+    #[test]
+    fn the_names_on_disk_and_in_the_commands_json_stay_as_they_were() {
+        let names: Vec<_> = distinct().fields().iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "hits",
+                "misses",
+                "bytes_from_cache",
+                "bytes_from_origin",
+                "blocks_fetched",
+                "readahead_blocks",
+                "passthrough_reads",
+                "origin_errors",
+                "read_errors",
+                "origin_wait_ns",
+                "blocks_evicted",
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&distinct()).unwrap(),
+            concat!(
+                r#"{"hits":1000000007,"misses":2000000014,"bytes_from_cache":3000000021,"#,
+                r#""bytes_from_origin":4000000028,"blocks_fetched":5000000035,"#,
+                r#""readahead_blocks":6000000042,"passthrough_reads":7000000049,"#,
+                r#""origin_errors":8000000056,"read_errors":9000000063,"#,
+                r#""origin_wait_ns":10000000070,"blocks_evicted":11000000077}"#
+            )
+        );
+    }
+
+    #[test]
+    fn the_c_json_and_the_shutdown_line_stay_as_they_were() {
+        let s = distinct();
+        // blobcache_stats_json: the time in whole milliseconds.
+        assert_eq!(
+            s.to_json(),
+            concat!(
+                r#"{"hits":1000000007,"misses":2000000014,"bytes_from_cache":3000000021,"#,
+                r#""bytes_from_origin":4000000028,"blocks_fetched":5000000035,"#,
+                r#""readahead_blocks":6000000042,"passthrough_reads":7000000049,"#,
+                r#""origin_errors":8000000056,"read_errors":9000000063,"#,
+                r#""origin_wait_ms":10000,"blocks_evicted":11000000077}"#
+            )
+        );
+        assert_eq!(
+            Snapshot::default().to_json(),
+            concat!(
+                r#"{"hits":0,"misses":0,"bytes_from_cache":0,"bytes_from_origin":0,"#,
+                r#""blocks_fetched":0,"readahead_blocks":0,"passthrough_reads":0,"#,
+                r#""origin_errors":0,"read_errors":0,"origin_wait_ms":0,"blocks_evicted":0}"#
+            )
+        );
+        assert_eq!(
+            s.summary(),
+            "hits=1000000007 misses=2000000014 bytes_from_cache=3000000021 \
+             bytes_from_origin=4000000028 blocks_fetched=5000000035 \
+             passthrough_reads=7000000049 origin_errors=8000000056 origin_wait=10.000s"
+        );
+    }
+
+    #[test]
+    fn every_counter_is_declared_with_help_and_times_are_named_for_their_unit() {
+        for c in COUNTERS {
+            assert!(c.help.ends_with('.') && c.help.len() > 10, "{c:?}");
+            assert_eq!(
+                c.unit == Unit::Nanoseconds,
+                c.name.ends_with("_ns"),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

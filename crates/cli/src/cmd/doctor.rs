@@ -5,25 +5,40 @@
 //! reach the output), whether the origin answers (one cheap request with a
 //! short timeout), whether the cache directory is writable and how much room
 //! it has, and whether an installed Run:ai streamer will load the library.
-//! For the last one it runs `python -m blobcache` (the wheel's own check,
-//! which loads the library as the streamer does) with the Python beside this
-//! command, else `python3` on the PATH; without one, that check is skipped.
+//! For the last one it runs `python -m blobcache --json` (the wheel's own
+//! check, which loads the library as the streamer does) with the Python
+//! beside this command, else `python3` on the PATH, and reads its report as
+//! typed JSON; without that Python or its `blobcache` package the check is
+//! skipped, saying so, and a report it cannot read is a problem.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blobcache_core::config::{AzureAuth, Config, MaxSize, OriginConfig, VARIABLES};
+use blobcache_core::config::{Config, OriginConfig, SETTINGS, VARIABLES};
 use blobcache_core::origin::azure::auth::{IDENTITY_VARS, SECRET_VARS};
 use blobcache_core::origin::azure::{AzureEnv, AzureOrigin};
 use blobcache_core::origin::Origin;
 use blobcache_core::{BlobKey, ErrorKind};
+use serde::Deserialize;
 
+use super::{env_account, location};
 use crate::output::size;
-use crate::{env_account, location, Failure, Outcome};
+use crate::{Failure, Outcome};
 
-/// Azure variables whose values are not secret.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also list this az:// location (checks container and credential)
+    uri: Option<String>,
+    /// Seconds to wait for the endpoint
+    #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
+    timeout: u64,
+}
+
+/// Azure variables whose values are not secret, shown as they are. Every
+/// other Azure variable doctor names (auth's `SECRET_VARS`, the one list of
+/// secrets, and `IDENTITY_VARS`) is shown as present or absent only.
 const SHOWN: &[&str] = &[
     "AZURE_STORAGE_ACCOUNT_NAME",
     "AZURE_STORAGE_ENDPOINT_SUFFIX",
@@ -53,43 +68,9 @@ fn var(name: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-/// The effective value of each setting, as the library reads it.
-fn effective(c: &Config, name: &str) -> String {
-    match name {
-        "BLOBCACHE_DIR" => c
-            .dir
-            .as_ref()
-            .map_or("(none)".into(), |d| d.display().to_string()),
-        "BLOBCACHE_MAX_SIZE" => match c.max_size {
-            MaxSize::Bytes(b) => size(b),
-            MaxSize::PercentOfFilesystem(p) => format!("{p}% of the cache filesystem"),
-        },
-        "BLOBCACHE_BLOCK_SIZE" => size(c.block_size),
-        "BLOBCACHE_ORIGIN" => match &c.origin {
-            OriginConfig::Azure => "azure".into(),
-            OriginConfig::Directory(p) => format!("file://{}", p.display()),
-        },
-        "BLOBCACHE_LOG" => c.log_level.as_str().into(),
-        "BLOBCACHE_FETCH_CONCURRENCY" => c.fetch_concurrency.to_string(),
-        "BLOBCACHE_READAHEAD" => format!("{} blocks", c.readahead_blocks),
-        "BLOBCACHE_FETCH_TIMEOUT" => format!("{:?}", c.fetch_timeout),
-        "BLOBCACHE_OFFLINE" => (c.offline as u8).to_string(),
-        "BLOBCACHE_AZURE_ENDPOINT" => c.azure_endpoint.clone().unwrap_or("(not set)".into()),
-        "BLOBCACHE_AZURE_AUTH" => match c.azure_auth {
-            AzureAuth::Auto => "auto".into(),
-            AzureAuth::Anonymous => "anonymous".into(),
-        },
-        "BLOBCACHE_SHARED" => (c.shared as u8).to_string(),
-        "BLOBCACHE_FSYNC" => (c.fsync as u8).to_string(),
-        "BLOBCACHE_MAPPED_BLOCKS" => format!("{} blocks", c.mapped_blocks),
-        "BLOBCACHE_MAPPED_BYTES" => size(c.mapped_bytes),
-        "BLOBCACHE_AUTOREGISTER" => var(name).unwrap_or("1".into()),
-        _ => "?".into(),
-    }
-}
-
-pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Outcome {
-    let loc = uri.map(|u| location(u, account)).transpose()?;
+pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
+    let timeout = Duration::from_secs(timeout);
+    let loc = uri.map(|u| location(&u, account)).transpose()?;
     let mut r = Report {
         lines: vec![format!("blobcache {}", env!("CARGO_PKG_VERSION"))],
         problems: vec![],
@@ -100,13 +81,12 @@ pub fn doctor(uri: Option<&str>, account: Option<&str>, timeout: Duration) -> Ou
     let width = VARIABLES.iter().map(|v| v.len()).max().unwrap_or(0);
     match &config {
         Ok(c) => {
-            for name in VARIABLES {
-                let how = if var(name).is_some() {
-                    "set"
-                } else {
-                    "default"
-                };
-                r.line(format!("  {name:<width$}  {}  ({how})", effective(c, name)));
+            for s in SETTINGS {
+                let value = var(s.name);
+                let how = if value.is_some() { "set" } else { "default" };
+                let name = s.name;
+                let shown = s.effective(c, value.as_deref());
+                r.line(format!("  {name:<width$}  {shown}  ({how})"));
             }
         }
         Err(e) => r.problem(format!("the configuration is invalid: {e}")),
@@ -270,7 +250,7 @@ fn check_dir(r: &mut Report, c: &Config) {
                 Err(e) => r.problem(format!("{} is not writable: {e}", dir.display())),
             }
             if let Some((total, free)) = blobcache_core::cache::filesystem_size(s.root()) {
-                let cap = crate::inspect::cap(c, s.root()).unwrap_or(0);
+                let cap = super::cap(c, s.root()).unwrap_or(0);
                 let used = blobcache_core::store::evict::scan(s.root(), s.file_mode()).bytes;
                 r.line(format!(
                     "  filesystem {} with {} free; cache uses {} of a {} cap",
@@ -304,59 +284,156 @@ fn python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-fn check_streamer(r: &mut Report) {
-    let py = python();
-    let child = Command::new(&py)
-        .args(["-m", "blobcache"])
+/// What `python -m blobcache --json` reports (`report()` in
+/// python/blobcache/__main__.py): the parts `doctor` shows. Unknown members
+/// are ignored, so the wheel may report more.
+#[derive(Debug, Deserialize)]
+struct PythonReport {
+    version: String,
+    streamer: Streamer,
+}
+
+/// Whether the streamer installed beside that Python will load the library.
+#[derive(Debug, Deserialize)]
+struct Streamer {
+    /// The installed versions (`None`: not installed).
+    #[serde(rename = "runai-model-streamer")]
+    streamer: Option<String>,
+    #[serde(rename = "runai-model-streamer-azure")]
+    streamer_azure: Option<String>,
+    #[serde(rename = "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED")]
+    enabled: Option<String>,
+    #[serde(rename = "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB")]
+    lib: Option<String>,
+    set_by_startup_hook: bool,
+    will_load: bool,
+    /// Why it will not load the library.
+    reasons: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// How asking `python -m blobcache --json` went.
+#[derive(Debug)]
+enum Asked {
+    /// No such program.
+    NoPython,
+    /// That Python has no `blobcache` package.
+    NoModule,
+    Report(PythonReport),
+    /// It failed, or printed no report: why.
+    Failed(String),
+}
+
+fn ask_python(py: &Path) -> Asked {
+    let out = match Command::new(py)
+        .args(["-m", "blobcache", "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let child = match child {
-        Ok(c) => c,
-        Err(_) => {
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Asked::NoPython,
+        Err(e) => return Asked::Failed(format!("cannot run it: {e}")),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named blobcache") {
+        return Asked::NoModule;
+    }
+    let last = stderr.lines().last().unwrap_or("").trim();
+    match out.status.code() {
+        // 0: the streamer will load the library; 1: it will not (the report says why).
+        Some(0 | 1) => match serde_json::from_slice(&out.stdout) {
+            Ok(report) => Asked::Report(report),
+            Err(e) => Asked::Failed(format!("it printed no report doctor can read ({e})")),
+        },
+        Some(2) => Asked::Failed(format!(
+            "it refused --json, so its blobcache package is older than this command: {last}"
+        )),
+        Some(code) => Asked::Failed(format!("exit status {code}: {last}")),
+        None => Asked::Failed(format!("{}: {last}", out.status)),
+    }
+}
+
+fn check_streamer(r: &mut Report) {
+    let py = python();
+    let report = match ask_python(&py) {
+        Asked::NoPython => {
             return r.line(format!(
                 "  not checked: no Python ({}) to ask",
                 py.display()
             ))
         }
-    };
-    let out = match child.wait_with_output() {
-        Ok(o) => o,
-        Err(e) => return r.line(format!("  not checked: {e}")),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No module named blobcache") {
-        return r.line(format!(
-            "  not checked: the blobcache wheel is not installed for {}",
-            py.display()
-        ));
-    }
-    // The streamer section of `python -m blobcache`.
-    let section: Vec<&str> = stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("Run:ai streamer:"))
-        .skip(1)
-        .collect();
-    r.line(format!("  (from {} -m blobcache)", py.display()));
-    for l in &section {
-        r.line(l.to_string());
-    }
-    match out.status.code() {
-        Some(0) => {}
-        Some(1)
-            if section
-                .iter()
-                .any(|l| l.contains("runai-model-streamer") && l.contains("not installed")) =>
-        {
-            r.line("  (no streamer installed here: nothing to load the library)")
+        Asked::NoModule => {
+            return r.line(format!(
+                "  not checked: the blobcache wheel is not installed for {}",
+                py.display()
+            ))
         }
-        Some(1) => r.problem("the installed streamer will not load the library (reasons above)"),
-        _ => r.problem(format!(
-            "{} -m blobcache failed: {}",
-            py.display(),
-            stderr.lines().last().unwrap_or("")
-        )),
+        Asked::Failed(why) => {
+            return r.problem(format!(
+                "{} -m blobcache --json failed: {why}",
+                py.display()
+            ))
+        }
+        Asked::Report(report) => report,
+    };
+    r.line(format!(
+        "  (from {} -m blobcache, blobcache {})",
+        py.display(),
+        report.version
+    ));
+    let s = &report.streamer;
+    let installed = |v: &Option<String>| v.clone().unwrap_or("not installed".into());
+    r.line(format!(
+        "  runai-model-streamer       {}",
+        installed(&s.streamer)
+    ));
+    r.line(format!(
+        "  runai-model-streamer-azure {}",
+        installed(&s.streamer_azure)
+    ));
+    r.line(format!(
+        "  RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED = {}",
+        s.enabled.as_deref().unwrap_or("(not set: auto)")
+    ));
+    r.line(format!(
+        "  RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB = {}{}",
+        s.lib
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .unwrap_or("(not set)"),
+        if s.set_by_startup_hook {
+            " (set by blobcache's start-up hook)"
+        } else {
+            ""
+        }
+    ));
+    for n in &s.notes {
+        r.line(format!("  note: {n}"));
+    }
+    if s.will_load {
+        return r.line("  will load blobcache: yes, at its first az:// read");
+    }
+    r.line("  will load blobcache: no");
+    for reason in &s.reasons {
+        r.line(format!("    - {reason}"));
+    }
+    if s.streamer.is_none() {
+        r.line("  (no streamer installed here: nothing to load the library)")
+    } else {
+        r.problem("the installed streamer will not load the library (reasons above)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_secret_variable_is_shown_by_value() {
+        for name in SHOWN {
+            assert!(!SECRET_VARS.contains(name), "{name} is a secret");
+        }
     }
 }

@@ -1,0 +1,84 @@
+//! `blobcache evict`: cached blocks removed by blob or folder, down to a
+//! size, or all; unlink only, so readers holding blocks mapped are safe.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use blobcache_core::store::{evict, inventory, Store};
+
+use super::{config, filter, selected, store_or_say_empty};
+use crate::output::size;
+use crate::{Failure, Outcome};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A blob or folder (az:// URI) whose cached blocks to remove
+    #[arg(required_unless_present_any = ["to", "all"], conflicts_with_all = ["to", "all"])]
+    uri: Option<String>,
+    /// Remove least recently used blocks until the cache holds at most SIZE (200G, 512M, 0)
+    #[arg(long, value_name = "SIZE", conflicts_with = "all", value_parser = crate::parse_size)]
+    to: Option<u64>,
+    /// Remove everything
+    #[arg(long)]
+    all: bool,
+}
+
+/// Waits for the store-wide eviction lock (held by a library evicting now).
+fn evict_lock(store: &Store) -> Result<evict::EvictGuard, Failure> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(g) = evict::try_evict_lock(store.root(), store.file_mode()) {
+            return Ok(g);
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Err(Failure::Failed(
+                "another process has been evicting for over 60 s; try again".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn run(Args { uri, to, all }: Args, account: Option<&str>) -> Outcome {
+    let uri = uri.as_deref();
+    let only = filter(uri, account)?;
+    let config = config()?;
+    let Some(store) = store_or_say_empty(&config)? else {
+        return Ok(());
+    };
+    let _guard = evict_lock(&store)?;
+    let report = if let Some(target) = to {
+        evict::evict_to(store.root(), store.file_mode(), target, None)
+    } else {
+        let items = inventory::inventory(store.root(), store.file_mode());
+        let chosen: Vec<_> = if all {
+            items.iter().collect()
+        } else {
+            selected(&items, only.as_ref())
+        };
+        if chosen.is_empty() && !all {
+            let _ = writeln!(
+                std::io::stdout(),
+                "nothing cached at or under {}",
+                uri.unwrap_or("")
+            );
+            return Ok(());
+        }
+        let r = inventory::remove(&chosen, store.file_mode());
+        let total = evict::scan(store.root(), store.file_mode()).bytes;
+        evict::EvictReport {
+            before: total + (r.before - r.after),
+            after: total,
+            blocks_removed: r.blocks_removed,
+        }
+    };
+    let _ = writeln!(
+        std::io::stdout(),
+        "removed {} blocks: {} -> {} in {}",
+        report.blocks_removed,
+        size(report.before),
+        size(report.after),
+        store.root().parent().unwrap_or(store.root()).display()
+    );
+    Ok(())
+}

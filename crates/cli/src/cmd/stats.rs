@@ -1,0 +1,160 @@
+//! `blobcache stats`: the cache's size against its cap, and the counters
+//! every process that used the cache left in it (`store::counters`).
+
+use std::io::Write;
+
+use blobcache_core::stats::Snapshot;
+use blobcache_core::store::{counters, inventory};
+use serde::Serialize;
+
+use super::{cache_dir, cap, config, print_json, store};
+use crate::output::{size, utc};
+use crate::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// One JSON object
+    #[arg(long)]
+    json: bool,
+    /// Start the counters again from zero (after printing them)
+    #[arg(long)]
+    reset: bool,
+}
+
+/// `stats --json`.
+#[derive(Serialize)]
+struct StatsJson {
+    dir: String,
+    /// Bytes the cache occupies on disk.
+    bytes: u64,
+    cap: Option<u64>,
+    /// Free bytes on the cache's filesystem.
+    free: Option<u64>,
+    blobs: usize,
+    complete_blobs: usize,
+    blocks: u64,
+    /// When counting started and last update (Unix seconds; 0 for never).
+    since: u64,
+    updated: u64,
+    /// Under the counters' declared names (`origin_wait_ns` in nanoseconds).
+    counters: Snapshot,
+}
+
+pub fn run(Args { json, reset }: Args) -> Outcome {
+    let config = config()?;
+    let dir = cache_dir(&config);
+    let store = store(&config)?;
+    let (usage, versions) = match &store {
+        Some(s) => {
+            let items = inventory::inventory(s.root(), s.file_mode());
+            (items.iter().map(|c| c.bytes).sum::<u64>(), items)
+        }
+        None => (0, vec![]),
+    };
+    let blocks: u64 = versions.iter().map(|c| c.blocks_present).sum();
+    let complete = versions
+        .iter()
+        .filter(|c| c.meta.is_ok() && c.blocks_present == c.blocks_total)
+        .count();
+    let cap = cap(
+        &config,
+        if dir.exists() {
+            &dir
+        } else {
+            std::path::Path::new("/")
+        },
+    );
+    let free = blobcache_core::cache::filesystem_size(if dir.exists() {
+        &dir
+    } else {
+        std::path::Path::new("/")
+    })
+    .map(|(_, free)| free);
+    let persisted = match &store {
+        Some(s) => counters::read(s.root())?,
+        None => None,
+    }
+    .unwrap_or_default();
+    let c = persisted.counts;
+    if json {
+        print_json(&StatsJson {
+            dir: dir.display().to_string(),
+            bytes: usage,
+            cap,
+            free,
+            blobs: versions.len(),
+            complete_blobs: complete,
+            blocks,
+            since: persisted.since,
+            updated: persisted.updated,
+            counters: c,
+        });
+    } else {
+        let mut out = std::io::stdout().lock();
+        let reads = c.hits + c.misses;
+        let hit_pct = if reads == 0 {
+            0.0
+        } else {
+            c.hits as f64 * 100.0 / reads as f64
+        };
+        let cap_s = cap.map_or("?".into(), size);
+        let used_pct = cap.filter(|c| *c > 0).map_or(String::new(), |cap| {
+            format!(" ({:.0}%)", usage as f64 * 100.0 / cap as f64)
+        });
+        let _ = writeln!(out, "cache            {}", dir.display());
+        let _ = writeln!(
+            out,
+            "size             {} of {cap_s} cap{used_pct}; {} blobs ({complete} complete), {blocks} blocks",
+            size(usage),
+            versions.len()
+        );
+        if let Some(f) = free {
+            let _ = writeln!(out, "free space       {}", size(f));
+        }
+        if persisted.since == 0 {
+            let _ = writeln!(
+                out,
+                "counters         none yet (no process has used this cache)"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "counting since   {} (last update {})",
+                utc(persisted.since),
+                utc(persisted.updated)
+            );
+            let _ = writeln!(
+                out,
+                "reads            {} hits, {} misses ({hit_pct:.1}% hits)",
+                c.hits, c.misses
+            );
+            let _ = writeln!(
+                out,
+                "bytes            {} served from the cache, {} fetched from the origin",
+                size(c.bytes_from_cache),
+                size(c.bytes_from_origin)
+            );
+            let _ = writeln!(
+                out,
+                "blocks           {} fetched ({} by readahead), {} evicted",
+                c.blocks_fetched, c.readahead_blocks, c.blocks_evicted
+            );
+            let _ = writeln!(
+                out,
+                "errors           {} fetch errors, {} failed reads, {} reads passed straight through",
+                c.origin_errors, c.read_errors, c.passthrough_reads
+            );
+            let _ = writeln!(
+                out,
+                "origin wait      {:.1} s (readers waiting for fills and version checks)",
+                c.origin_wait_ns as f64 / 1e9
+            );
+        }
+    }
+    if reset {
+        if let Some(s) = &store {
+            counters::reset(s.root(), s.file_mode())?;
+        }
+    }
+    Ok(())
+}
