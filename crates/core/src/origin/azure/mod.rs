@@ -6,8 +6,11 @@
 //!   there) and signing requests with it, through `object_store`;
 //! - [`http`]: the HTTP client, one signed request, and error messages;
 //! - [`retry`]: what is retried, the backoff, and the time budget;
-//! - [`fetch`]: `stat` (HEAD) and `read` (ranged GET conditional on the
-//!   ETag, streamed, resumed after a break).
+//! - [`request`]: one request and its attempts: sending, retrying, and the
+//!   error message;
+//! - [`read`]: `stat` (HEAD) and `read` (ranged GET conditional on the
+//!   ETag, streamed, resumed after a break);
+//! - [`list`]: List Blobs, page by page.
 //!
 //! The requests run on a Tokio runtime (two worker threads) that this origin
 //! owns, created on first use; callers (the cache's fill threads, or a
@@ -20,8 +23,10 @@
 
 pub mod auth;
 pub mod endpoint;
-pub mod fetch;
 pub mod http;
+pub mod list;
+pub mod read;
+pub mod request;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -41,7 +46,7 @@ use crate::origin::{Listed, ObjectInfo, Origin, Sink};
 use crate::sync::MutexExt;
 
 pub use auth::AzureEnv;
-use fetch::{Account, Ctx};
+use request::{Account, Ctx};
 
 /// How long `shutdown` waits for cancelled calls to return, and then for the
 /// runtime's threads to stop.
@@ -213,7 +218,7 @@ impl AzureOrigin {
                 client: &client,
                 fetch_timeout,
             };
-            fetch::stat(&ctx, &account, key, quick).await
+            read::stat(&ctx, &account, key, quick).await
         })
     }
 
@@ -254,7 +259,7 @@ impl Origin for AzureOrigin {
                 client: &client,
                 fetch_timeout,
             };
-            fetch::list(&ctx, &acct, container, prefix, page).await
+            list::list(&ctx, &acct, container, prefix, page).await
         })
     }
 
@@ -273,7 +278,7 @@ impl Origin for AzureOrigin {
                 client: &client,
                 fetch_timeout,
             };
-            fetch::read(&ctx, &account, key, info, offset, len, sink).await
+            read::read(&ctx, &account, key, info, offset, len, sink).await
         })
     }
 
