@@ -4,8 +4,8 @@
 use reqwest::Method;
 
 use super::endpoint;
-use super::http::{self, Failure};
-use super::request::{Account, Ctx, Op};
+use super::http;
+use super::request::{Account, Ctx, Failure, Request};
 use super::retry;
 use crate::error::{ErrorKind, Result};
 use crate::origin::Listed;
@@ -35,7 +35,7 @@ pub async fn list(
             url.push_str("&marker=");
             endpoint::encode_into(&mut url, m);
         }
-        let mut op = Op {
+        let mut req = Request {
             ctx,
             account,
             url,
@@ -43,19 +43,19 @@ pub async fn list(
             budget: account.budget(ctx.fetch_timeout),
         };
         let body = loop {
-            let response = op.answered(Method::GET).await?;
-            let idle = op.budget.idle_limit();
+            let response = req.answered(Method::GET).await?;
+            let idle = req.budget.idle_limit();
             match tokio::time::timeout(idle, response.text()).await {
                 Ok(Ok(text)) => break text,
                 Ok(Err(e)) => {
-                    op.after_failure(Failure::Broken(format!(
+                    req.after_failure(Failure::Broken(format!(
                         "the listing broke off: {}",
                         http::cause(&e)
                     )))
                     .await?
                 }
                 Err(_) => {
-                    op.after_failure(Failure::Stalled(format!(
+                    req.after_failure(Failure::Stalled(format!(
                         "the listing stalled for {}",
                         retry::fmt_duration(idle)
                     )))
@@ -64,7 +64,7 @@ pub async fn list(
             }
         };
         let (page, next) = parse_listing(&body).map_err(|why| {
-            op.fail(
+            req.fail(
                 ErrorKind::Origin,
                 &format!("the listing is not valid List Blobs XML: {why}"),
                 "is the endpoint an Azure Blob Storage endpoint?",
@@ -75,7 +75,7 @@ pub async fn list(
         match next {
             Some(m) if Some(&m) != marker.as_ref() => marker = Some(m),
             Some(_) => {
-                return Err(op.fail(
+                return Err(req.fail(
                     ErrorKind::Origin,
                     "the listing repeated its continuation marker",
                     "",

@@ -4,10 +4,10 @@
 //!   and blob names are percent-encoded into it;
 //! - [`auth`]: which credential an account uses (the order is documented
 //!   there) and signing requests with it, through `object_store`;
-//! - [`http`]: the HTTP client, one signed request, and error messages;
+//! - [`http`]: the HTTP client, and reading headers and errors from it;
 //! - [`retry`]: what is retried, the backoff, and the time budget;
-//! - [`request`]: one request and its attempts: sending, retrying, and the
-//!   error message;
+//! - [`request`]: one request and its attempts: signing and sending each,
+//!   retrying as [`retry`] says, and the final error message;
 //! - [`read`]: `stat` (HEAD) and `read` (ranged GET conditional on the
 //!   ETag, streamed, resumed after a break);
 //! - [`list`]: List Blobs, page by page.

@@ -12,8 +12,8 @@
 use reqwest::{Method, Response, StatusCode};
 
 use super::endpoint;
-use super::http::{self, Failure};
-use super::request::{Account, Ctx, Op};
+use super::http;
+use super::request::{Account, Ctx, Failure, Request};
 use super::retry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::BlobKey;
@@ -30,7 +30,7 @@ pub async fn stat(
     quick: bool,
 ) -> Result<ObjectInfo> {
     let budget = account.budget(ctx.fetch_timeout);
-    let mut op = Op {
+    let mut req = Request {
         ctx,
         account,
         url: endpoint::blob_url(&account.endpoint, &key.container, &key.blob),
@@ -41,14 +41,14 @@ pub async fn stat(
             budget
         },
     };
-    let response = op.answered(Method::HEAD).await?;
+    let response = req.answered(Method::HEAD).await?;
     let h = response.headers();
     // Not `response.content_length()`: for HEAD that is the (empty) body's.
     let size = http::header(h, "content-length").and_then(|v| v.parse::<u64>().ok());
     let etag = http::header(h, "etag");
     match (size, etag) {
         (Some(size), Some(version)) => Ok(ObjectInfo { size, version }),
-        _ => Err(op.fail(
+        _ => Err(req.fail(
             ErrorKind::Origin,
             &format!(
                 "the answer (HTTP {}, request id {}) has no Content-Length or ETag",
@@ -71,7 +71,7 @@ fn content_range(v: &str) -> Option<(u64, u64, u64)> {
 /// Checks that a 2xx answer to `bytes=pos-(end-1)` holds exactly those bytes
 /// of this version of the blob.
 fn check_answer(
-    op: &Op<'_>,
+    req: &Request<'_>,
     response: &Response,
     info: &ObjectInfo,
     pos: u64,
@@ -82,7 +82,7 @@ fn check_answer(
     let rid = rid.as_deref().unwrap_or("none");
     if let Some(etag) = http::header(h, "etag") {
         if etag.trim_matches('"') != info.version.trim_matches('"') {
-            return Err(op.fail(
+            return Err(req.fail(
                 ErrorKind::Changed,
                 &format!("the blob was replaced at the origin during the load (ETag {} became {etag}, request id {rid})", info.version),
                 "retry the load to read the new version",
@@ -114,14 +114,14 @@ fn check_answer(
     let total = range.as_deref().and_then(content_range).map(|(_, _, t)| t);
     if end > info.size || total.is_some_and(|t| t < end) {
         let size = total.unwrap_or(info.size);
-        return Err(op.fail(
+        return Err(req.fail(
             ErrorKind::OutOfRange,
             &answered,
             &format!("the blob has {size} bytes, so bytes {pos}..{end} do not all exist"),
             None,
         ));
     }
-    Err(op.fail(
+    Err(req.fail(
         ErrorKind::Origin,
         &answered,
         "refusing an answer that does not match the request",
@@ -152,7 +152,7 @@ where
             "offset + length overflows a 64-bit byte count",
         )
     })?;
-    let mut op = Op {
+    let mut req = Request {
         ctx,
         account,
         url: endpoint::blob_url(&account.endpoint, &key.container, &key.blob),
@@ -168,44 +168,33 @@ where
             ("range", format!("bytes={pos}-{}", end - 1)),
             ("if-match", info.version.clone()),
         ];
-        let mut response = match op.send(&headers, Method::GET).await? {
+        let mut response = match req.answer(Method::GET, &headers).await? {
             Ok(r) => r,
-            Err(f) => {
-                op.after_failure(f).await?;
-                continue;
+            Err(r) if r.status == StatusCode::PRECONDITION_FAILED => {
+                return Err(req.fail(
+                    ErrorKind::Changed,
+                    &format!("the blob was replaced at the origin during the load ({r}; it no longer has ETag {})", info.version),
+                    "the load must be retried to read the new version",
+                    None,
+                ));
             }
+            Err(r) if r.status == StatusCode::RANGE_NOT_SATISFIABLE => {
+                return Err(req.fail(
+                    ErrorKind::OutOfRange,
+                    &r.to_string(),
+                    &format!(
+                        "bytes {pos}..{end} lie past the end of the blob ({} bytes)",
+                        info.size
+                    ),
+                    None,
+                ));
+            }
+            Err(r) => return Err(req.refused(&r)),
         };
-        let status = response.status();
-        if status == StatusCode::PRECONDITION_FAILED {
-            let r = http::refusal(response, &op.budget).await;
-            return Err(op.fail(
-                ErrorKind::Changed,
-                &format!("the blob was replaced at the origin during the load ({r}; it no longer has ETag {})", info.version),
-                "the load must be retried to read the new version",
-                None,
-            ));
-        }
-        if status == StatusCode::RANGE_NOT_SATISFIABLE {
-            let r = http::refusal(response, &op.budget).await;
-            return Err(op.fail(
-                ErrorKind::OutOfRange,
-                &r.to_string(),
-                &format!(
-                    "bytes {pos}..{end} lie past the end of the blob ({} bytes)",
-                    info.size
-                ),
-                None,
-            ));
-        }
-        if !status.is_success() {
-            let r = http::refusal(response, &op.budget).await;
-            op.after_failure(Failure::Refused(r)).await?;
-            continue;
-        }
-        check_answer(&op, &response, info, pos, end)?;
+        check_answer(&req, &response, info, pos, end)?;
         // Stream the body.
         let failure = loop {
-            let idle = op.budget.idle_limit();
+            let idle = req.budget.idle_limit();
             match tokio::time::timeout(idle, response.chunk()).await {
                 Err(_) => {
                     break Failure::Stalled(format!(
@@ -233,7 +222,7 @@ where
                 }
                 Ok(Ok(Some(chunk))) => {
                     if chunk.len() as u64 > end - pos {
-                        return Err(op.fail(
+                        return Err(req.fail(
                             ErrorKind::Origin,
                             "Azure sent more bytes than the range holds",
                             "",
@@ -241,7 +230,7 @@ where
                         ));
                     }
                     pos += chunk.len() as u64;
-                    op.budget.progressed();
+                    req.budget.progressed();
                     if pending.is_empty() && chunk.len() >= COALESCE {
                         sink(&chunk)?;
                     } else {
@@ -262,8 +251,8 @@ where
             sink(&pending)?;
             pending.clear();
         }
-        op.after_failure(failure).await?;
-        op.what = format!("GET bytes={offset}-{} (resumed at {pos})", end - 1);
+        req.after_failure(failure).await?;
+        req.what = format!("GET bytes={offset}-{} (resumed at {pos})", end - 1);
     }
 }
 
