@@ -5,7 +5,7 @@ use reqwest::Method;
 
 use super::endpoint;
 use super::http;
-use super::request::{Account, Ctx, Failure, Request};
+use super::request::{Call, Failure};
 use super::retry;
 use crate::error::{ErrorKind, Result};
 use crate::origin::Listed;
@@ -13,13 +13,12 @@ use crate::origin::Listed;
 /// Lists the blobs of `container` whose names start with `prefix` (List
 /// Blobs, `page_size` names per request, following `NextMarker`).
 pub async fn list(
-    ctx: &Ctx<'_>,
-    account: &Account,
+    call: Call,
     container: &str,
     prefix: &str,
     page_size: u32,
 ) -> Result<Vec<Listed>> {
-    let mut base = endpoint::blob_url(&account.endpoint, container, "");
+    let mut base = endpoint::blob_url(&call.account.endpoint, container, "");
     base.pop(); // the trailing '/' of the empty blob name
     base.push_str("?restype=container&comp=list");
     if !prefix.is_empty() {
@@ -35,13 +34,8 @@ pub async fn list(
             url.push_str("&marker=");
             endpoint::encode_into(&mut url, m);
         }
-        let mut req = Request {
-            ctx,
-            account,
-            url,
-            what: format!("List Blobs of container {container} (prefix {prefix:?})"),
-            budget: account.budget(ctx.fetch_timeout),
-        };
+        let what = format!("List Blobs of container {container} (prefix {prefix:?})");
+        let mut req = call.request(url, what);
         let body = loop {
             let response = req.answered(Method::GET).await?;
             let idle = req.budget.idle_limit();

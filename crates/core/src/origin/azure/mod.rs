@@ -46,7 +46,7 @@ use crate::origin::{Listed, ObjectInfo, Origin, Sink};
 use crate::sync::MutexExt;
 
 pub use auth::AzureEnv;
-use request::{Account, Ctx};
+use request::{Account, Call};
 
 /// How long `shutdown` waits for cancelled calls to return, and then for the
 /// runtime's threads to stop.
@@ -178,12 +178,15 @@ impl AzureOrigin {
         }
     }
 
-    /// Runs one operation to completion on the calling thread, or until
-    /// `shutdown` cancels it.
-    fn run<T, F>(&self, op: impl FnOnce(reqwest::Client) -> F) -> Result<T>
+    /// Runs one call to `account` to completion on the calling thread, or
+    /// until `shutdown` cancels it: sets the account up (on first use),
+    /// hops onto the runtime, and keeps every credential out of the error.
+    /// `op` says what the call does with the account and the HTTP client.
+    fn call<T, F>(&self, account: &str, op: impl FnOnce(Call) -> F) -> Result<T>
     where
         F: Future<Output = Result<T>>,
     {
+        let account = self.account(account)?;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _counted = InFlight(&self.in_flight);
         if self.stopped.load(Ordering::SeqCst) {
@@ -196,7 +199,7 @@ impl AzureOrigin {
         }
         let (handle, client) = self.runtime()?;
         let mut cancel = self.cancel.subscribe();
-        let work = op(client);
+        let work = op(Call::new(account, client, self.fetch_timeout));
         let result = handle.block_on(async move {
             tokio::select! {
                 biased;
@@ -206,20 +209,6 @@ impl AzureOrigin {
         });
         // Whatever went wrong, no credential leaves this module.
         result.map_err(|e| Error::new(e.kind(), crate::redact::redact(e.message())))
-    }
-}
-
-impl AzureOrigin {
-    fn stat_with(&self, key: &BlobKey, quick: bool) -> Result<ObjectInfo> {
-        let account = self.account(&key.account)?;
-        let fetch_timeout = self.fetch_timeout;
-        self.run(|client| async move {
-            let ctx = Ctx {
-                client: &client,
-                fetch_timeout,
-            };
-            read::stat(&ctx, &account, key, quick).await
-        })
     }
 
     /// The endpoint an account's requests go to (for `doctor`).
@@ -242,25 +231,17 @@ impl Origin for AzureOrigin {
     }
 
     fn stat(&self, key: &BlobKey) -> Result<ObjectInfo> {
-        self.stat_with(key, false)
+        self.call(&key.account, |call| read::stat(call, key, false))
     }
 
     fn stat_quick(&self, key: &BlobKey) -> Result<ObjectInfo> {
-        self.stat_with(key, true)
+        self.call(&key.account, |call| read::stat(call, key, true))
     }
 
     fn list(&self, account: &str, container: &str, prefix: &str) -> Result<Vec<Listed>> {
         BlobKey::new(account, container, "x")?;
-        let acct = self.account(account)?;
-        let fetch_timeout = self.fetch_timeout;
         let page = self.list_page_size;
-        self.run(|client| async move {
-            let ctx = Ctx {
-                client: &client,
-                fetch_timeout,
-            };
-            list::list(&ctx, &acct, container, prefix, page).await
-        })
+        self.call(account, |call| list::list(call, container, prefix, page))
     }
 
     fn read(
@@ -271,14 +252,8 @@ impl Origin for AzureOrigin {
         len: u64,
         sink: &mut Sink<'_>,
     ) -> Result<()> {
-        let account = self.account(&key.account)?;
-        let fetch_timeout = self.fetch_timeout;
-        self.run(|client| async move {
-            let ctx = Ctx {
-                client: &client,
-                fetch_timeout,
-            };
-            read::read(&ctx, &account, key, info, offset, len, sink).await
+        self.call(&key.account, |call| {
+            read::read(call, key, info, offset, len, sink)
         })
     }
 

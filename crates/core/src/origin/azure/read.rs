@@ -13,7 +13,7 @@ use reqwest::{Method, Response, StatusCode};
 
 use super::endpoint;
 use super::http;
-use super::request::{Account, Ctx, Failure, Request};
+use super::request::{Call, Failure, Request};
 use super::retry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::BlobKey;
@@ -21,26 +21,15 @@ use crate::origin::ObjectInfo;
 
 /// Bytes gathered before handing them to the sink (fewer, larger writes).
 pub const COALESCE: usize = 256 << 10;
+
 /// Looks up the blob's size and ETag (HEAD). With `quick`, a connection
 /// failure is not retried (the caller has a cached copy to serve).
-pub async fn stat(
-    ctx: &Ctx<'_>,
-    account: &Account,
-    key: &BlobKey,
-    quick: bool,
-) -> Result<ObjectInfo> {
-    let budget = account.budget(ctx.fetch_timeout);
-    let mut req = Request {
-        ctx,
-        account,
-        url: endpoint::blob_url(&account.endpoint, &key.container, &key.blob),
-        what: "HEAD".into(),
-        budget: if quick {
-            budget.without_connect_retries()
-        } else {
-            budget
-        },
-    };
+pub async fn stat(call: Call, key: &BlobKey, quick: bool) -> Result<ObjectInfo> {
+    let url = endpoint::blob_url(&call.account.endpoint, &key.container, &key.blob);
+    let mut req = call.request(url, "HEAD".into());
+    if quick {
+        req.budget = req.budget.without_connect_retries();
+    }
     let response = req.answered(Method::HEAD).await?;
     let h = response.headers();
     // Not `response.content_length()`: for HEAD that is the (empty) body's.
@@ -132,8 +121,7 @@ fn check_answer(
 /// Delivers bytes `[offset, offset + len)` of the blob at version
 /// `info.version` to `sink`, in order.
 pub async fn read<S>(
-    ctx: &Ctx<'_>,
-    account: &Account,
+    call: Call,
     key: &BlobKey,
     info: &ObjectInfo,
     offset: u64,
@@ -152,13 +140,8 @@ where
             "offset + length overflows a 64-bit byte count",
         )
     })?;
-    let mut req = Request {
-        ctx,
-        account,
-        url: endpoint::blob_url(&account.endpoint, &key.container, &key.blob),
-        what: format!("GET bytes={offset}-{}", end - 1),
-        budget: account.budget(ctx.fetch_timeout),
-    };
+    let url = endpoint::blob_url(&call.account.endpoint, &key.container, &key.blob);
+    let mut req = call.request(url, format!("GET bytes={offset}-{}", end - 1));
     // Bytes received: `[offset, pos)`; those not yet given to the sink are
     // the tail of `pending`.
     let mut pos = offset;

@@ -12,6 +12,7 @@
 //! see [`http::cause`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::client::{HttpRequest, HttpRequestBody};
@@ -43,23 +44,47 @@ impl Account {
         }
     }
 
-    pub(super) fn budget(&self, limit: Duration) -> Budget {
+    /// A fresh budget; without retries while the account is known to be
+    /// unreachable.
+    fn budget(&self, limit: Duration) -> Budget {
         Budget::new(limit, !self.unreachable.load(Ordering::Relaxed))
     }
 }
 
-/// What one operation needs besides the account.
-pub struct Ctx<'a> {
-    pub client: &'a reqwest::Client,
-    pub fetch_timeout: Duration,
+/// One call of the origin (a stat, a listing, a read): the account it goes
+/// to, the HTTP client, and the time each of its requests may take.
+pub struct Call {
+    pub account: Arc<Account>,
+    client: reqwest::Client,
+    fetch_timeout: Duration,
+}
+
+impl Call {
+    pub fn new(account: Arc<Account>, client: reqwest::Client, fetch_timeout: Duration) -> Call {
+        Call {
+            account,
+            client,
+            fetch_timeout,
+        }
+    }
+
+    /// A request to `url` with a budget of its own, named `what` in
+    /// messages.
+    pub(super) fn request(&self, url: String, what: String) -> Request<'_> {
+        Request {
+            call: self,
+            url,
+            what,
+            budget: self.account.budget(self.fetch_timeout),
+        }
+    }
 }
 
 /// One request: where it goes, how it is named in messages ("HEAD",
 /// "GET bytes=0-99"), and its time budget across all its attempts.
 pub(super) struct Request<'a> {
-    pub(super) ctx: &'a Ctx<'a>,
-    pub(super) account: &'a Account,
-    pub(super) url: String,
+    call: &'a Call,
+    url: String,
     pub(super) what: String,
     pub(super) budget: Budget,
 }
@@ -81,7 +106,7 @@ impl Request<'_> {
         }
         m.push_str(&format!(
             " [{}, {}",
-            self.account.endpoint,
+            self.call.account.endpoint,
             self.budget.summary()
         ));
         if let Some(s) = stopped {
@@ -94,11 +119,11 @@ impl Request<'_> {
 
     /// The final error for a refusal no retry can help, with what to check.
     pub(super) fn refused(&self, r: &Refusal) -> Error {
-        let account = &self.account.name;
+        let account = &self.call.account.name;
         let (kind, hint) = match r.status.as_u16() {
             401 | 403 => (
                 ErrorKind::Config,
-                self.account.credential.source.refused_hint(account),
+                self.call.account.credential.source.refused_hint(account),
             ),
             404 => (
                 ErrorKind::NotFound,
@@ -168,7 +193,7 @@ impl Request<'_> {
                     "azure: {} {}: {}; retrying in {}",
                     self.what,
                     self.url,
-                    failure.describe(&self.account.endpoint),
+                    failure.describe(&self.call.account.endpoint),
                     retry::fmt_duration(wait)
                 );
                 tokio::time::sleep(wait).await;
@@ -176,7 +201,7 @@ impl Request<'_> {
             }
             Err(why) => {
                 let hint = if failure.is_connect() {
-                    self.account.unreachable.store(true, Ordering::Relaxed);
+                    self.call.account.unreachable.store(true, Ordering::Relaxed);
                     "check the network and the endpoint (BLOBCACHE_AZURE_ENDPOINT, AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ENDPOINT_SUFFIX)"
                 } else {
                     ""
@@ -188,7 +213,7 @@ impl Request<'_> {
                 };
                 Err(self.fail(
                     kind,
-                    &failure.describe(&self.account.endpoint),
+                    &failure.describe(&self.call.account.endpoint),
                     hint,
                     Some(&why),
                 ))
@@ -213,14 +238,19 @@ impl Request<'_> {
         let mut request: HttpRequest = builder
             .body(HttpRequestBody::empty())
             .map_err(|e| Error::internal(format!("cannot build a request for {url}: {e}")))?;
-        self.account
+        self.call
+            .account
             .credential
-            .authorize(&self.account.name, &mut request, self.budget.remaining())
+            .authorize(
+                &self.call.account.name,
+                &mut request,
+                self.budget.remaining(),
+            )
             .await?;
         let (parts, _) = request.into_parts();
         let idle = self.budget.idle_limit();
         let pending = self
-            .ctx
+            .call
             .client
             .request(parts.method, parts.uri.to_string())
             .headers(parts.headers)
@@ -236,7 +266,10 @@ impl Request<'_> {
             Ok(Ok(r)) => r,
         };
         self.budget.answered();
-        self.account.unreachable.store(false, Ordering::Relaxed);
+        self.call
+            .account
+            .unreachable
+            .store(false, Ordering::Relaxed);
         log::debug!(
             "azure: {} {} -> {} (request id {}, attempt {}, {})",
             self.what,
