@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// TLS trusts the Mozilla roots and the system's store; `SSL_CERT_FILE` or
 /// `SSL_CERT_DIR` replace the system's store (for a private CA, e.g. a test
 /// CA for an emulator started with a certificate).
-pub fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Client> {
+pub(crate) fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .dns_resolver(std::sync::Arc::new(LocalhostResolver))
         .http1_only()
@@ -38,11 +38,11 @@ pub fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Cl
 /// so as the streamer's own Azure client does with
 /// `AZURE_STORAGE_ENDPOINT_SUFFIX=blob.localhost:<port>` (an emulator on
 /// this machine); other names go to the system resolver (getaddrinfo).
-pub struct LocalhostResolver;
+pub(crate) struct LocalhostResolver;
 
 /// Whether `host` is `localhost` or a name under it (any case, with or
 /// without the root's trailing dot).
-pub fn is_localhost(host: &str) -> bool {
+fn is_localhost(host: &str) -> bool {
     let h = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     h == "localhost" || h.ends_with(".localhost")
 }
@@ -78,12 +78,12 @@ impl reqwest::dns::Resolve for LocalhostResolver {
 }
 
 /// The `x-ms-request-id` of a response.
-pub fn request_id(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     header(headers, "x-ms-request-id")
 }
 
 /// A header's value, trimmed; `None` when absent, empty or not text.
-pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)?
         .to_str()
@@ -94,7 +94,7 @@ pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The innermost cause of an error, without `reqwest`'s outer text (which
 /// carries the URL, and with it any SAS).
-pub fn cause(e: &reqwest::Error) -> String {
+pub(crate) fn cause(e: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut last: Option<String> = None;
     let mut cur = e.source();

@@ -12,7 +12,7 @@ use crate::origin::Listed;
 
 /// Lists the blobs of `container` whose names start with `prefix` (List
 /// Blobs, `page_size` names per request, following `NextMarker`).
-pub async fn list(
+pub(crate) async fn list(
     call: Call,
     container: &str,
     prefix: &str,
@@ -85,7 +85,7 @@ pub async fn list(
 
 /// Parses one page of a List Blobs answer: the blobs (name and
 /// `Content-Length`) and the `NextMarker`, if any.
-pub fn parse_listing(xml: &str) -> std::result::Result<(Vec<Listed>, Option<String>), String> {
+fn parse_listing(xml: &str) -> std::result::Result<(Vec<Listed>, Option<String>), String> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(xml);
     // Element names from the root down, and the text of the innermost one.

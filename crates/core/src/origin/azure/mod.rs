@@ -1,16 +1,18 @@
-//! The Azure Blob Storage origin.
+//! The Azure Blob Storage origin. [`AzureOrigin`] holds the accounts and the
+//! runtime, and runs each call (`AzureOrigin::call`); the rest, a file per
+//! concern:
 //!
-//! - [`endpoint`]: which URL an account's blobs are at, and how container
+//! - `endpoint.rs`: which URL an account's blobs are at, and how container
 //!   and blob names are percent-encoded into it;
 //! - [`auth`]: which credential an account uses (the order is documented
 //!   there) and signing requests with it, through `object_store`;
-//! - [`http`]: the HTTP client, and reading headers and errors from it;
-//! - [`retry`]: what is retried, the backoff, and the time budget;
-//! - [`request`]: one request and its attempts: signing and sending each,
-//!   retrying as [`retry`] says, and the final error message;
-//! - [`read`]: `stat` (HEAD) and `read` (ranged GET conditional on the
-//!   ETag, streamed, resumed after a break);
-//! - [`list`]: List Blobs, page by page.
+//! - `http.rs`: the HTTP client, and reading headers and errors from it;
+//! - `retry.rs`: what is retried, the backoff, and the time budget;
+//! - `request.rs`: one request and its attempts: signing and sending each,
+//!   retrying as `retry.rs` says, and the final error message;
+//! - `read.rs`: `stat` (HEAD: size and ETag) and `read` (ranged GET
+//!   conditional on the ETag, streamed, resumed after a break);
+//! - `list.rs`: List Blobs, page by page.
 //!
 //! The requests run on a Tokio runtime (two worker threads) that this origin
 //! owns, created on first use; callers (the cache's fill threads, or a
@@ -22,12 +24,12 @@
 //! origin (and a forked child builds its own), so nothing here outlives one.
 
 pub mod auth;
-pub mod endpoint;
-pub mod http;
-pub mod list;
-pub mod read;
-pub mod request;
-pub mod retry;
+mod endpoint;
+mod http;
+mod list;
+mod read;
+mod request;
+mod retry;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -68,7 +70,7 @@ pub struct AzureOrigin {
 }
 
 /// Names asked for per List Blobs request (the service's maximum).
-pub const LIST_PAGE_SIZE: u32 = 5000;
+const LIST_PAGE_SIZE: u32 = 5000;
 
 enum Slot {
     NotStarted,

@@ -20,11 +20,11 @@ use crate::names::BlobKey;
 use crate::origin::ObjectInfo;
 
 /// Bytes gathered before handing them to the sink (fewer, larger writes).
-pub const COALESCE: usize = 256 << 10;
+const COALESCE: usize = 256 << 10;
 
 /// Looks up the blob's size and ETag (HEAD). With `quick`, a connection
 /// failure is not retried (the caller has a cached copy to serve).
-pub async fn stat(call: Call, key: &BlobKey, quick: bool) -> Result<ObjectInfo> {
+pub(crate) async fn stat(call: Call, key: &BlobKey, quick: bool) -> Result<ObjectInfo> {
     let url = endpoint::blob_url(&call.account.endpoint, &key.container, &key.blob);
     let mut req = call.request(url, "HEAD".into());
     if quick {
@@ -120,7 +120,7 @@ fn check_answer(
 
 /// Delivers bytes `[offset, offset + len)` of the blob at version
 /// `info.version` to `sink`, in order.
-pub async fn read<S>(
+pub(crate) async fn read<S>(
     call: Call,
     key: &BlobKey,
     info: &ObjectInfo,

@@ -25,17 +25,17 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 
 /// One storage account as this origin instance uses it.
-pub struct Account {
-    pub name: String,
-    pub endpoint: String,
-    pub credential: Credential,
+pub(crate) struct Account {
+    pub(crate) name: String,
+    pub(crate) endpoint: String,
+    pub(crate) credential: Credential,
     /// Set when a call gave up because the endpoint could not be reached;
     /// cleared by any answer. While set, calls do not retry.
     unreachable: AtomicBool,
 }
 
 impl Account {
-    pub fn new(name: String, endpoint: String, credential: Credential) -> Account {
+    pub(crate) fn new(name: String, endpoint: String, credential: Credential) -> Account {
         Account {
             name,
             endpoint,
@@ -53,14 +53,18 @@ impl Account {
 
 /// One call of the origin (a stat, a listing, a read): the account it goes
 /// to, the HTTP client, and the time each of its requests may take.
-pub struct Call {
-    pub account: Arc<Account>,
+pub(crate) struct Call {
+    pub(crate) account: Arc<Account>,
     client: reqwest::Client,
     fetch_timeout: Duration,
 }
 
 impl Call {
-    pub fn new(account: Arc<Account>, client: reqwest::Client, fetch_timeout: Duration) -> Call {
+    pub(crate) fn new(
+        account: Arc<Account>,
+        client: reqwest::Client,
+        fetch_timeout: Duration,
+    ) -> Call {
         Call {
             account,
             client,
@@ -70,7 +74,7 @@ impl Call {
 
     /// A request to `url` with a budget of its own, named `what` in
     /// messages.
-    pub(super) fn request(&self, url: String, what: String) -> Request<'_> {
+    pub(crate) fn request(&self, url: String, what: String) -> Request<'_> {
         Request {
             call: self,
             url,
@@ -82,17 +86,17 @@ impl Call {
 
 /// One request: where it goes, how it is named in messages ("HEAD",
 /// "GET bytes=0-99"), and its time budget across all its attempts.
-pub(super) struct Request<'a> {
+pub(crate) struct Request<'a> {
     call: &'a Call,
     url: String,
-    pub(super) what: String,
-    pub(super) budget: Budget,
+    pub(crate) what: String,
+    pub(crate) budget: Budget,
 }
 
 impl Request<'_> {
     /// A final error: what was asked, what happened, what to do, and how
     /// hard it tried.
-    pub(super) fn fail(
+    pub(crate) fn fail(
         &self,
         kind: ErrorKind,
         detail: &str,
@@ -118,7 +122,7 @@ impl Request<'_> {
     }
 
     /// The final error for a refusal no retry can help, with what to check.
-    pub(super) fn refused(&self, r: &Refusal) -> Error {
+    pub(crate) fn refused(&self, r: &Refusal) -> Error {
         let account = &self.call.account.name;
         let (kind, hint) = match r.status.as_u16() {
             401 | 403 => (
@@ -146,7 +150,7 @@ impl Request<'_> {
     /// explain. Failed attempts and refusals with a transient status are
     /// retried within the budget; when it runs out, the last one is the
     /// error.
-    pub(super) async fn answer(
+    pub(crate) async fn answer(
         &mut self,
         method: Method,
         headers: &[(&'static str, String)],
@@ -173,7 +177,7 @@ impl Request<'_> {
     /// Sends the request (no extra headers) until the service answers with
     /// success; a refusal no retry can help is explained by
     /// [`Request::refused`].
-    pub(super) async fn answered(&mut self, method: Method) -> Result<Response> {
+    pub(crate) async fn answered(&mut self, method: Method) -> Result<Response> {
         match self.answer(method, &[]).await? {
             Ok(response) => Ok(response),
             Err(r) => Err(self.refused(&r)),
@@ -183,7 +187,7 @@ impl Request<'_> {
     /// After a failure that may be retried: waits as the budget says (the
     /// service's `Retry-After`, or the backoff) and returns `Ok` to try
     /// again, or returns the final error.
-    pub(super) async fn after_failure(&mut self, failure: Failure) -> Result<()> {
+    pub(crate) async fn after_failure(&mut self, failure: Failure) -> Result<()> {
         match self
             .budget
             .next_wait(failure.is_connect(), failure.retry_after())
@@ -287,7 +291,7 @@ impl Request<'_> {
 
 /// Why an attempt got no usable answer.
 #[derive(Debug)]
-pub(super) enum Failure {
+pub(crate) enum Failure {
     /// The request never reached the service (DNS, refused, unreachable,
     /// connect timeout).
     Connect(String),
@@ -332,12 +336,12 @@ impl Failure {
 
 /// An error answer from the service.
 #[derive(Debug)]
-pub(super) struct Refusal {
-    pub(super) status: StatusCode,
-    pub(super) code: Option<String>,
-    pub(super) request_id: Option<String>,
-    pub(super) message: Option<String>,
-    pub(super) retry_after: Option<Duration>,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) code: Option<String>,
+    pub(crate) request_id: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl std::fmt::Display for Refusal {
