@@ -49,6 +49,7 @@ pub(crate) async fn stat(call: Call, key: &BlobKey, quick: bool) -> Result<Objec
         )),
     }
 }
+
 /// Parses `bytes <first>-<last>/<total>`.
 fn content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
