@@ -50,7 +50,7 @@ use crate::sync::MutexExt;
 
 /// The `x-ms-version` of unsigned (anonymous) requests; signed ones get
 /// `object_store`'s.
-pub const ANONYMOUS_VERSION: &str = "2023-11-03";
+const ANONYMOUS_VERSION: &str = "2023-11-03";
 
 const KEY_VARS: &[&str] = &[
     "AZURE_STORAGE_ACCOUNT_KEY",
@@ -113,7 +113,7 @@ impl AzureEnv {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(|v| v.trim())
     }
 
@@ -121,7 +121,7 @@ impl AzureEnv {
         names.iter().find_map(|n| self.get(n).map(|v| (*n, v)))
     }
 
-    pub fn connection_string(&self) -> Option<ConnectionString> {
+    pub(crate) fn connection_string(&self) -> Option<ConnectionString> {
         self.get("AZURE_STORAGE_CONNECTION_STRING")
             .map(ConnectionString::parse)
     }
@@ -145,7 +145,7 @@ impl AzureEnv {
 
 /// Where an account's credential came from (for log lines and hints).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Anonymous,
     Key(&'static str),
     Sas(&'static str),
@@ -155,7 +155,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Source::Anonymous => "anonymous (unsigned requests)".into(),
             Source::Key(var) => format!("shared key from {var}"),
@@ -167,7 +167,7 @@ impl Source {
     }
 
     /// What to check when Azure refuses the credential (401/403).
-    pub fn refused_hint(&self, account: &str) -> String {
+    pub(crate) fn refused_hint(&self, account: &str) -> String {
         match self {
             Source::Anonymous => "the container does not allow anonymous access; set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or unset BLOBCACHE_AZURE_AUTH=anonymous".into(),
             Source::Key(var) => format!("check that {var} is a current key of account {account}"),
@@ -180,8 +180,8 @@ impl Source {
 }
 
 /// The credential of one account.
-pub struct Credential {
-    pub source: Source,
+pub(crate) struct Credential {
+    pub(crate) source: Source,
     provider: Option<AzureCredentialProvider>,
     /// The last failure to get a token, and when: repeated for
     /// [`FAILURE_MEMORY`] instead of asking the identity service again, so a
@@ -190,7 +190,7 @@ pub struct Credential {
 }
 
 /// How long a failure to get a token is remembered.
-pub const FAILURE_MEMORY: Duration = Duration::from_secs(30);
+const FAILURE_MEMORY: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,7 +201,7 @@ impl std::fmt::Debug for Credential {
 impl Credential {
     /// Chooses the credential of `account` (see the module docs for the
     /// order). No network: token providers fetch on first use.
-    pub fn choose(
+    pub(crate) fn choose(
         account: &str,
         env: &AzureEnv,
         anonymous: bool,
@@ -250,7 +250,7 @@ impl Credential {
     /// Adds the date, version and authorization to `request` (for a SAS:
     /// query parameters, so never log the request's URI after this).
     /// Waits at most `limit` for a token.
-    pub async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         account: &str,
         request: &mut HttpRequest,
@@ -345,7 +345,7 @@ fn entra_builder(account: &str, env: &AzureEnv, fetch_timeout: Duration) -> Micr
 }
 
 /// One line, for messages that may hold a multi-line server answer.
-pub fn flatten(s: &str) -> String {
+fn flatten(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -24,28 +24,28 @@
 use crate::error::{Error, Result};
 
 /// Azurite's default blob endpoint, for `UseDevelopmentStorage=true`.
-pub const DEVELOPMENT_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
+const DEVELOPMENT_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
 /// The emulator's well-known account and key (public, from the Azurite docs).
-pub const DEVELOPMENT_ACCOUNT: &str = "devstoreaccount1";
-pub const DEVELOPMENT_KEY: &str =
+const DEVELOPMENT_ACCOUNT: &str = "devstoreaccount1";
+pub(crate) const DEVELOPMENT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-pub const DEFAULT_SUFFIX: &str = "blob.core.windows.net";
+const DEFAULT_SUFFIX: &str = "blob.core.windows.net";
 
 /// The fields of an `AZURE_STORAGE_CONNECTION_STRING` that matter here.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConnectionString {
-    pub account_name: Option<String>,
-    pub account_key: Option<String>,
-    pub sas: Option<String>,
-    pub blob_endpoint: Option<String>,
-    pub protocol: Option<String>,
-    pub endpoint_suffix: Option<String>,
+pub(crate) struct ConnectionString {
+    account_name: Option<String>,
+    pub(crate) account_key: Option<String>,
+    pub(crate) sas: Option<String>,
+    blob_endpoint: Option<String>,
+    protocol: Option<String>,
+    endpoint_suffix: Option<String>,
 }
 
 impl ConnectionString {
     /// Parses `Key=Value;Key=Value` (keys case-insensitive; values may hold
     /// `=`, as keys and signatures do).
-    pub fn parse(s: &str) -> ConnectionString {
+    pub(crate) fn parse(s: &str) -> ConnectionString {
         let mut c = ConnectionString::default();
         let mut development = false;
         for part in s.split(';') {
@@ -81,7 +81,7 @@ impl ConnectionString {
     }
 
     /// Whether this connection string is about `account`.
-    pub fn applies_to(&self, account: &str) -> bool {
+    pub(crate) fn applies_to(&self, account: &str) -> bool {
         self.account_name
             .as_deref()
             .map_or(true, |a| a.eq_ignore_ascii_case(account))
@@ -98,7 +98,7 @@ impl ConnectionString {
 }
 
 /// Checks that `account` can go into a host name or URL path unescaped.
-pub fn check_account(account: &str) -> Result<()> {
+fn check_account(account: &str) -> Result<()> {
     let ok = !account.is_empty()
         && account.len() <= 63
         && account
@@ -115,7 +115,7 @@ pub fn check_account(account: &str) -> Result<()> {
 
 /// The endpoint of `account` (no trailing `/`); see the module docs for the
 /// order.
-pub fn resolve(
+pub(crate) fn resolve(
     account: &str,
     template: Option<&str>,
     connection: Option<&ConnectionString>,
@@ -151,7 +151,7 @@ fn unreserved(b: u8) -> bool {
 }
 
 /// Appends `s` percent-encoded (everything outside RFC 3986 unreserved).
-pub fn encode_into(out: &mut String, s: &str) {
+pub(crate) fn encode_into(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in s.as_bytes() {
         if unreserved(b) {
@@ -166,7 +166,7 @@ pub fn encode_into(out: &mut String, s: &str) {
 
 /// `endpoint/container/blob`, each name percent-encoded, the blob's `/`
 /// separators kept.
-pub fn blob_url(endpoint: &str, container: &str, blob: &str) -> String {
+pub(crate) fn blob_url(endpoint: &str, container: &str, blob: &str) -> String {
     let mut url = String::with_capacity(endpoint.len() + container.len() + blob.len() * 3 + 2);
     url.push_str(endpoint);
     url.push('/');

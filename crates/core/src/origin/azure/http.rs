@@ -1,19 +1,14 @@
-//! The HTTP side: the client, sending one signed request, and describing
-//! what went wrong in words a user can act on.
-//!
-//! Messages are built from the request URL *without* its query (where a SAS
-//! lives), from status, `x-ms-error-code`, `x-ms-request-id` and the first
-//! sentence of the service's `<Message>`; never from a request's URI after
-//! signing, and never from `reqwest::Error`'s own text (which holds the URL).
+//! The HTTP client every request of one origin instance goes through: how
+//! it connects (HTTP/1.1, bounded connection setup, a pool of idle
+//! connections, no redirects, names under `localhost` without DNS), and
+//! reading what it returns: headers, and the cause of an error without
+//! `reqwest`'s own text (which holds the URL, and with it any SAS).
 
 use std::time::Duration;
 
-use object_store::client::{HttpRequest, HttpRequestBody};
 use reqwest::header::HeaderMap;
-use reqwest::{Method, Response, StatusCode};
 
-use super::auth::Credential;
-use super::retry::{self, Budget};
+use super::retry;
 use crate::error::{Error, Result};
 
 /// Builds the client shared by every request of one origin instance: HTTP/1.1
@@ -24,7 +19,7 @@ use crate::error::{Error, Result};
 /// TLS trusts the Mozilla roots and the system's store; `SSL_CERT_FILE` or
 /// `SSL_CERT_DIR` replace the system's store (for a private CA, e.g. a test
 /// CA for an emulator started with a certificate).
-pub fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Client> {
+pub(crate) fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .dns_resolver(std::sync::Arc::new(LocalhostResolver))
         .http1_only()
@@ -43,11 +38,11 @@ pub fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Cl
 /// so as the streamer's own Azure client does with
 /// `AZURE_STORAGE_ENDPOINT_SUFFIX=blob.localhost:<port>` (an emulator on
 /// this machine); other names go to the system resolver (getaddrinfo).
-pub struct LocalhostResolver;
+pub(crate) struct LocalhostResolver;
 
 /// Whether `host` is `localhost` or a name under it (any case, with or
 /// without the root's trailing dot).
-pub fn is_localhost(host: &str) -> bool {
+fn is_localhost(host: &str) -> bool {
     let h = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     h == "localhost" || h.ends_with(".localhost")
 }
@@ -82,92 +77,13 @@ impl reqwest::dns::Resolve for LocalhostResolver {
     }
 }
 
-/// Why an attempt got no usable answer.
-#[derive(Debug)]
-pub enum Failure {
-    /// The request never reached the service (DNS, refused, unreachable,
-    /// connect timeout).
-    Connect(String),
-    /// No answer, or no more of the body, within the idle limit.
-    Stalled(String),
-    /// The connection broke, or the body ended early.
-    Broken(String),
-    /// The service answered with an error status.
-    Refused(Refusal),
-}
-
-impl Failure {
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Failure::Connect(_))
-    }
-
-    pub fn retryable(&self) -> bool {
-        match self {
-            Failure::Refused(r) => retry::retryable_status(r.status),
-            _ => true,
-        }
-    }
-
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Failure::Refused(r) => r.retry_after,
-            _ => None,
-        }
-    }
-
-    pub fn describe(&self, endpoint: &str) -> String {
-        match self {
-            Failure::Connect(why) => format!("cannot connect to {endpoint} ({why})"),
-            Failure::Stalled(why) | Failure::Broken(why) => why.clone(),
-            Failure::Refused(r) => r.to_string(),
-        }
-    }
-
-    fn from_reqwest(e: &reqwest::Error, idle: Duration) -> Failure {
-        if e.is_connect() {
-            Failure::Connect(cause(e))
-        } else if e.is_timeout() {
-            Failure::Stalled(format!("no answer within {}", retry::fmt_duration(idle)))
-        } else {
-            Failure::Broken(format!("the connection failed: {}", cause(e)))
-        }
-    }
-}
-
-/// An error answer from the service.
-#[derive(Debug)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub code: Option<String>,
-    pub request_id: Option<String>,
-    pub message: Option<String>,
-    pub retry_after: Option<Duration>,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {}", self.status.as_u16())?;
-        if let Some(c) = &self.code {
-            write!(f, " {c}")?;
-        }
-        write!(
-            f,
-            " (request id {})",
-            self.request_id.as_deref().unwrap_or("none")
-        )?;
-        if let Some(m) = &self.message {
-            write!(f, ": {m}")?;
-        }
-        Ok(())
-    }
-}
-
 /// The `x-ms-request-id` of a response.
-pub fn request_id(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     header(headers, "x-ms-request-id")
 }
 
-pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+/// A header's value, trimmed; `None` when absent, empty or not text.
+pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)?
         .to_str()
@@ -176,60 +92,9 @@ pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Reads an error response: status, headers and (for GET) the XML body's
-/// `<Code>` and `<Message>`.
-pub async fn refusal(response: Response, budget: &Budget) -> Refusal {
-    let headers = response.headers().clone();
-    let status = response.status();
-    let body = read_small_body(response, budget).await;
-    let code = header(&headers, "x-ms-error-code").or_else(|| xml_field(&body, "Code"));
-    let message = xml_field(&body, "Message").map(|m| first_sentence(&m));
-    Refusal {
-        status,
-        code,
-        request_id: request_id(&headers),
-        message,
-        retry_after: retry::retry_after(&headers),
-    }
-}
-
-/// Up to 16 KiB of an error body, within the idle limit; empty on trouble.
-async fn read_small_body(mut response: Response, budget: &Budget) -> String {
-    let mut body = Vec::new();
-    let read = async {
-        while let Ok(Some(chunk)) = response.chunk().await {
-            body.extend_from_slice(&chunk);
-            if body.len() > 16 << 10 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(budget.idle_limit(), read).await;
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-fn xml_field(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let len = body[start..].find(&format!("</{name}>"))?;
-    let v = body[start..start + len].trim();
-    (!v.is_empty()).then(|| v.to_string())
-}
-
-/// The service's message up to its first line break (Azure puts
-/// `RequestId:` and `Time:` on later lines), at most 160 characters.
-fn first_sentence(m: &str) -> String {
-    let line = m.lines().next().unwrap_or("").trim();
-    let mut s: String = line.chars().take(160).collect();
-    if s.len() < line.len() {
-        s.push('…');
-    }
-    s
-}
-
 /// The innermost cause of an error, without `reqwest`'s outer text (which
 /// carries the URL, and with it any SAS).
-pub fn cause(e: &reqwest::Error) -> String {
+pub(crate) fn cause(e: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut last: Option<String> = None;
     let mut cur = e.source();
@@ -250,61 +115,9 @@ pub fn cause(e: &reqwest::Error) -> String {
     })
 }
 
-/// Signs and sends one request, waiting at most the idle limit for the
-/// response headers. The outer error is final (no credential); the inner one
-/// is a failure the caller may retry.
-pub async fn send(
-    client: &reqwest::Client,
-    credential: &Credential,
-    account: &str,
-    method: Method,
-    url: &str,
-    headers: &[(&'static str, String)],
-    budget: &Budget,
-) -> Result<Result<Response, Failure>> {
-    let mut builder = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        builder = builder.header(*name, value.as_str());
-    }
-    let mut request: HttpRequest = builder
-        .body(HttpRequestBody::empty())
-        .map_err(|e| Error::internal(format!("cannot build a request for {url}: {e}")))?;
-    credential
-        .authorize(account, &mut request, budget.remaining())
-        .await?;
-    let (parts, _) = request.into_parts();
-    let idle = budget.idle_limit();
-    let pending = client
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .send();
-    Ok(match tokio::time::timeout(idle, pending).await {
-        Err(_) => Err(Failure::Stalled(format!(
-            "no answer within {}",
-            retry::fmt_duration(idle)
-        ))),
-        Ok(Err(e)) => Err(Failure::from_reqwest(&e, idle)),
-        Ok(Ok(r)) => Ok(r),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn code_and_first_line_of_the_message_come_from_the_xml_body() {
-        let body = "<?xml version=\"1.0\"?>\n<Error>\n  <Code>AuthorizationFailure</Code>\n  <Message>Server failed to authenticate the request.\nRequestId:abc\nTime:2026</Message>\n</Error>";
-        assert_eq!(
-            xml_field(body, "Code").as_deref(),
-            Some("AuthorizationFailure")
-        );
-        assert_eq!(
-            first_sentence(&xml_field(body, "Message").unwrap()),
-            "Server failed to authenticate the request."
-        );
-        assert_eq!(xml_field("", "Code"), None);
-    }
 
     #[test]
     fn localhost_names_are_recognised_and_nothing_else() {
@@ -360,20 +173,5 @@ mod tests {
             assert_eq!(addrs.len(), 1, "{addrs:?}");
             assert_eq!(addrs[0].ip().to_string(), want);
         }
-    }
-
-    #[test]
-    fn a_refusal_reads_as_status_code_request_id_and_message() {
-        let r = Refusal {
-            status: StatusCode::FORBIDDEN,
-            code: Some("AuthenticationFailed".into()),
-            request_id: Some("0f3c-77".into()),
-            message: Some("Server failed to authenticate the request.".into()),
-            retry_after: None,
-        };
-        assert_eq!(
-            r.to_string(),
-            "HTTP 403 AuthenticationFailed (request id 0f3c-77): Server failed to authenticate the request."
-        );
     }
 }

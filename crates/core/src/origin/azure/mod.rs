@@ -1,13 +1,18 @@
-//! The Azure Blob Storage origin.
+//! The Azure Blob Storage origin. [`AzureOrigin`] holds the accounts and the
+//! runtime, and runs each call (`AzureOrigin::call`); the rest, a file per
+//! concern:
 //!
-//! - [`endpoint`]: which URL an account's blobs are at, and how container
+//! - `endpoint.rs`: which URL an account's blobs are at, and how container
 //!   and blob names are percent-encoded into it;
 //! - [`auth`]: which credential an account uses (the order is documented
 //!   there) and signing requests with it, through `object_store`;
-//! - [`http`]: the HTTP client, one signed request, and error messages;
-//! - [`retry`]: what is retried, the backoff, and the time budget;
-//! - [`fetch`]: `stat` (HEAD) and `read` (ranged GET conditional on the
-//!   ETag, streamed, resumed after a break).
+//! - `http.rs`: the HTTP client, and reading headers and errors from it;
+//! - `retry.rs`: what is retried, the backoff, and the time budget;
+//! - `request.rs`: one request and its attempts: signing and sending each,
+//!   retrying as `retry.rs` says, and the final error message;
+//! - `read.rs`: `stat` (HEAD: size and ETag) and `read` (ranged GET
+//!   conditional on the ETag, streamed, resumed after a break);
+//! - `list.rs`: List Blobs, page by page.
 //!
 //! The requests run on a Tokio runtime (two worker threads) that this origin
 //! owns, created on first use; callers (the cache's fill threads, or a
@@ -19,10 +24,12 @@
 //! origin (and a forked child builds its own), so nothing here outlives one.
 
 pub mod auth;
-pub mod endpoint;
-pub mod fetch;
-pub mod http;
-pub mod retry;
+mod endpoint;
+mod http;
+mod list;
+mod read;
+mod request;
+mod retry;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,7 +48,7 @@ use crate::origin::{Listed, ObjectInfo, Origin, Sink};
 use crate::sync::MutexExt;
 
 pub use auth::AzureEnv;
-use fetch::{Account, Ctx};
+use request::{Account, Call};
 
 /// How long `shutdown` waits for cancelled calls to return, and then for the
 /// runtime's threads to stop.
@@ -63,7 +70,7 @@ pub struct AzureOrigin {
 }
 
 /// Names asked for per List Blobs request (the service's maximum).
-pub const LIST_PAGE_SIZE: u32 = 5000;
+const LIST_PAGE_SIZE: u32 = 5000;
 
 enum Slot {
     NotStarted,
@@ -173,12 +180,15 @@ impl AzureOrigin {
         }
     }
 
-    /// Runs one operation to completion on the calling thread, or until
-    /// `shutdown` cancels it.
-    fn run<T, F>(&self, op: impl FnOnce(reqwest::Client) -> F) -> Result<T>
+    /// Runs one call to `account` to completion on the calling thread, or
+    /// until `shutdown` cancels it: sets the account up (on first use),
+    /// hops onto the runtime, and keeps every credential out of the error.
+    /// `op` says what the call does with the account and the HTTP client.
+    fn call<T, F>(&self, account: &str, op: impl FnOnce(Call) -> F) -> Result<T>
     where
         F: Future<Output = Result<T>>,
     {
+        let account = self.account(account)?;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _counted = InFlight(&self.in_flight);
         if self.stopped.load(Ordering::SeqCst) {
@@ -191,7 +201,7 @@ impl AzureOrigin {
         }
         let (handle, client) = self.runtime()?;
         let mut cancel = self.cancel.subscribe();
-        let work = op(client);
+        let work = op(Call::new(account, client, self.fetch_timeout));
         let result = handle.block_on(async move {
             tokio::select! {
                 biased;
@@ -201,20 +211,6 @@ impl AzureOrigin {
         });
         // Whatever went wrong, no credential leaves this module.
         result.map_err(|e| Error::new(e.kind(), crate::redact::redact(e.message())))
-    }
-}
-
-impl AzureOrigin {
-    fn stat_with(&self, key: &BlobKey, quick: bool) -> Result<ObjectInfo> {
-        let account = self.account(&key.account)?;
-        let fetch_timeout = self.fetch_timeout;
-        self.run(|client| async move {
-            let ctx = Ctx {
-                client: &client,
-                fetch_timeout,
-            };
-            fetch::stat(&ctx, &account, key, quick).await
-        })
     }
 
     /// The endpoint an account's requests go to (for `doctor`).
@@ -237,25 +233,17 @@ impl Origin for AzureOrigin {
     }
 
     fn stat(&self, key: &BlobKey) -> Result<ObjectInfo> {
-        self.stat_with(key, false)
+        self.call(&key.account, |call| read::stat(call, key, false))
     }
 
     fn stat_quick(&self, key: &BlobKey) -> Result<ObjectInfo> {
-        self.stat_with(key, true)
+        self.call(&key.account, |call| read::stat(call, key, true))
     }
 
     fn list(&self, account: &str, container: &str, prefix: &str) -> Result<Vec<Listed>> {
         BlobKey::new(account, container, "x")?;
-        let acct = self.account(account)?;
-        let fetch_timeout = self.fetch_timeout;
         let page = self.list_page_size;
-        self.run(|client| async move {
-            let ctx = Ctx {
-                client: &client,
-                fetch_timeout,
-            };
-            fetch::list(&ctx, &acct, container, prefix, page).await
-        })
+        self.call(account, |call| list::list(call, container, prefix, page))
     }
 
     fn read(
@@ -266,14 +254,8 @@ impl Origin for AzureOrigin {
         len: u64,
         sink: &mut Sink<'_>,
     ) -> Result<()> {
-        let account = self.account(&key.account)?;
-        let fetch_timeout = self.fetch_timeout;
-        self.run(|client| async move {
-            let ctx = Ctx {
-                client: &client,
-                fetch_timeout,
-            };
-            fetch::read(&ctx, &account, key, info, offset, len, sink).await
+        self.call(&key.account, |call| {
+            read::read(call, key, info, offset, len, sink)
         })
     }
 

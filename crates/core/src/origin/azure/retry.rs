@@ -1,8 +1,9 @@
 //! When to try a request again, and how long to wait first.
 //!
-//! Every `stat` or `read` call has one time budget, `BLOBCACHE_FETCH_TIMEOUT`
-//! (default 30 s), that covers all its attempts, the waits between them and
-//! the transfer itself. Within it, transient failures are retried with
+//! Every request (a `stat`, a `read` with its resumptions, one page of a
+//! listing) has one time budget, `BLOBCACHE_FETCH_TIMEOUT` (default 30 s),
+//! that covers all its attempts, the waits between them and the transfer
+//! itself; `request.rs` asks [`Budget::next_wait`] after each failure. Within it, transient failures are retried with
 //! exponential backoff and full jitter (a random wait between zero and
 //! `100 ms × 2^attempt`, capped at 4 s), or after exactly the time the
 //! service asks for in `Retry-After` (`x-ms-retry-after-ms`, `retry-after-ms`).
@@ -25,26 +26,26 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 
 /// The first backoff step; each later one doubles, up to [`MAX_BACKOFF`].
-pub const BASE_BACKOFF: Duration = Duration::from_millis(100);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
+const BASE_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// How long connection failures are retried before giving up (or the whole
 /// budget, if that is shorter).
-pub const CONNECT_BUDGET: Duration = Duration::from_secs(5);
+const CONNECT_BUDGET: Duration = Duration::from_secs(5);
 /// A response (headers, or the next piece of the body) that takes longer
 /// than this counts as stalled (or the whole budget, if that is shorter).
-pub const MAX_IDLE: Duration = Duration::from_secs(10);
+const MAX_IDLE: Duration = Duration::from_secs(10);
 /// Longest TCP (and TLS) connection setup.
-pub const MAX_CONNECT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_CONNECT: Duration = Duration::from_secs(5);
 
 /// Statuses worth another attempt.
-pub fn retryable_status(status: StatusCode) -> bool {
+pub(crate) fn retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// The wait the service asked for, if any: `x-ms-retry-after-ms`,
 /// `retry-after-ms`, or `Retry-After` in whole seconds. (The HTTP-date form
 /// of `Retry-After` is not used by Azure Storage and is ignored.)
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = |name: &str| headers.get(name)?.to_str().ok().map(str::trim);
     for name in ["x-ms-retry-after-ms", "retry-after-ms"] {
         if let Some(ms) = value(name).and_then(|v| v.parse::<u64>().ok()) {
@@ -57,7 +58,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Exponential backoff with full jitter for the `attempt`-th retry (0-based).
-pub fn backoff(attempt: u32) -> Duration {
+fn backoff(attempt: u32) -> Duration {
     let ceiling = BASE_BACKOFF
         .saturating_mul(1u32 << attempt.min(16))
         .min(MAX_BACKOFF);
@@ -74,25 +75,25 @@ fn random_fraction() -> f64 {
 }
 
 /// The time budget of one call, and how far it has got.
-pub struct Budget {
-    pub start: Instant,
-    pub deadline: Instant,
-    pub limit: Duration,
+pub(crate) struct Budget {
+    start: Instant,
+    deadline: Instant,
+    limit: Duration,
     /// Requests sent so far.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Failed attempts since the last progress (drives the backoff).
-    pub failures: u32,
+    failures: u32,
     /// When connection failures started (reset by any answer).
     connect_failing_since: Option<Instant>,
     /// Retry at all? (Off while the account is known to be unreachable.)
-    pub retries: bool,
+    retries: bool,
     /// Retry connection failures? (Off when the caller has a cached copy to
     /// serve instead.)
-    pub connect_retries: bool,
+    connect_retries: bool,
 }
 
 impl Budget {
-    pub fn new(limit: Duration, retries: bool) -> Budget {
+    pub(crate) fn new(limit: Duration, retries: bool) -> Budget {
         let start = Instant::now();
         Budget {
             start,
@@ -107,38 +108,38 @@ impl Budget {
     }
 
     /// The same budget, but a connection failure is final at once.
-    pub fn without_connect_retries(mut self) -> Budget {
+    pub(crate) fn without_connect_retries(mut self) -> Budget {
         self.connect_retries = false;
         self
     }
 
-    pub fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// How long to wait for the next piece of a response.
-    pub fn idle_limit(&self) -> Duration {
+    pub(crate) fn idle_limit(&self) -> Duration {
         MAX_IDLE.min(self.limit).min(self.remaining())
     }
 
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.start.elapsed()
     }
 
     /// Records an answer from the service (any status).
-    pub fn answered(&mut self) {
+    pub(crate) fn answered(&mut self) {
         self.connect_failing_since = None;
     }
 
     /// Records progress (bytes received): the backoff starts over.
-    pub fn progressed(&mut self) {
+    pub(crate) fn progressed(&mut self) {
         self.failures = 0;
     }
 
     /// Decides whether to retry after a failure. `connect` says the request
     /// never reached the service; `asked` is the service's `Retry-After`.
     /// Returns the wait before the next attempt, or why not to retry.
-    pub fn next_wait(
+    pub(crate) fn next_wait(
         &mut self,
         connect: bool,
         asked: Option<Duration>,
@@ -184,7 +185,7 @@ impl Budget {
     }
 
     /// "3 attempts in 1.2 s"
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "{} attempt{} in {}",
             self.attempts,
@@ -194,7 +195,7 @@ impl Budget {
     }
 }
 
-pub fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
     } else {
