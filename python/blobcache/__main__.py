@@ -24,7 +24,7 @@ AUTOREGISTER_VAR = "BLOBCACHE_AUTOREGISTER"
 
 # The library's settings with their defaults, and its one list of secret
 # variables: generated from the Rust tables (see _settings.py).
-from blobcache._settings import IDENTITY_VARS, SECRET_VARS, SETTINGS
+from blobcache._settings import IDENTITY_VARS, KEY_VARS, SAS_VARS, SECRET_VARS, SETTINGS
 
 # Azure variables the library and the streamer read. Values of the first group
 # are shown; the second group holds credentials or identities and is shown
@@ -41,10 +41,6 @@ AZURE_SHOWN = [
 AZURE_SECRET = SECRET_VARS + [
     n for n in IDENTITY_VARS + ["AZURE_OBJECT_ID", "AZURE_MSI_RESOURCE_ID"] if n not in AZURE_SHOWN
 ]
-# The credential order of crates/core/src/origin/azure/auth.rs: the shared key
-# and SAS variables, each also in SECRET_VARS (a test checks).
-KEY_VARS = ["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_MASTER_KEY"]
-SAS_VARS = ["AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_KEY"]
 
 
 def credential_kind():

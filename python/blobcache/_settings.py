@@ -1,7 +1,8 @@
 """The library's settings and secret variables, for `python -m blobcache`.
 
 Generated from crates/core/src/config.rs (SETTINGS) and
-crates/core/src/origin/azure/auth.rs (SECRET_VARS, IDENTITY_VARS) by the
+crates/core/src/origin/azure/auth.rs (SECRET_VARS, IDENTITY_VARS, KEY_VARS,
+SAS_VARS) by the
 test config::tests::the_python_copy_of_the_settings_and_secret_variables_is_generated
 (crates/core), which fails when this file differs from them; run it with
 BLOBCACHE_BLESS=1 to write it again. Do not edit.
@@ -50,4 +51,17 @@ IDENTITY_VARS = [
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_CERTIFICATE_PATH",
     "AZURE_FEDERATED_TOKEN_FILE",
+]
+
+# The credential order: the first shared-key variable set wins, then the first
+# SAS variable (each also in SECRET_VARS).
+KEY_VARS = [
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
+]
+SAS_VARS = [
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_SAS_KEY",
 ]

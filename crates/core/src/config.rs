@@ -746,7 +746,8 @@ mod tests {
             r#""""The library's settings and secret variables, for `python -m blobcache`.
 
 Generated from crates/core/src/config.rs (SETTINGS) and
-crates/core/src/origin/azure/auth.rs (SECRET_VARS, IDENTITY_VARS) by the
+crates/core/src/origin/azure/auth.rs (SECRET_VARS, IDENTITY_VARS, KEY_VARS,
+SAS_VARS) by the
 test config::tests::the_python_copy_of_the_settings_and_secret_variables_is_generated
 (crates/core), which fails when this file differs from them; run it with
 BLOBCACHE_BLESS=1 to write it again. Do not edit.
@@ -765,9 +766,18 @@ SECRET_VARS = [
 # shown as present or absent too.
 IDENTITY_VARS = [
 {identities}]
+
+# The credential order: the first shared-key variable set wins, then the first
+# SAS variable (each also in SECRET_VARS).
+KEY_VARS = [
+{keys}]
+SAS_VARS = [
+{sas}]
 "#,
             secrets = list(crate::origin::azure::auth::SECRET_VARS),
             identities = list(crate::origin::azure::auth::IDENTITY_VARS),
+            keys = list(crate::origin::azure::auth::KEY_VARS),
+            sas = list(crate::origin::azure::auth::SAS_VARS),
         )
     }
 
@@ -778,7 +788,7 @@ IDENTITY_VARS = [
         let have = std::fs::read_to_string(&path).unwrap_or_default();
         if have != want && !bless(&path, &want) {
             panic!(
-                "{} differs from config::SETTINGS and auth::SECRET_VARS/IDENTITY_VARS; \
+                "{} differs from config::SETTINGS and auth's lists of variables; \
                  run this test with BLOBCACHE_BLESS=1 to write it again",
                 path.display()
             );

@@ -52,13 +52,17 @@ use crate::sync::MutexExt;
 /// `object_store`'s.
 const ANONYMOUS_VERSION: &str = "2023-11-03";
 
-const KEY_VARS: &[&str] = &[
+/// The shared-key variables, in the order the first one set is used (each
+/// also in [`SECRET_VARS`]).
+pub const KEY_VARS: &[&str] = &[
     "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_STORAGE_KEY",
     "AZURE_STORAGE_ACCESS_KEY",
     "AZURE_STORAGE_MASTER_KEY",
 ];
-const SAS_VARS: &[&str] = &["AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_KEY"];
+/// The SAS variables, in the order the first one set is used, after
+/// [`KEY_VARS`] (each also in [`SECRET_VARS`]).
+pub const SAS_VARS: &[&str] = &["AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_KEY"];
 /// Variables whose values are secrets, kept out of every message (and shown
 /// only as present or absent by `blobcache doctor`).
 pub const SECRET_VARS: &[&str] = &[
