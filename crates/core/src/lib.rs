@@ -9,8 +9,12 @@
 //! exported C functions call. Nothing here exports a symbol (no
 //! `#[no_mangle]`; the only `extern "C"` functions are fork.rs's
 //! `pthread_atfork` handlers, whose addresses are handed to libc, not
-//! exported) or knows of C pointers; `unsafe` is used only around mmap and
-//! system calls, each block with a `// SAFETY:` comment.
+//! exported) or knows of C pointers. `unsafe` is denied but in two places,
+//! each block with a `// SAFETY:` comment: `sys.rs`, the thin module of
+//! system calls the standard library lacks, and the mapping of a published
+//! block in `store/block.rs`.
+
+#![deny(unsafe_code)]
 
 pub mod cache;
 pub mod config;
@@ -27,6 +31,8 @@ pub mod state;
 pub mod stats;
 pub mod store;
 pub mod sync;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use cache::Cache;
 pub use config::Config;

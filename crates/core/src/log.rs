@@ -74,16 +74,10 @@ pub fn log(level: Level, message: &str) {
 /// report them.
 fn write_stderr(mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        // SAFETY: writes from a valid slice; descriptor 2 may be closed or
-        // anything else, which write reports as an error.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n > 0 {
-            bytes = &bytes[n as usize..];
-        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-        {
-            continue;
-        } else {
-            return;
+        match crate::sys::write_stderr(bytes) {
+            Ok(n) if n > 0 => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => return,
         }
     }
 }

@@ -213,17 +213,7 @@ fn now_secs() -> u64 {
 
 /// Size of the filesystem holding `path`, in bytes.
 pub fn filesystem_size(path: &std::path::Path) -> Option<(u64, u64)> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: `statvfs` is plain data (integers), for which all zeroes is
-    // a valid value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated string that outlives the call, and
-    // `st` is a valid, writable `statvfs` for the kernel to fill.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| {
-        let f = st.f_frsize as u64;
-        (st.f_blocks as u64 * f, st.f_bavail as u64 * f)
-    })
+    crate::sys::filesystem_size(path)
 }
 
 pub fn make_origin(config: &Config) -> Result<Arc<dyn Origin>> {

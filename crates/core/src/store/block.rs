@@ -11,7 +11,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -121,6 +120,7 @@ pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
 /// mapped, and optionally mapping every page up front (one system call
 /// instead of a page fault per 64 KiB when the whole block is read next,
 /// as after a fill).
+#[allow(unsafe_code)]
 pub fn map_block(
     dir: &Path,
     index: u64,
@@ -172,8 +172,7 @@ fn torn(path: &Path) -> OpenError {
 /// (futimens needs only ownership or write access, not a writable
 /// descriptor.)
 fn mark_checked(file: &File) {
-    // SAFETY: a descriptor we own; NULL times means "now".
-    unsafe { libc::futimens(file.as_raw_fd(), std::ptr::null()) };
+    crate::sys::touch_file(file);
 }
 
 /// Opens published block `index` and checks its size; `None` when absent.
@@ -377,17 +376,7 @@ impl BlockWriter {
         // filesystem less than allocating page by page (ext4: about a
         // quarter less system time). Filesystems without fallocate just
         // allocate as the bytes arrive.
-        // SAFETY: a plain system call on the descriptor `file` owns.
-        let rc = unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                0,
-                0,
-                (len + TRAILER_LEN as u64) as libc::off_t,
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = crate::sys::allocate(&file, len + TRAILER_LEN as u64) {
             if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(io_error("cannot reserve space for block file", &tmp, &e));
@@ -503,16 +492,11 @@ mod tests {
         d
     }
 
-    fn set_mtime(p: &Path, secs: i64) {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        let t = libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        };
-        // SAFETY: `c` is NUL-terminated and `[t, t]` is the array of two
-        // timespecs utimensat reads; both outlive the call.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) };
-        assert_eq!(rc, 0);
+    fn set_mtime(p: &Path, secs: u64) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let f = OpenOptions::new().write(true).open(p).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .unwrap();
     }
 
     #[test]

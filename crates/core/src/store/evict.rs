@@ -9,7 +9,6 @@
 //! lock is free), and empty version directories.
 
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -153,9 +152,7 @@ pub struct EvictGuard {
 /// Takes the store-wide eviction lock without waiting.
 pub fn try_evict_lock(root: &Path, file_mode: u32) -> Option<EvictGuard> {
     let file = super::lock::open_lock_file(&root.join("evict.lock"), file_mode).ok()?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (rc == 0).then_some(EvictGuard { _file: file })
+    crate::sys::try_flock(&file).then_some(EvictGuard { _file: file })
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -95,9 +95,7 @@ fn set_dir_mode(path: &Path, mode: u32) {
 /// Gives a file we opened exactly `mode`, whatever the umask (best effort:
 /// a lock file created by another user of a shared cache stays as it is).
 pub fn set_file_mode(file: &std::fs::File, mode: u32) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: fchmod on a descriptor we own; no memory is passed.
-    unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) };
+    crate::sys::set_mode(file, mode);
 }
 
 /// Creates the directories from `root` (which must exist) down to `path`,
@@ -408,18 +406,7 @@ impl VersionDir {
 }
 
 pub fn touch(path: &Path) {
-    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
-        // SAFETY: `c` is a valid NUL-terminated path; a NULL `times` means
-        // "now" for both timestamps; AT_SYMLINK_NOFOLLOW keeps us off links.
-        unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                std::ptr::null(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            );
-        }
-    }
+    crate::sys::touch(path);
 }
 
 /// Reads a file of at most 64 KiB without following a symlink.
