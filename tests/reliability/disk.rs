@@ -186,7 +186,7 @@ pub fn worker(mode: &str) {
             let s = c.stats();
             drop(c);
             let blocks = check_nothing_partial(&cache, &blobs, &mut out);
-            let (_, avail) = blobcache_core::cache::filesystem_size(&fs).unwrap();
+            let (_, avail) = blobcache_core::store::filesystem_size(&fs).unwrap();
             if s.passthrough_reads == 0 {
                 out.other("the disk never filled: no pass-through read");
             }

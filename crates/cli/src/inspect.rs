@@ -55,7 +55,7 @@ pub fn cap(config: &Config, dir: &std::path::Path) -> Option<u64> {
     match config.max_size {
         MaxSize::Bytes(b) => Some(b),
         MaxSize::PercentOfFilesystem(p) => {
-            blobcache_core::cache::filesystem_size(dir).map(|(total, _)| total / 100 * p as u64)
+            blobcache_core::store::filesystem_size(dir).map(|(total, _)| total / 100 * p as u64)
         }
     }
 }
@@ -80,7 +80,7 @@ fn selected<'a>(
 fn name_of(c: &inventory::Cached) -> String {
     match &c.meta {
         Ok(m) => uri::uri_of(&m.key),
-        Err(why) => format!("(unknown blob in {}: {why})", c.path.display()),
+        Err(why) => format!("(unknown blob in {}: {why})", c.dir.path().display()),
     }
 }
 
@@ -188,7 +188,7 @@ pub fn stats(json: bool, reset: bool) -> Outcome {
             std::path::Path::new("/")
         },
     );
-    let free = blobcache_core::cache::filesystem_size(if dir.exists() {
+    let free = blobcache_core::store::filesystem_size(if dir.exists() {
         &dir
     } else {
         std::path::Path::new("/")
@@ -300,7 +300,7 @@ pub fn verify(uri: Option<&str>, account: Option<&str>, dry_run: bool, json: boo
     let (mut checked, mut bytes, mut busy) = (0u64, 0u64, 0u64);
     let mut bad = Vec::new();
     for c in &items {
-        let r = inventory::verify(c, store.file_mode(), !dry_run);
+        let r = inventory::verify(c, !dry_run);
         checked += r.blocks_checked;
         bytes += r.bytes_checked;
         busy += r.busy;
@@ -407,7 +407,7 @@ pub fn evict(uri: Option<&str>, account: Option<&str>, to: Option<u64>, all: boo
             );
             return Ok(());
         }
-        let r = inventory::remove(&chosen, store.file_mode());
+        let r = inventory::remove(&chosen);
         let total = evict::scan(store.root(), store.file_mode()).bytes;
         evict::EvictReport {
             before: total + (r.before - r.after),

@@ -12,7 +12,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
@@ -84,7 +83,7 @@ pub fn check_trailer(t: &[u8], len: u64, index: u64) -> std::result::Result<(), 
 }
 
 pub fn block_path(dir: &Path, index: u64) -> PathBuf {
-    dir.join(format!("b.{index}"))
+    dir.join(super::layout::block(index))
 }
 
 /// Why a published block could not be opened.
@@ -120,7 +119,6 @@ pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
 /// mapped, and optionally mapping every page up front (one system call
 /// instead of a page fault per 64 KiB when the whole block is read next,
 /// as after a fill).
-#[allow(unsafe_code)]
 pub fn map_block(
     dir: &Path,
     index: u64,
@@ -130,18 +128,7 @@ pub fn map_block(
     let Some((file, meta, path)) = open_checked(dir, index, len)? else {
         return Ok(None);
     };
-    let total = len + TRAILER_LEN as u64;
-    let mut options = MmapOptions::new();
-    options.len(total as usize);
-    if populate {
-        options.populate();
-    }
-    // SAFETY: published block files are never written, truncated or
-    // extended after the rename that publishes them (they are only unlinked,
-    // which keeps this mapping valid), and the size was checked by
-    // `open_checked`, so every byte of the mapping stays backed by the file.
-    let map = unsafe { options.map(&file) }
-        .map_err(|e| OpenError::CannotMap(io_error("cannot map cached block", &path, &e)))?;
+    let map = map_file(&file, &path, len, populate)?;
     check_trailer(&map[len as usize..], len, index).map_err(|why| {
         OpenError::Damaged(Error::store(format!(
             "cached block {} is damaged: {why}",
@@ -159,6 +146,24 @@ pub fn map_block(
         mark_checked(&file);
     }
     Ok(Some(block))
+}
+
+/// Maps the `len` bytes and the trailer of published block file `file`
+/// (at `path`, for messages), read-only.
+#[allow(unsafe_code)]
+fn map_file(file: &File, path: &Path, len: u64, populate: bool) -> Result<Mmap, OpenError> {
+    let mut options = MmapOptions::new();
+    options.len((len + TRAILER_LEN as u64) as usize);
+    if populate {
+        options.populate();
+    }
+    // SAFETY: published block files are never written, truncated or
+    // extended after the rename that publishes them (they are only unlinked,
+    // which keeps this mapping valid), and their size is `len` plus the
+    // trailer (checked by `open_checked`, or written so by `publish`), so
+    // every byte of the mapping stays backed by the file.
+    unsafe { options.map(file) }
+        .map_err(|e| OpenError::CannotMap(io_error("cannot map cached block", path, &e)))
 }
 
 fn torn(path: &Path) -> OpenError {
@@ -335,8 +340,6 @@ fn boot_time() -> Option<i64> {
     })
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Writes a block into a temporary file; [`BlockWriter::publish`] makes it
 /// visible. Dropped unpublished, it removes its temporary file.
 pub struct BlockWriter {
@@ -350,20 +353,12 @@ pub struct BlockWriter {
     fsync: bool,
 }
 
-/// Temporary file name: `tmp.<index>.<pid>.<counter>`; the janitor removes
-/// those whose block lock is free (their writer is gone).
-pub fn tmp_name(index: u64) -> String {
-    format!(
-        "tmp.{index}.{}.{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 impl BlockWriter {
     pub fn create(dir: &Path, index: u64, len: u64, mode: u32, fsync: bool) -> Result<BlockWriter> {
-        let tmp = dir.join(tmp_name(index));
+        let tmp = dir.join(super::layout::tmp(index));
+        // Readable too: `publish` maps the block through this descriptor.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(mode)
@@ -411,7 +406,8 @@ impl BlockWriter {
     }
 
     /// Appends the trailer, optionally fsyncs, renames into place, and maps
-    /// the published block.
+    /// the published block through the descriptor it was written with (no
+    /// second lookup of the file).
     pub fn publish(mut self) -> Result<Published> {
         if self.written != self.len {
             return Err(Error::internal(format!(
@@ -427,21 +423,25 @@ impl BlockWriter {
             file.sync_data()
                 .map_err(|e| io_error("cannot fsync block file", &self.tmp, &e))?;
         }
-        drop(file);
         let dest = block_path(&self.dir, self.index);
         std::fs::rename(&self.tmp, &dest)
             .map_err(|e| io_error("cannot publish block file", &dest, &e))?;
         self.tmp = PathBuf::new(); // published: nothing to remove on drop
-        match map_block(&self.dir, self.index, self.len, true) {
-            Ok(Some(b)) => Ok(Published::Mapped(b)),
-            Err(OpenError::CannotMap(_)) => match FileBlock::open(&self.dir, self.index, self.len)
-                .map_err(OpenError::into_error)?
-            {
-                Some(b) => Ok(Published::File(b)),
-                None => Err(vanished(&dest)),
-            },
+        match map_file(&file, &dest, self.len, true) {
+            Ok(map) => Ok(Published::Mapped(Block {
+                map,
+                len: self.len as usize,
+            })),
+            Err(OpenError::CannotMap(_)) => {
+                drop(file);
+                match FileBlock::open(&self.dir, self.index, self.len)
+                    .map_err(OpenError::into_error)?
+                {
+                    Some(b) => Ok(Published::File(b)),
+                    None => Err(vanished(&dest)),
+                }
+            }
             Err(e) => Err(e.into_error()),
-            Ok(None) => Err(vanished(&dest)),
         }
     }
 }

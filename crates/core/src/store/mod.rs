@@ -25,14 +25,15 @@ pub mod checksummed;
 pub mod counters;
 pub mod evict;
 pub mod inventory;
+mod layout;
 pub mod lock;
 pub mod meta;
+mod version;
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -43,6 +44,8 @@ use crate::origin::ObjectInfo;
 pub use block::{Block, BlockWriter};
 pub use lock::BlockLock;
 pub use meta::Meta;
+pub use version::VersionDir;
+pub(crate) use version::{Fill, Filled};
 
 pub const LAYOUT: &str = "v1";
 
@@ -55,6 +58,12 @@ pub struct Store {
     dir_mode: u32,
     file_mode: u32,
     fsync: bool,
+}
+
+/// The size of the filesystem holding `path` and the bytes available on it
+/// (`statvfs`), or `None` when it cannot be asked.
+pub fn filesystem_size(path: &Path) -> Option<(u64, u64)> {
+    crate::sys::filesystem_size(path)
 }
 
 /// Creates `path` and any missing parents with `mode`; refuses a symlink in
@@ -207,13 +216,8 @@ impl Store {
             version: info.version.clone(),
             block_size: self.block_size,
         };
-        let meta_path = path.join("meta");
-        let existing = read_small(&meta_path)
-            .ok()
-            .and_then(|b| Meta::decode(&b).ok());
-        if existing.as_ref() != Some(&meta) {
-            write_atomic(&path, "meta", meta.encode().as_bytes(), self.file_mode)?;
-        }
+        let dir = VersionDir::new(path, self.file_mode, self.fsync);
+        dir.write_meta(&meta)?;
         if current {
             if let Ok(entries) = std::fs::read_dir(&key_dir) {
                 for e in entries.flatten() {
@@ -224,13 +228,7 @@ impl Store {
                 }
             }
         }
-        Ok(VersionDir {
-            path,
-            size: info.size,
-            block_size: self.block_size,
-            file_mode: self.file_mode,
-            fsync: self.fsync,
-        })
+        Ok(dir)
     }
 
     /// Finds a cached version of `key` (for offline use): the most recently
@@ -238,19 +236,14 @@ impl Store {
     pub fn find_cached(&self, key: &BlobKey) -> Option<ObjectInfo> {
         let mut best: Option<(std::time::SystemTime, ObjectInfo)> = None;
         for e in std::fs::read_dir(self.key_dir(key)).ok()?.flatten() {
-            let meta_path = e.path().join("meta");
-            let Ok(bytes) = read_small(&meta_path) else {
-                continue;
-            };
-            let Ok(meta) = Meta::decode(&bytes) else {
+            let dir = VersionDir::new(e.path(), self.file_mode, self.fsync);
+            let Ok(meta) = dir.read_meta() else {
                 continue;
             };
             if meta.key != *key || meta.block_size != self.block_size {
                 continue;
             }
-            let mtime = std::fs::metadata(&meta_path)
-                .and_then(|m| m.modified())
-                .ok()?;
+            let mtime = dir.last_use()?;
             if best.as_ref().map_or(true, |(t, _)| mtime > *t) {
                 best = Some((
                     mtime,
@@ -309,106 +302,6 @@ fn recorded_block_size(root: &Path, wanted: u64, file_mode: u32) -> u64 {
     wanted
 }
 
-/// One version of one blob in the store.
-#[derive(Clone, Debug)]
-pub struct VersionDir {
-    pub path: PathBuf,
-    pub size: u64,
-    pub block_size: u64,
-    file_mode: u32,
-    fsync: bool,
-}
-
-impl VersionDir {
-    pub fn block_count(&self) -> u64 {
-        self.size.div_ceil(self.block_size)
-    }
-
-    /// Byte length of block `index` (the last one may be short).
-    pub fn block_len(&self, index: u64) -> u64 {
-        let start = index * self.block_size;
-        (self.size - start).min(self.block_size)
-    }
-
-    pub fn open_block(&self, index: u64) -> Result<Option<Block>> {
-        block::open_block(&self.path, index, self.block_len(index))
-    }
-
-    /// Maps published block `index`, telling a damaged block from one that
-    /// could not be mapped (see [`block::map_block`]).
-    pub fn map_block(
-        &self,
-        index: u64,
-        populate: bool,
-    ) -> std::result::Result<Option<Block>, block::OpenError> {
-        block::map_block(&self.path, index, self.block_len(index), populate)
-    }
-
-    /// Opens published block `index` for reading with `pread`.
-    pub fn file_block(
-        &self,
-        index: u64,
-    ) -> std::result::Result<Option<block::FileBlock>, block::OpenError> {
-        block::FileBlock::open(&self.path, index, self.block_len(index))
-    }
-
-    /// Takes the fill lock of block `index`; see [`lock::lock_block`].
-    pub fn lock_block(
-        &self,
-        index: u64,
-        give_up: &mut dyn FnMut(Duration) -> Option<Error>,
-    ) -> Result<BlockLock> {
-        lock::lock_block(&self.path.join("lock"), self.file_mode, index, give_up)
-    }
-
-    /// A sign of life of the fills of block `index` in progress, by any
-    /// process: the newest modification time and the total size of its
-    /// temporary files (0 when there are none). A writer's file changes as
-    /// bytes arrive; one that stays the same is stalled.
-    pub fn fill_progress(&self, index: u64) -> u128 {
-        use std::os::unix::fs::MetadataExt;
-        let prefix = format!("tmp.{index}.");
-        let mut sig: u128 = 0;
-        if let Ok(entries) = std::fs::read_dir(&self.path) {
-            for e in entries.flatten() {
-                if !e.file_name().to_string_lossy().starts_with(&prefix) {
-                    continue;
-                }
-                if let Ok(m) = e.metadata() {
-                    let t = m.mtime() as u128 * 1_000_000_000 + m.mtime_nsec() as u128;
-                    sig = sig.max(t) + m.size() as u128 + m.blocks() as u128;
-                }
-            }
-        }
-        sig
-    }
-
-    pub fn writer(&self, index: u64) -> Result<BlockWriter> {
-        BlockWriter::create(
-            &self.path,
-            index,
-            self.block_len(index),
-            self.file_mode,
-            self.fsync,
-        )
-    }
-
-    /// Removes block `index` (hold its lock). Mappings of it stay valid.
-    pub fn remove_block(&self, index: u64) {
-        let _ = std::fs::remove_file(block::block_path(&self.path, index));
-    }
-
-    /// Marks the version as used now (the evictor removes the least recently
-    /// used first).
-    pub fn touch(&self) {
-        touch(&self.path.join("meta"));
-    }
-}
-
-pub fn touch(path: &Path) {
-    crate::sys::touch(path);
-}
-
 /// Reads a file of at most 64 KiB without following a symlink.
 pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -423,11 +316,7 @@ pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Writes `dir/name` atomically (temporary file, then rename).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}",
-        std::process::id(),
-        block::tmp_name(0)
-    ));
+    let tmp = dir.join(layout::aside(name));
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -451,7 +340,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(
 /// whether this call created it.
 pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}", block::tmp_name(0)));
+    let tmp = path.with_file_name(layout::aside(&name));
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)
