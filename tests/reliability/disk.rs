@@ -136,7 +136,7 @@ fn check_nothing_partial(cache: &Path, blobs: &[Blob], o: &mut Outcome) -> usize
                 let start = i * MIB as u64;
                 start < b.size as u64
                     && matches!(
-                        blobcache_core::store::block::open_block(
+                        blobcache_core::store::probe::open_block(
                             p.parent().unwrap(),
                             i,
                             (b.size as u64 - start).min(MIB as u64)

@@ -133,7 +133,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Describes an I/O error with the path it concerns.
-pub fn io_error(what: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
+pub(crate) fn io_error(what: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
     Error::store(format!("{what} {}: {err}", path.display()))
 }
 

@@ -87,10 +87,10 @@ struct FlightJob {
 }
 
 impl FlightJob {
-    fn run(mut self) -> Result<()> {
+    fn run(mut self) {
         if self.flight.started.swap(true, Ordering::AcqRel) {
             self.finished = true; // run (or running) by another job
-            return Ok(());
+            return;
         }
         self.running = true;
         let r = self.inner.fill_block(&self.entry, self.index);
@@ -103,9 +103,7 @@ impl FlightJob {
             ),
             _ => {}
         }
-        let r = r.map(|_| ());
-        self.finish(r.clone());
-        r
+        self.finish(r.map(|_| ()));
     }
 
     fn finish(&mut self, r: Result<()>) {
@@ -261,11 +259,11 @@ impl Inner {
                 running: false,
                 finished: false,
             };
+            // The flight carries the result to its readers.
             if ahead {
                 self.pool.ahead(Box::new(move || job.run()));
             } else {
-                // The flight carries the result; the pool's ticket is not needed.
-                let _ = self.pool.demand(Box::new(move || job.run()));
+                self.pool.demand(Box::new(move || job.run()));
             }
         }
         flight

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::names::BlobKey;
 
 pub mod azure;
-pub mod bounded;
+pub(crate) mod bounded;
 pub mod directory;
 
 /// What the origin says about a blob: its size and a version string that

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{io_error, Error, ErrorKind, Result};
 
-pub const TRAILER_LEN: usize = 64;
+pub(crate) const TRAILER_LEN: usize = 64;
 const MAGIC: &[u8; 8] = b"BCBLK\0\0\x01";
 
 /// A published block, mapped read-only for the life of this value.
@@ -88,7 +88,7 @@ pub fn block_path(dir: &Path, index: u64) -> PathBuf {
 
 /// Why a published block could not be opened.
 #[derive(Debug)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// The file is not a valid block (wrong size, bad trailer, torn by a
     /// power cut): remove it and fill it again.
     Damaged(Error),
@@ -101,7 +101,7 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    pub fn into_error(self) -> Error {
+    pub(crate) fn into_error(self) -> Error {
         match self {
             OpenError::Damaged(e) | OpenError::CannotMap(e) | OpenError::Io(e) => e,
         }
@@ -119,7 +119,7 @@ pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
 /// mapped, and optionally mapping every page up front (one system call
 /// instead of a page fault per 64 KiB when the whole block is read next,
 /// as after a fill).
-pub fn map_block(
+pub(crate) fn map_block(
     dir: &Path,
     index: u64,
     len: u64,
@@ -219,7 +219,7 @@ fn open_checked(
 /// A published block read with `pread` instead of a mapping: what a reader
 /// gets when the block cannot be mapped (the process is out of address
 /// space or memory maps). Holds no descriptor: each read opens the file.
-pub struct FileBlock {
+pub(crate) struct FileBlock {
     path: PathBuf,
     dir: PathBuf,
     index: u64,
@@ -229,7 +229,7 @@ pub struct FileBlock {
 impl FileBlock {
     /// Opens published block `index` of `len` bytes for reading with
     /// `pread`, checking it as [`map_block`] does.
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         index: u64,
         len: u64,
@@ -272,7 +272,7 @@ impl FileBlock {
     }
 
     /// Copies bytes `[offset, offset + dst.len())` of the block into `dst`.
-    pub fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
+    pub(crate) fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
         use std::os::unix::fs::FileExt;
         if offset + dst.len() as u64 > self.len {
             return Err(Error::internal("read past the end of a cached block"));
@@ -342,7 +342,7 @@ fn boot_time() -> Option<i64> {
 
 /// Writes a block into a temporary file; [`BlockWriter::publish`] makes it
 /// visible. Dropped unpublished, it removes its temporary file.
-pub struct BlockWriter {
+pub(crate) struct BlockWriter {
     file: Option<File>,
     tmp: PathBuf,
     dir: PathBuf,
@@ -354,7 +354,13 @@ pub struct BlockWriter {
 }
 
 impl BlockWriter {
-    pub fn create(dir: &Path, index: u64, len: u64, mode: u32, fsync: bool) -> Result<BlockWriter> {
+    pub(crate) fn create(
+        dir: &Path,
+        index: u64,
+        len: u64,
+        mode: u32,
+        fsync: bool,
+    ) -> Result<BlockWriter> {
         let tmp = dir.join(super::layout::tmp(index));
         // Readable too: `publish` maps the block through this descriptor.
         let file = OpenOptions::new()
@@ -389,7 +395,7 @@ impl BlockWriter {
         })
     }
 
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.written + data.len() as u64 > self.len {
             return Err(Error::internal(
                 "block writer got more bytes than the block holds",
@@ -408,7 +414,7 @@ impl BlockWriter {
     /// Appends the trailer, optionally fsyncs, renames into place, and maps
     /// the published block through the descriptor it was written with (no
     /// second lookup of the file).
-    pub fn publish(mut self) -> Result<Published> {
+    pub(crate) fn publish(mut self) -> Result<Published> {
         if self.written != self.len {
             return Err(Error::internal(format!(
                 "block {} got {} bytes, expected {}",
@@ -458,14 +464,15 @@ fn vanished(dest: &Path) -> Error {
 
 /// A block just published: mapped, or (when it cannot be mapped) read with
 /// `pread`.
-pub enum Published {
+pub(crate) enum Published {
     Mapped(Block),
     File(FileBlock),
 }
 
 impl Published {
     /// The mapped block (tests).
-    pub fn mapped(self) -> Option<Block> {
+    #[cfg(test)]
+    pub(crate) fn mapped(self) -> Option<Block> {
         match self {
             Published::Mapped(b) => Some(b),
             Published::File(_) => None,
@@ -530,7 +537,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("b.7")]);
+        assert_eq!(
+            names,
+            vec![block_path(&d, 7).file_name().unwrap().to_owned()]
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -29,7 +29,7 @@ pub struct BlockLock {
 
 /// An open lock file of the store, registered so a forked child closes its
 /// copy (see `fork.rs`).
-pub struct LockFile {
+pub(crate) struct LockFile {
     file: File,
 }
 
@@ -76,7 +76,7 @@ pub(crate) fn open_lock_file(path: &Path, mode: u32) -> Result<LockFile> {
 /// process. Polls in short sleeps (at most 5 ms apart); before each sleep it
 /// asks `give_up` (with the time waited so far) whether to stop waiting,
 /// and returns the error it gives.
-pub fn lock_block(
+pub(crate) fn lock_block(
     path: &Path,
     mode: u32,
     index: u64,
@@ -101,7 +101,7 @@ pub fn lock_block(
 
 /// A `give_up` for [`lock_block`]: fails after `timeout`, or at once when
 /// `cancelled` says the library is shutting down.
-pub fn bounded<'a>(
+pub(crate) fn bounded<'a>(
     timeout: Duration,
     cancelled: &'a dyn Fn() -> bool,
 ) -> impl FnMut(Duration) -> Option<Error> + 'a {

@@ -20,14 +20,15 @@
 //! and 0660 with `BLOBCACHE_SHARED=1`); nothing here follows a symlink it did
 //! not expect.
 
-pub mod block;
-pub mod checksummed;
+pub(crate) mod block;
+mod checksummed;
 pub mod counters;
 pub mod evict;
 pub mod inventory;
 mod layout;
-pub mod lock;
-pub mod meta;
+pub(crate) mod lock;
+mod meta;
+pub mod probe;
 mod version;
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -41,8 +42,7 @@ use crate::error::{io_error, Error, Result};
 use crate::names::{hex, BlobKey};
 use crate::origin::ObjectInfo;
 
-pub use block::{Block, BlockWriter};
-pub use lock::BlockLock;
+pub(crate) use block::BlockWriter;
 pub use meta::Meta;
 pub use version::VersionDir;
 pub(crate) use version::{Fill, Filled};
@@ -68,7 +68,7 @@ pub fn filesystem_size(path: &Path) -> Option<(u64, u64)> {
 
 /// Creates `path` and any missing parents with `mode`; refuses a symlink in
 /// place of the final directory.
-pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
             return Err(Error::store(format!(
@@ -103,14 +103,14 @@ fn set_dir_mode(path: &Path, mode: u32) {
 
 /// Gives a file we opened exactly `mode`, whatever the umask (best effort:
 /// a lock file created by another user of a shared cache stays as it is).
-pub fn set_file_mode(file: &std::fs::File, mode: u32) {
+pub(crate) fn set_file_mode(file: &std::fs::File, mode: u32) {
     crate::sys::set_mode(file, mode);
 }
 
 /// Creates the directories from `root` (which must exist) down to `path`,
 /// one level at a time, refusing a symlink at any level: a link planted
 /// inside the cache must not lead it to read or write elsewhere.
-pub fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<()> {
     let rel = path.strip_prefix(root).map_err(|_| {
         Error::internal(format!(
             "{} is not below {}",
@@ -200,7 +200,7 @@ impl Store {
     /// `meta` file if needed. When `current` is true (the origin has just
     /// confirmed `info` is the blob's current version), directories of other
     /// versions of the blob are removed.
-    pub fn open_version(
+    pub(crate) fn open_version(
         &self,
         key: &BlobKey,
         info: &ObjectInfo,
@@ -233,7 +233,7 @@ impl Store {
 
     /// Finds a cached version of `key` (for offline use): the most recently
     /// used version directory whose meta is valid and has this block size.
-    pub fn find_cached(&self, key: &BlobKey) -> Option<ObjectInfo> {
+    pub(crate) fn find_cached(&self, key: &BlobKey) -> Option<ObjectInfo> {
         let mut best: Option<(std::time::SystemTime, ObjectInfo)> = None;
         for e in std::fs::read_dir(self.key_dir(key)).ok()?.flatten() {
             let dir = VersionDir::new(e.path(), self.file_mode, self.fsync);
@@ -303,7 +303,7 @@ fn recorded_block_size(root: &Path, wanted: u64, file_mode: u32) -> u64 {
 }
 
 /// Reads a file of at most 64 KiB without following a symlink.
-pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let f = OpenOptions::new()
         .read(true)
@@ -315,7 +315,7 @@ pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Writes `dir/name` atomically (temporary file, then rename).
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = dir.join(layout::aside(name));
     let mut f = OpenOptions::new()
         .write(true)
@@ -338,7 +338,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(
 /// Creates `path` holding `bytes` only if it does not exist, never visible
 /// half-written (written aside, then hard-linked into place). Returns
 /// whether this call created it.
-pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
+pub(crate) fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(layout::aside(&name));
     let written = OpenOptions::new()
@@ -361,6 +361,6 @@ pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
 }
 
 /// Removes a directory tree by unlinking (never truncating) its files.
-pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(path)
 }
