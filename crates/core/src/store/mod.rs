@@ -15,6 +15,14 @@
 //!       tmp.<i>.<pid>.<n>             block i being written
 //! ```
 //!
+//! The names of a version directory's files are spelled in `layout.rs`
+//! only. [`VersionDir`] (`version.rs`) is the one view of a version
+//! directory: the read path, eviction (`evict.rs`) and the inventory
+//! (`inventory.rs`) all go through it, and it owns the fill-once protocol
+//! (`VersionDir::fill_once`: lock, look, write, publish) and the one
+//! lock-and-unlink loop. [`probe`] is a read-only look at the format for
+//! tests and fuzzing.
+//!
 //! Names never appear in paths (only their hash), so no name can reach
 //! outside the directory. Directories are created 0700 and files 0600 (0770
 //! and 0660 with `BLOBCACHE_SHARED=1`); nothing here follows a symlink it did
