@@ -28,7 +28,6 @@ pub struct VersionUsage {
 pub struct Usage {
     pub bytes: u64,
     pub versions: Vec<VersionUsage>,
-    pub stale_tmp_removed: u64,
 }
 
 fn disk_bytes(m: &std::fs::Metadata) -> u64 {
@@ -64,7 +63,7 @@ pub fn scan(root: &Path, file_mode: u32) -> Usage {
                 }
                 // Never written through (eviction only reads and removes).
                 let dir = VersionDir::new(v.path(), file_mode, false);
-                let vu = scan_version(dir, &mut usage.stale_tmp_removed);
+                let vu = scan_version(dir);
                 usage.bytes += vu.bytes;
                 usage.versions.push(vu);
             }
@@ -96,7 +95,7 @@ fn real_dir(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
-fn scan_version(dir: VersionDir, stale: &mut u64) -> VersionUsage {
+fn scan_version(dir: VersionDir) -> VersionUsage {
     let mut vu = VersionUsage {
         last_use: None,
         bytes: 0,
@@ -119,18 +118,14 @@ fn scan_version(dir: VersionDir, stale: &mut u64) -> VersionUsage {
                     Some(i) => matches!(vu.dir.try_lock_block(i), Ok(Some(_))),
                     None => true,
                 };
-                if stale_tmp && std::fs::remove_file(&f.path).is_ok() {
-                    *stale += 1;
-                } else {
+                if !(stale_tmp && std::fs::remove_file(&f.path).is_ok()) {
                     vu.bytes += bytes;
                 }
             }
             // A `meta` being written (write_atomic) by a process that died
             // between creating and renaming it.
             Name::MetaAside if older_than(&f.meta, STALE_META_TMP) => {
-                if std::fs::remove_file(&f.path).is_ok() {
-                    *stale += 1;
-                }
+                let _ = std::fs::remove_file(&f.path);
             }
             Name::Meta => {
                 vu.last_use = f.meta.modified().ok();

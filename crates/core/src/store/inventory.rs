@@ -31,13 +31,6 @@ pub struct Cached {
     blocks: Vec<(u64, u64)>,
 }
 
-impl Cached {
-    /// Block indices on disk.
-    pub fn block_indices(&self) -> impl Iterator<Item = u64> + '_ {
-        self.blocks.iter().map(|(i, _)| *i)
-    }
-}
-
 /// Every blob version in the store at `root` (its `v1` directory), least
 /// recently used first.
 pub fn inventory(root: &Path, file_mode: u32) -> Vec<Cached> {
