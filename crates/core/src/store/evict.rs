@@ -38,7 +38,7 @@ fn disk_bytes(m: &std::fs::Metadata) -> u64 {
 /// Walks the store, summing usage, and removes stale temporary files.
 pub fn scan(root: &Path, file_mode: u32) -> Usage {
     let mut usage = Usage::default();
-    let blobs = root.join("blobs");
+    let blobs = root.join(super::layout::BLOBS);
     if !real_dir(&blobs) {
         return usage;
     }
@@ -145,7 +145,8 @@ pub struct EvictGuard {
 
 /// Takes the store-wide eviction lock without waiting.
 pub fn try_evict_lock(root: &Path, file_mode: u32) -> Option<EvictGuard> {
-    let file = super::lock::open_lock_file(&root.join("evict.lock"), file_mode).ok()?;
+    let file =
+        super::lock::open_lock_file(&root.join(super::layout::EVICT_LOCK), file_mode).ok()?;
     crate::sys::try_flock(&file).then_some(EvictGuard { _file: file })
 }
 

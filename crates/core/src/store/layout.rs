@@ -1,5 +1,8 @@
-//! The names of the files in a version directory, spelled here and nowhere
-//! else in the core (see the layout diagram in `store/mod.rs`):
+//! The names of the store's files, spelled here and nowhere else in the
+//! core (see the layout diagram in `store/mod.rs`; the counters' `stats`
+//! and `stats.lock` are counters.rs's own). At the top, under the layout's
+//! directory `v1`: `settings`, `evict.lock` and `blobs`. In a version
+//! directory:
 //!
 //! ```text
 //! meta                  which blob and version (meta.rs)
@@ -11,6 +14,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The directory of this layout of the store, under the cache directory.
+pub const LAYOUT: &str = "v1";
+pub(crate) const SETTINGS: &str = "settings";
+pub(crate) const EVICT_LOCK: &str = "evict.lock";
+pub(crate) const BLOBS: &str = "blobs";
 pub(crate) const META: &str = "meta";
 pub(crate) const LOCK: &str = "lock";
 const BLOCK_PREFIX: &str = "b.";

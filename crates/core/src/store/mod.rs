@@ -55,7 +55,7 @@ pub use meta::Meta;
 pub use version::VersionDir;
 pub(crate) use version::{Fill, Filled};
 
-pub const LAYOUT: &str = "v1";
+pub use layout::LAYOUT;
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -140,7 +140,6 @@ pub(crate) fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<(
     Ok(())
 }
 
-const SETTINGS: &str = "settings";
 const SETTINGS_HEADER: &str = "blobcache store settings 1";
 
 impl Store {
@@ -161,7 +160,7 @@ impl Store {
         let root = dir.join(LAYOUT);
         create_dir(dir, dir_mode)?;
         create_dir(&root, dir_mode)?;
-        create_dir(&root.join("blobs"), dir_mode)?;
+        create_dir(&root.join(layout::BLOBS), dir_mode)?;
         let recorded = recorded_block_size(&root, block_size, file_mode);
         Ok(Store {
             root,
@@ -193,7 +192,7 @@ impl Store {
 
     pub fn key_dir(&self, key: &BlobKey) -> PathBuf {
         let h = key.digest_hex();
-        self.root.join("blobs").join(&h[..2]).join(h)
+        self.root.join(layout::BLOBS).join(&h[..2]).join(h)
     }
 
     fn version_name(info: &ObjectInfo, block_size: u64) -> String {
@@ -283,7 +282,7 @@ fn parse_settings(bytes: &[u8]) -> Option<u64> {
 /// created by linking a complete file into place, which fails if one is
 /// there). A store that cannot be written uses `wanted`.
 fn recorded_block_size(root: &Path, wanted: u64, file_mode: u32) -> u64 {
-    let path = root.join(SETTINGS);
+    let path = root.join(layout::SETTINGS);
     for _ in 0..3 {
         match read_small(&path) {
             Ok(b) => match parse_settings(&b) {
