@@ -103,10 +103,10 @@ fn scan_version(dir: VersionDir) -> VersionUsage {
         dir,
     };
     for f in vu.dir.files() {
-        if !f.meta.is_file() {
+        let Some(meta) = f.meta().filter(|m| m.is_file()) else {
             continue;
-        }
-        let bytes = disk_bytes(&f.meta);
+        };
+        let bytes = disk_bytes(&meta);
         match f.name {
             Name::Block(index) => {
                 vu.blocks.push((index, bytes));
@@ -118,17 +118,17 @@ fn scan_version(dir: VersionDir) -> VersionUsage {
                     Some(i) => matches!(vu.dir.try_lock_block(i), Ok(Some(_))),
                     None => true,
                 };
-                if !(stale_tmp && std::fs::remove_file(&f.path).is_ok()) {
+                if !(stale_tmp && std::fs::remove_file(f.path()).is_ok()) {
                     vu.bytes += bytes;
                 }
             }
             // A `meta` being written (write_atomic) by a process that died
             // between creating and renaming it.
-            Name::MetaAside if older_than(&f.meta, STALE_META_TMP) => {
-                let _ = std::fs::remove_file(&f.path);
+            Name::MetaAside if older_than(&meta, STALE_META_TMP) => {
+                let _ = std::fs::remove_file(f.path());
             }
             Name::Meta => {
-                vu.last_use = f.meta.modified().ok();
+                vu.last_use = meta.modified().ok();
                 vu.bytes += bytes;
             }
             Name::MetaAside | Name::Other => vu.bytes += bytes,

@@ -24,8 +24,19 @@ pub struct VersionDir {
 /// One file of a version directory, as [`VersionDir::files`] lists it.
 pub(crate) struct File {
     pub(crate) name: Name,
-    pub(crate) path: PathBuf,
-    pub(crate) meta: Metadata,
+    entry: std::fs::DirEntry,
+}
+
+impl File {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.entry.path()
+    }
+
+    /// Its metadata, not following a link (one `stat`, asked only by
+    /// those who need it).
+    pub(crate) fn meta(&self) -> Option<Metadata> {
+        self.entry.metadata().ok()
+    }
 }
 
 /// What [`VersionDir::fill_once`] found or made.
@@ -86,23 +97,17 @@ impl VersionDir {
         self.path.join(layout::META)
     }
 
-    /// The files of the directory, each with its metadata (not following
-    /// links), in no order; empty when it cannot be read.
-    pub(crate) fn files(&self) -> Vec<File> {
-        let Ok(entries) = std::fs::read_dir(&self.path) else {
-            return Vec::new();
-        };
-        entries
+    /// The files of the directory, by name, in no order; none when it
+    /// cannot be read.
+    pub(crate) fn files(&self) -> impl Iterator<Item = File> {
+        std::fs::read_dir(&self.path)
+            .into_iter()
             .flatten()
-            .filter_map(|e| {
-                let meta = e.metadata().ok()?;
-                Some(File {
-                    name: Name::parse(&e.file_name().to_string_lossy()),
-                    path: e.path(),
-                    meta,
-                })
+            .flatten()
+            .map(|entry| File {
+                name: Name::parse(&entry.file_name().to_string_lossy()),
+                entry,
             })
-            .collect()
     }
 
     /// The `meta` file, parsed; `Err` says why it is unusable.
@@ -167,9 +172,8 @@ impl VersionDir {
     pub(crate) fn fill_progress(&self, index: u64) -> u128 {
         use std::os::unix::fs::MetadataExt;
         let mut sig: u128 = 0;
-        for f in self.files() {
-            if f.name == Name::Tmp(Some(index)) {
-                let m = &f.meta;
+        for f in self.files().filter(|f| f.name == Name::Tmp(Some(index))) {
+            if let Some(m) = f.meta() {
                 let t = m.mtime() as u128 * 1_000_000_000 + m.mtime_nsec() as u128;
                 sig = sig.max(t) + m.size() as u128 + m.blocks() as u128;
             }
@@ -245,7 +249,7 @@ impl VersionDir {
                 r.blocks += 1;
             }
         }
-        if !keep_dir && !self.files().iter().any(|f| f.name.holds_a_block()) {
+        if !keep_dir && !self.files().any(|f| f.name.holds_a_block()) {
             r.dir_removed = super::remove_tree(&self.path).is_ok();
         }
         r
