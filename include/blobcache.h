@@ -27,6 +27,65 @@
 #include <sys/types.h>
 
 /**
+ * `blobcache_read` failed: a name or the buffer is NULL, a name is not
+ * UTF-8 or not acceptable.
+ */
+#define BLOBCACHE_ERR_INVALID_ARGUMENT -1
+
+/**
+ * `blobcache_read` failed: the range does not lie inside the blob.
+ */
+#define BLOBCACHE_ERR_OUT_OF_RANGE -2
+
+/**
+ * `blobcache_read` failed: a `BLOBCACHE_*` (or Azure) setting is invalid.
+ */
+#define BLOBCACHE_ERR_CONFIG -3
+
+/**
+ * `blobcache_read` failed: the blob does not exist at the origin.
+ */
+#define BLOBCACHE_ERR_NOT_FOUND -4
+
+/**
+ * `blobcache_read` failed: the origin refused or failed the request.
+ */
+#define BLOBCACHE_ERR_ORIGIN -5
+
+/**
+ * `blobcache_read` failed: the blob changed at the origin while it was
+ * read (the next read sees the new version).
+ */
+#define BLOBCACHE_ERR_CHANGED -6
+
+/**
+ * `blobcache_read` failed: the range is not cached and the origin may not
+ * be contacted (`BLOBCACHE_OFFLINE=1`).
+ */
+#define BLOBCACHE_ERR_OFFLINE -7
+
+/**
+ * `blobcache_read` failed: the cache directory could not be used.
+ */
+#define BLOBCACHE_ERR_STORE -8
+
+/**
+ * `blobcache_read` failed: the library was shut down during the read.
+ */
+#define BLOBCACHE_ERR_SHUTDOWN -9
+
+/**
+ * `blobcache_read` failed: a bug in blobcache (please report it).
+ */
+#define BLOBCACHE_ERR_INTERNAL -10
+
+/**
+ * `blobcache_read` failed: the origin could not be reached at all
+ * (connection refused, name lookup failed, connect timeout).
+ */
+#define BLOBCACHE_ERR_UNREACHABLE -11
+
+/**
  * The type of `cache_abi_version` and `runai_cache_abi_version`, which
  * libblobcache.so exports for the Run:ai streamer's `dlsym`: the same
  * function as `blobcache_abi_version`.
@@ -35,7 +94,8 @@ typedef uint32_t (*blobcache_abi_version_fn)(void);
 
 /**
  * The type of `blob_read`, which libblobcache.so exports for the Run:ai
- * streamer's `dlsym`: the same function as `blobcache_read`.
+ * streamer's `dlsym`: the same read as `blobcache_read`, except that every
+ * failure returns -1 (the streamer's contract).
  */
 typedef ssize_t (*blobcache_blob_read_fn)(const char *account,
                                           const char *container,
@@ -68,8 +128,9 @@ uint32_t blobcache_abi_version(void);
  * Reads bytes `[offset, offset + length)` of blob `container/blob` in storage
  * account `account` into `buf`.
  *
- * Returns `length` on success (0 when `length` is 0). On failure returns -1
- * and writes a NUL-terminated message into `error_buf` (truncated to
+ * Returns `length` on success (0 when `length` is 0). On failure returns a
+ * negative `BLOBCACHE_ERR_*` code saying what kind of failure it is, and
+ * writes a NUL-terminated message into `error_buf` (truncated to
  * `error_buf_size` bytes; nothing is written when `error_buf` is NULL or
  * `error_buf_size` is 0). The message is one line: control characters
  * (from names, settings or the network) are written as escapes such as

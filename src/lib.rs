@@ -33,7 +33,40 @@ mod streamer;
 use std::ffi::{c_char, c_void};
 
 use blobcache_core::provider::{self, ReadRequest};
+use blobcache_core::ErrorKind;
 use libc::ssize_t;
+
+// What a failed `blobcache_read` returns: the negative of the failure's
+// kind, stable across releases (blobcache_core::ErrorKind's values; a test
+// below checks that they match). The streamer's `blob_read` returns -1 for
+// every failure, as its contract says.
+
+/// `blobcache_read` failed: a name or the buffer is NULL, a name is not
+/// UTF-8 or not acceptable.
+pub const BLOBCACHE_ERR_INVALID_ARGUMENT: ssize_t = -1;
+/// `blobcache_read` failed: the range does not lie inside the blob.
+pub const BLOBCACHE_ERR_OUT_OF_RANGE: ssize_t = -2;
+/// `blobcache_read` failed: a `BLOBCACHE_*` (or Azure) setting is invalid.
+pub const BLOBCACHE_ERR_CONFIG: ssize_t = -3;
+/// `blobcache_read` failed: the blob does not exist at the origin.
+pub const BLOBCACHE_ERR_NOT_FOUND: ssize_t = -4;
+/// `blobcache_read` failed: the origin refused or failed the request.
+pub const BLOBCACHE_ERR_ORIGIN: ssize_t = -5;
+/// `blobcache_read` failed: the blob changed at the origin while it was
+/// read (the next read sees the new version).
+pub const BLOBCACHE_ERR_CHANGED: ssize_t = -6;
+/// `blobcache_read` failed: the range is not cached and the origin may not
+/// be contacted (`BLOBCACHE_OFFLINE=1`).
+pub const BLOBCACHE_ERR_OFFLINE: ssize_t = -7;
+/// `blobcache_read` failed: the cache directory could not be used.
+pub const BLOBCACHE_ERR_STORE: ssize_t = -8;
+/// `blobcache_read` failed: the library was shut down during the read.
+pub const BLOBCACHE_ERR_SHUTDOWN: ssize_t = -9;
+/// `blobcache_read` failed: a bug in blobcache (please report it).
+pub const BLOBCACHE_ERR_INTERNAL: ssize_t = -10;
+/// `blobcache_read` failed: the origin could not be reached at all
+/// (connection refused, name lookup failed, connect timeout).
+pub const BLOBCACHE_ERR_UNREACHABLE: ssize_t = -11;
 
 /// The type of `cache_abi_version` and `runai_cache_abi_version`, which
 /// libblobcache.so exports for the Run:ai streamer's `dlsym`: the same
@@ -41,7 +74,8 @@ use libc::ssize_t;
 pub type AbiVersionFn = extern "C" fn() -> u32;
 
 /// The type of `blob_read`, which libblobcache.so exports for the Run:ai
-/// streamer's `dlsym`: the same function as `blobcache_read`.
+/// streamer's `dlsym`: the same read as `blobcache_read`, except that every
+/// failure returns -1 (the streamer's contract).
 pub type BlobReadFn = unsafe extern "C" fn(
     account: *const c_char,
     container: *const c_char,
@@ -69,8 +103,9 @@ pub extern "C" fn blobcache_abi_version() -> u32 {
 /// Reads bytes `[offset, offset + length)` of blob `container/blob` in storage
 /// account `account` into `buf`.
 ///
-/// Returns `length` on success (0 when `length` is 0). On failure returns -1
-/// and writes a NUL-terminated message into `error_buf` (truncated to
+/// Returns `length` on success (0 when `length` is 0). On failure returns a
+/// negative `BLOBCACHE_ERR_*` code saying what kind of failure it is, and
+/// writes a NUL-terminated message into `error_buf` (truncated to
 /// `error_buf_size` bytes; nothing is written when `error_buf` is NULL or
 /// `error_buf_size` is 0). The message is one line: control characters
 /// (from names, settings or the network) are written as escapes such as
@@ -93,6 +128,38 @@ pub unsafe extern "C" fn blobcache_read(
     error_buf: *mut c_char,
     error_buf_size: usize,
 ) -> ssize_t {
+    // SAFETY: this function's contract is `read`'s.
+    let r = unsafe {
+        read(
+            account,
+            container,
+            blob,
+            buf,
+            offset,
+            length,
+            error_buf,
+            error_buf_size,
+        )
+    };
+    r.unwrap_or_else(|kind| -(kind as ssize_t))
+}
+
+/// The read behind `blobcache_read` and the streamer's `blob_read`:
+/// `length`, or the failure's kind, its message written into `error_buf`.
+///
+/// # Safety
+/// As for `blobcache_read`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn read(
+    account: *const c_char,
+    container: *const c_char,
+    blob: *const c_char,
+    buf: *mut c_void,
+    offset: usize,
+    length: usize,
+    error_buf: *mut c_char,
+    error_buf_size: usize,
+) -> Result<ssize_t, ErrorKind> {
     // SAFETY: per this function's contract, each name is NULL or a
     // NUL-terminated string that outlives the call.
     let request = unsafe {
@@ -104,22 +171,25 @@ pub unsafe extern "C" fn blobcache_read(
             length,
         }
     };
-    let message = match panic::guard(|| {
+    let (kind, message) = match panic::guard(|| {
         // SAFETY: per this function's contract, `buf` is NULL or points to
         // `length` writable bytes that nothing else uses during the call.
         let dst = unsafe { ffi::destination(buf, length) };
         request.read(dst)
     }) {
-        Ok(Ok(())) => return length as ssize_t,
-        Ok(Err(failure)) => failure.message().to_owned(),
+        Ok(Ok(())) => return Ok(length as ssize_t),
+        Ok(Err(failure)) => (failure.kind(), failure.message().to_owned()),
         // A panic's message names the blob and the range too.
-        Err(e) => panic::guard(|| request.failure(e).message().to_owned())
-            .unwrap_or_else(|e| format!("blobcache: {e}")),
+        Err(e) => (
+            ErrorKind::Internal,
+            panic::guard(|| request.failure(e).message().to_owned())
+                .unwrap_or_else(|e| format!("blobcache: {e}")),
+        ),
     };
     // SAFETY: per this function's contract, `error_buf` is NULL or points to
     // `error_buf_size` writable bytes.
     unsafe { ffi::write_message(error_buf, error_buf_size, &message) };
-    -1
+    Err(kind)
 }
 
 /// Releases the process-wide cache: stops background threads and drops
@@ -209,6 +279,25 @@ mod tests {
         // callers that need the text) or the canaries stop it.
         let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
         (r, msg.to_str().expect("UTF-8").to_owned())
+    }
+
+    #[test]
+    fn the_error_codes_are_the_negated_error_kinds() {
+        for (code, kind) in [
+            (BLOBCACHE_ERR_INVALID_ARGUMENT, ErrorKind::InvalidArgument),
+            (BLOBCACHE_ERR_OUT_OF_RANGE, ErrorKind::OutOfRange),
+            (BLOBCACHE_ERR_CONFIG, ErrorKind::Config),
+            (BLOBCACHE_ERR_NOT_FOUND, ErrorKind::NotFound),
+            (BLOBCACHE_ERR_ORIGIN, ErrorKind::Origin),
+            (BLOBCACHE_ERR_CHANGED, ErrorKind::Changed),
+            (BLOBCACHE_ERR_OFFLINE, ErrorKind::Offline),
+            (BLOBCACHE_ERR_STORE, ErrorKind::Store),
+            (BLOBCACHE_ERR_SHUTDOWN, ErrorKind::Shutdown),
+            (BLOBCACHE_ERR_INTERNAL, ErrorKind::Internal),
+            (BLOBCACHE_ERR_UNREACHABLE, ErrorKind::Unreachable),
+        ] {
+            assert_eq!(code, -(kind as ssize_t), "{kind:?}");
+        }
     }
 
     #[test]

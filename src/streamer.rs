@@ -24,7 +24,9 @@ pub extern "C" fn runai_cache_abi_version() -> u32 {
     crate::blobcache_abi_version()
 }
 
-/// `blobcache_read`, as the streamer looks it up.
+/// `blobcache_read`, as the streamer looks it up, except that every failure
+/// returns -1, as the streamer's contract says (the message in `error_buf`
+/// is the same).
 ///
 /// # Safety
 /// As for `blobcache_read`.
@@ -40,8 +42,8 @@ pub unsafe extern "C" fn blob_read(
     error_buf_size: usize,
 ) -> ssize_t {
     // SAFETY: the caller keeps `blobcache_read`'s contract (this function's).
-    unsafe {
-        crate::blobcache_read(
+    let r = unsafe {
+        crate::read(
             account,
             container,
             blob,
@@ -51,7 +53,8 @@ pub unsafe extern "C" fn blob_read(
             error_buf,
             error_buf_size,
         )
-    }
+    };
+    r.unwrap_or(-1)
 }
 
 /// `blobcache_shutdown`, as the streamer looks it up. Always exported: a

@@ -187,6 +187,92 @@ fn the_prefixed_functions_read_and_shut_down_as_the_streamers_names_do() {
     );
 }
 
+/// The value of `#define name` in include/blobcache.h, as a C caller
+/// compiled against the header sees it.
+fn header_define(name: &str) -> isize {
+    let header = include_str!("../include/blobcache.h");
+    header
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
+        .unwrap_or_else(|| panic!("include/blobcache.h defines no {name}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn blobcache_read_returns_the_header_code_of_each_failure_and_blob_read_minus_1() {
+    let fx = Fixture::new("ffi-codes");
+    fx.put("m", &bytes(11, 1000));
+    in_own_process(
+        "blobcache_read_returns_the_header_code_of_each_failure_and_blob_read_minus_1",
+        &fx.env("64K"),
+        || {
+            let h = lib().handle;
+            let f = h
+                .symbol("blobcache_read")
+                .expect("blobcache_read is exported");
+            // SAFETY: the type of include/blobcache.h.
+            let read = unsafe {
+                std::mem::transmute::<*mut c_void, blobcache_testing::cdylib::BlobRead>(f.as_ptr())
+            };
+            let acct = CString::new(ACCOUNT).unwrap();
+            let cont = CString::new(CONTAINER).unwrap();
+            for (blob, offset, code) in [
+                ("m", 900, "BLOBCACHE_ERR_OUT_OF_RANGE"),
+                ("absent", 0, "BLOBCACHE_ERR_NOT_FOUND"),
+            ] {
+                let b = CString::new(blob).unwrap();
+                let mut buf = vec![0u8; 200];
+                let mut err = [0 as c_char; 512];
+                // SAFETY: valid strings, a 200-byte buffer, a 512-byte
+                // error buffer.
+                let r = unsafe {
+                    read(
+                        acct.as_ptr(),
+                        cont.as_ptr(),
+                        b.as_ptr(),
+                        buf.as_mut_ptr().cast(),
+                        offset,
+                        buf.len(),
+                        err.as_mut_ptr(),
+                        err.len(),
+                    )
+                };
+                assert_eq!(r, header_define(code), "{blob}: {code}");
+                // SAFETY: NUL-terminated by the failed call.
+                let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
+                assert!(msg.starts_with("blobcache: "), "{msg}");
+                // The streamer's name keeps its contract: -1, same message.
+                let mut same = vec![0u8; 200];
+                let c = call(
+                    ACCOUNT.as_bytes(),
+                    CONTAINER.as_bytes(),
+                    blob.as_bytes(),
+                    &mut same,
+                    offset,
+                    512,
+                );
+                assert_eq!((c.ret, c.message.as_str()), (-1, msg.as_ref()));
+            }
+            // SAFETY: a NULL name is allowed; no error buffer.
+            let r = unsafe {
+                read(
+                    std::ptr::null(),
+                    cont.as_ptr(),
+                    cont.as_ptr(),
+                    std::ptr::null_mut(),
+                    0,
+                    4,
+                    std::ptr::null_mut(),
+                    0,
+                )
+            };
+            assert_eq!(r, header_define("BLOBCACHE_ERR_INVALID_ARGUMENT"));
+        },
+    );
+}
+
 #[test]
 fn reads_return_the_blob_bytes_through_the_c_function() {
     let fx = Fixture::new("ffi-read");

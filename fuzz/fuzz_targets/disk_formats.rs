@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use blobcache_core::config::{Config, MaxSize, OriginConfig};
-use blobcache_core::store::block::{check_trailer, open_block};
+use blobcache_core::store::probe::{check_trailer, open_block};
 use blobcache_core::store::Meta;
 use blobcache_core::{BlobKey, Cache};
 use libfuzzer_sys::fuzz_target;

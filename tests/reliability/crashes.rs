@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blobcache_core::store::block::open_block;
-use blobcache_core::store::lock::try_lock_block;
+use blobcache_core::store::probe::{open_block, try_lock_block};
 use blobcache_testing::azurite::{Azurite, ACCOUNT, KEY};
 use blobcache_testing::fixture::{walk, Fixture, ACCOUNT as DIR_ACCOUNT, CONTAINER};
 use blobcache_testing::{bytes, tempdir};

@@ -136,7 +136,7 @@ fn check_nothing_partial(cache: &Path, blobs: &[Blob], o: &mut Outcome) -> usize
                 let start = i * MIB as u64;
                 start < b.size as u64
                     && matches!(
-                        blobcache_core::store::block::open_block(
+                        blobcache_core::store::probe::open_block(
                             p.parent().unwrap(),
                             i,
                             (b.size as u64 - start).min(MIB as u64)
@@ -186,7 +186,7 @@ pub fn worker(mode: &str) {
             let s = c.stats();
             drop(c);
             let blocks = check_nothing_partial(&cache, &blobs, &mut out);
-            let (_, avail) = blobcache_core::cache::filesystem_size(&fs).unwrap();
+            let (_, avail) = blobcache_core::store::filesystem_size(&fs).unwrap();
             if s.passthrough_reads == 0 {
                 out.other("the disk never filled: no pass-through read");
             }

@@ -199,7 +199,7 @@ fn a_killed_filler_forked_child_does_not_keep_its_lock() {
     let t0 = Instant::now();
     let mut freed = None;
     while t0.elapsed() < Duration::from_secs(3) {
-        if let Ok(Some(_l)) = blobcache_core::store::lock::try_lock_block(&locks[0], 0o600, 0) {
+        if let Ok(Some(_l)) = blobcache_core::store::probe::try_lock_block(&locks[0], 0o600, 0) {
             freed = Some(t0.elapsed());
             break;
         }

@@ -1,5 +1,5 @@
-//! The error type every layer returns, and the stable numeric codes the C
-//! boundary exposes.
+//! The error type every layer returns, and the stable numeric codes of its
+//! kinds, which the C boundary returns from `blobcache_read`.
 //!
 //! A message names what failed and why, and what to do about it where that is
 //! known. It never holds a credential: every message that can carry text from
@@ -7,9 +7,10 @@
 
 use std::fmt;
 
-/// What kind of failure this is. The numeric values are stable: they are
-/// part of the documented interface (`blobcache_stats_json` counts them and
-/// log lines name them).
+/// What kind of failure this is. The numeric values are stable: the C
+/// function `blobcache_read` returns the negated value of a failure's kind
+/// (`BLOBCACHE_ERR_*` in include/blobcache.h; the root crate's tests check
+/// that the two agree). `PeerStalled` never reaches a caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum ErrorKind {
@@ -133,7 +134,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Describes an I/O error with the path it concerns.
-pub fn io_error(what: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
+pub(crate) fn io_error(what: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
     Error::store(format!("{what} {}: {err}", path.display()))
 }
 

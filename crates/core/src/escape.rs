@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 
 /// Whether `c` is rewritten by [`controls`].
-pub fn needs_escape(c: char) -> bool {
+pub(crate) fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -39,7 +39,7 @@ pub fn needs_escape(c: char) -> bool {
 
 /// `s` with every character of [`needs_escape`] written as an escape (see
 /// the module docs); borrowed when there is none.
-pub fn controls(s: &str) -> Cow<'_, str> {
+pub(crate) fn controls(s: &str) -> Cow<'_, str> {
     if !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
     }

@@ -46,7 +46,7 @@
 //! of ours rather than in tokio's blocking pool, which would start threads
 //! at any moment. The host's own threads are the host's affair.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, Once};
 
@@ -67,11 +67,7 @@ static INSTALL: Once = Once::new();
 /// unloaded: the streamer does not `dlclose` it).
 pub(crate) fn install() {
     INSTALL.call_once(|| {
-        // SAFETY: plain `extern "C"` handlers that live as long as the
-        // process (the library is never unloaded).
-        unsafe {
-            libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
-        }
+        crate::sys::at_fork(prepare, parent, child);
     });
 }
 
@@ -161,10 +157,10 @@ extern "C" fn child() {
     {
         let mut r = REGISTERED.locked();
         for fd in r.drain(..) {
-            // SAFETY: `fd` was registered by a thread that does not exist in
-            // this process; its owner's destructor never runs here, so
-            // closing our copy is the only close it gets.
-            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            // Registered by a thread that does not exist in this process:
+            // its owner's destructor never runs here, so this is the only
+            // close it gets.
+            crate::sys::close_orphan(fd);
         }
     }
     INSIDE.store(0, SeqCst);

@@ -52,12 +52,12 @@ pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
-pub fn enabled(level: Level) -> bool {
+pub(crate) fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
 /// Writes one line to stderr if `level` is enabled.
-pub fn log(level: Level, message: &str) {
+pub(crate) fn log(level: Level, message: &str) {
     if !enabled(level) {
         return;
     }
@@ -74,16 +74,10 @@ pub fn log(level: Level, message: &str) {
 /// report them.
 fn write_stderr(mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        // SAFETY: writes from a valid slice; descriptor 2 may be closed or
-        // anything else, which write reports as an error.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n > 0 {
-            bytes = &bytes[n as usize..];
-        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-        {
-            continue;
-        } else {
-            return;
+        match crate::sys::write_stderr(bytes) {
+            Ok(n) if n > 0 => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => return,
         }
     }
 }
@@ -96,7 +90,7 @@ fn first_time(set: &'static Mutex<Option<HashSet<String>>>, key: &str) -> bool {
 
 /// Logs `message` only the first time `key` is seen in this lifecycle of the
 /// library (see [`reset_once`]).
-pub fn log_once(level: Level, key: &str, message: &str) {
+pub(crate) fn log_once(level: Level, key: &str, message: &str) {
     if !enabled(level) {
         return;
     }
@@ -107,7 +101,7 @@ pub fn log_once(level: Level, key: &str, message: &str) {
 
 /// Logs `message` only the first time `key` is seen in this process (not
 /// reset at shutdown).
-pub fn log_once_per_process(level: Level, key: &str, message: &str) {
+pub(crate) fn log_once_per_process(level: Level, key: &str, message: &str) {
     if !enabled(level) {
         return;
     }
@@ -118,7 +112,7 @@ pub fn log_once_per_process(level: Level, key: &str, message: &str) {
 
 /// Forgets which one-time messages were logged (called at shutdown, so a new
 /// session warns again).
-pub fn reset_once() {
+pub(crate) fn reset_once() {
     let old = fork::section(|| ONCE.locked().take());
     drop(old);
 }

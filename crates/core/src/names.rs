@@ -30,9 +30,9 @@ use crate::error::{Error, Result};
 /// Azure's limits: account names are at most 24 characters, containers 63,
 /// blob names 1024. Accounts are validated loosely (the streamer passes any
 /// value of `AZURE_STORAGE_ACCOUNT_NAME`), only for safety.
-pub const MAX_ACCOUNT_LEN: usize = 255;
-pub const MAX_CONTAINER_LEN: usize = 255;
-pub const MAX_BLOB_CHARS: usize = 1024;
+pub(crate) const MAX_ACCOUNT_LEN: usize = 255;
+pub(crate) const MAX_CONTAINER_LEN: usize = 255;
+pub(crate) const MAX_BLOB_CHARS: usize = 1024;
 
 /// Which blob: account, container and blob name, as given by the caller.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -74,7 +74,7 @@ impl BlobKey {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

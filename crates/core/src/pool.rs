@@ -1,9 +1,11 @@
 //! A fixed set of worker threads running fill jobs, demand jobs before
 //! readahead jobs. It bounds how many origin requests are in flight
 //! (`BLOBCACHE_FETCH_CONCURRENCY`) and lets one large read fetch its blocks in
-//! parallel. Stopping it fails queued demand jobs, drops queued readahead,
-//! and joins the threads, waiting a bounded time: a worker stuck in the
-//! kernel (a read from a hung filesystem) is abandoned, not waited for.
+//! parallel. A job reports its outcome itself (the cache's jobs through
+//! their flight); a job that panics is caught and its worker goes on.
+//! Stopping the pool drops the jobs queued (unrun: a job's `Drop` is how it
+//! learns), and joins the threads, waiting a bounded time: a worker stuck in
+//! the kernel (a read from a hung filesystem) is abandoned, not waited for.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,34 +15,12 @@ use std::sync::{Condvar, Mutex};
 
 use crate::sync::{CondvarExt, MutexExt};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
-pub type Task = Box<dyn FnOnce() -> Result<()> + Send>;
-
-/// The result of one demand job, waited for by the reader that queued it.
-#[derive(Default)]
-pub struct Ticket {
-    result: Mutex<Option<Result<()>>>,
-    cv: Condvar,
-}
-
-impl Ticket {
-    fn finish(&self, r: Result<()>) {
-        *self.result.locked() = Some(r);
-        self.cv.notify_all();
-    }
-
-    pub fn wait(&self) -> Result<()> {
-        let mut g = self.result.locked();
-        while g.is_none() {
-            g = self.cv.wait_on(g);
-        }
-        g.clone().expect("checked above")
-    }
-}
+pub(crate) type Task = Box<dyn FnOnce() + Send>;
 
 struct Queues {
-    demand: VecDeque<(Task, Arc<Ticket>)>,
+    demand: VecDeque<Task>,
     ahead: VecDeque<Task>,
     stopped: bool,
     ahead_running: usize,
@@ -54,13 +34,13 @@ struct Shared {
     max_ahead: usize,
 }
 
-pub struct Pool {
+pub(crate) struct Pool {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Pool {
-    pub fn new(threads: usize, name: &str) -> Result<Pool> {
+    pub(crate) fn new(threads: usize, name: &str) -> Result<Pool> {
         let shared = Arc::new(Shared {
             q: Mutex::new(Queues {
                 demand: VecDeque::new(),
@@ -93,23 +73,21 @@ impl Pool {
         })
     }
 
-    /// Queues a demand job; the returned ticket reports its result.
-    pub fn demand(&self, task: Task) -> Arc<Ticket> {
-        let t = Arc::new(Ticket::default());
+    /// Queues a demand job (dropped unrun if the pool stopped).
+    pub(crate) fn demand(&self, task: Task) {
         let mut q = self.shared.q.locked();
         if q.stopped {
             drop(q);
-            t.finish(Err(stopped()));
-            return t;
+            drop(task);
+            return;
         }
-        q.demand.push_back((task, t.clone()));
+        q.demand.push_back(task);
         drop(q);
         self.shared.cv.notify_one();
-        t
     }
 
     /// Queues a readahead job (dropped if the pool stops first).
-    pub fn ahead(&self, task: Task) {
+    pub(crate) fn ahead(&self, task: Task) {
         let mut q = self.shared.q.locked();
         if q.stopped {
             return;
@@ -119,25 +97,18 @@ impl Pool {
         self.shared.cv.notify_one();
     }
 
-    /// Number of readahead jobs queued but not started.
-    pub fn ahead_queued(&self) -> usize {
-        self.shared.q.locked().ahead.len()
-    }
-
-    /// Stops accepting work, fails queued demand jobs, and joins the workers
+    /// Stops accepting work, drops queued jobs unrun, and joins the workers
     /// (each finishes the job it is running; jobs honour cancellation).
     /// Workers still busy after `wait` are abandoned (they end on their own
     /// when their job returns).
-    pub fn stop(&self, wait: std::time::Duration) {
-        let pending: Vec<_> = {
+    pub(crate) fn stop(&self, wait: std::time::Duration) {
+        // Dropped outside the lock: a job's Drop may take locks of its own.
+        let pending: (Vec<_>, Vec<_>) = {
             let mut q = self.shared.q.locked();
             q.stopped = true;
-            q.ahead.clear();
-            q.demand.drain(..).collect()
+            (q.demand.drain(..).collect(), q.ahead.drain(..).collect())
         };
-        for (_, t) in pending {
-            t.finish(Err(stopped()));
-        }
+        drop(pending);
         self.shared.cv.notify_all();
         let deadline = std::time::Instant::now() + wait;
         let mut q = self.shared.q.locked();
@@ -168,15 +139,8 @@ impl Pool {
     }
 }
 
-fn stopped() -> Error {
-    Error::new(
-        ErrorKind::Shutdown,
-        "the library was shut down before this read could be filled",
-    )
-}
-
 enum Next {
-    Demand(Task, Arc<Ticket>),
+    Demand(Task),
     Ahead(Task),
 }
 
@@ -185,8 +149,8 @@ fn worker(s: &Shared) {
         let next = {
             let mut q = s.q.locked();
             loop {
-                if let Some((task, ticket)) = q.demand.pop_front() {
-                    break Next::Demand(task, ticket);
+                if let Some(task) = q.demand.pop_front() {
+                    break Next::Demand(task);
                 }
                 if q.stopped {
                     return;
@@ -201,12 +165,9 @@ fn worker(s: &Shared) {
             }
         };
         match next {
-            Next::Demand(task, ticket) => {
-                let r = run(task);
-                ticket.finish(r);
-            }
+            Next::Demand(task) => run(task),
             Next::Ahead(task) => {
-                let _ = run(task);
+                run(task);
                 s.q.locked().ahead_running -= 1;
                 s.cv.notify_one();
             }
@@ -214,13 +175,11 @@ fn worker(s: &Shared) {
     }
 }
 
-fn run(task: Task) -> Result<()> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)) {
-        Ok(r) => r,
-        Err(p) => Err(Error::internal(format!(
-            "a fill job panicked: {}",
-            crate::error::panic_message(&*p)
-        ))),
+/// Runs a job; a panic ends the job, not the worker. (The cache's jobs
+/// turn their own panics into their readers' errors.)
+fn run(task: Task) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)) {
+        crate::log::debug!("a fill job panicked: {}", crate::error::panic_message(&*p));
     }
 }
 
@@ -228,52 +187,76 @@ fn run(task: Task) -> Result<()> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    /// Sends `true` when run, `false` when dropped unrun.
+    struct Probe(Option<mpsc::Sender<bool>>);
+
+    impl Probe {
+        fn task(tx: &mpsc::Sender<bool>) -> Task {
+            let mut p = Probe(Some(tx.clone()));
+            Box::new(move || {
+                let _ = p.0.take().unwrap().send(true);
+            })
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(false);
+            }
+        }
+    }
 
     #[test]
-    fn demand_jobs_run_and_report() {
+    fn demand_and_readahead_jobs_all_run() {
         let p = Pool::new(3, "t").unwrap();
         let n = Arc::new(AtomicUsize::new(0));
-        let tickets: Vec<_> = (0..20)
-            .map(|i| {
-                let n = n.clone();
-                p.demand(Box::new(move || {
-                    n.fetch_add(1, Ordering::SeqCst);
-                    if i == 7 {
-                        Err(Error::origin("boom"))
-                    } else {
-                        Ok(())
-                    }
-                }))
-            })
-            .collect();
-        let results: Vec<_> = tickets.iter().map(|t| t.wait()).collect();
+        let (tx, rx) = mpsc::channel();
+        for i in 0..20 {
+            let (n, tx) = (n.clone(), tx.clone());
+            let job: Task = Box::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+                tx.send(()).unwrap();
+            });
+            if i % 2 == 0 {
+                p.demand(job)
+            } else {
+                p.ahead(job)
+            }
+        }
+        for _ in 0..20 {
+            rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        }
         assert_eq!(n.load(Ordering::SeqCst), 20);
-        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
         p.stop(std::time::Duration::from_secs(5));
     }
 
     #[test]
-    fn a_panicking_job_becomes_an_error() {
+    fn a_panicking_job_does_not_take_its_worker_down() {
         let p = Pool::new(1, "t").unwrap();
-        let t = p.demand(Box::new(|| panic!("deliberate")));
-        let e = t.wait().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Internal);
-        assert!(e.message().contains("deliberate"));
+        let (tx, rx) = mpsc::channel();
+        p.demand(Box::new(|| panic!("deliberate")));
+        p.demand(Probe::task(&tx));
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)), Ok(true));
         p.stop(std::time::Duration::from_secs(5));
     }
 
     #[test]
-    fn stop_fails_queued_work_and_refuses_new_work() {
+    fn stop_drops_queued_work_unrun_and_refuses_new_work() {
         let p = Pool::new(1, "t").unwrap();
+        let (tx, rx) = mpsc::channel();
         let gate = Arc::new(Mutex::new(()));
         let g = gate.locked();
         let gate2 = gate.clone();
-        let first = p.demand(Box::new(move || {
+        let tx2 = tx.clone();
+        p.demand(Box::new(move || {
             drop(gate2.locked());
-            Ok(())
+            tx2.send(true).unwrap();
         }));
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let queued = p.demand(Box::new(|| Ok(())));
+        p.demand(Probe::task(&tx));
         let stopper = std::thread::spawn({
             let p = Arc::new(p);
             move || {
@@ -282,13 +265,19 @@ mod tests {
             }
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
+        // The queued job was dropped unrun at stop.
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)),
+            Ok(false)
+        );
         drop(g);
         let p = stopper.join().unwrap();
-        assert!(first.wait().is_ok());
-        assert_eq!(queued.wait().unwrap_err().kind(), ErrorKind::Shutdown);
+        // The running one finished.
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)), Ok(true));
+        p.demand(Probe::task(&tx));
         assert_eq!(
-            p.demand(Box::new(|| Ok(()))).wait().unwrap_err().kind(),
-            ErrorKind::Shutdown
+            rx.recv_timeout(std::time::Duration::from_secs(5)),
+            Ok(false)
         );
     }
 }

@@ -23,9 +23,9 @@ use crate::fork;
 use crate::log;
 use crate::sync::MutexExt;
 
-pub struct Instance {
+pub(crate) struct Instance {
     generation: u64,
-    pub cache: Cache,
+    pub(crate) cache: Cache,
 }
 
 static CURRENT: Mutex<Option<Arc<Instance>>> = Mutex::new(None);
@@ -85,7 +85,7 @@ fn replace(new: Option<Arc<Instance>>) -> Option<Arc<Instance>> {
 }
 
 /// Returns the current instance, creating it if there is none.
-pub fn current() -> Result<Arc<Instance>> {
+pub(crate) fn current() -> Result<Arc<Instance>> {
     if let Some(inst) = load() {
         if inst.generation == fork::generation() {
             return Ok(inst);
@@ -174,7 +174,7 @@ fn register_secrets_from(lookup: impl Fn(&str) -> Option<String>) {
 /// Releases the current instance: stops its threads and drops its mappings
 /// (those of reads still running are dropped when they return). Idempotent;
 /// never waits on the network.
-pub fn shutdown() {
+pub(crate) fn shutdown() {
     let _l = LIFECYCLE.lock();
     if let Some(old) = replace(None) {
         if old.generation != fork::generation() {
@@ -190,7 +190,7 @@ pub fn shutdown() {
 }
 
 /// Counters of the current instance (zero when there is none).
-pub fn stats() -> crate::stats::Snapshot {
+pub(crate) fn stats() -> crate::stats::Snapshot {
     match load() {
         Some(inst) if inst.generation == fork::generation() => inst.cache.stats(),
         Some(inst) => {

@@ -14,7 +14,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-pub trait MutexExt<T> {
+pub(crate) trait MutexExt<T> {
     fn locked(&self) -> MutexGuard<'_, T>;
 }
 
@@ -24,7 +24,7 @@ impl<T> MutexExt<T> for Mutex<T> {
     }
 }
 
-pub trait RwLockExt<T> {
+pub(crate) trait RwLockExt<T> {
     fn read_locked(&self) -> RwLockReadGuard<'_, T>;
     fn write_locked(&self) -> RwLockWriteGuard<'_, T>;
 }
@@ -38,7 +38,7 @@ impl<T> RwLockExt<T> for RwLock<T> {
     }
 }
 
-pub trait CondvarExt {
+pub(crate) trait CondvarExt {
     fn wait_on<'a, T>(&self, g: MutexGuard<'a, T>) -> MutexGuard<'a, T>;
     fn wait_on_for<'a, T>(&self, g: MutexGuard<'a, T>, d: Duration) -> MutexGuard<'a, T>;
 }

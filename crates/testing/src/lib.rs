@@ -39,5 +39,8 @@ pub fn blobcache_cmd(env: &[(&str, String)], args: &[&str]) -> std::process::Out
 /// Hex SHA-256, to compare large contents without printing them.
 pub fn sha256(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    blobcache_core::names::hex(&Sha256::digest(data))
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

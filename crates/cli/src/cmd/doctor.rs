@@ -145,7 +145,7 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
                 Some(acct) => check_azure(&mut r, &quick, acct),
             },
         }
-        if let (Some(l), Ok(origin)) = (&loc, blobcache_core::cache::make_origin(&quick)) {
+        if let (Some(l), Ok(origin)) = (&loc, blobcache_core::origin::from_config(&quick)) {
             check_listing(&mut r, &*origin, l);
         }
     }
@@ -249,7 +249,7 @@ fn check_dir(r: &mut Report, c: &Config) {
                 }
                 Err(e) => r.problem(format!("{} is not writable: {e}", dir.display())),
             }
-            if let Some((total, free)) = blobcache_core::cache::filesystem_size(s.root()) {
+            if let Some((total, free)) = blobcache_core::store::filesystem_size(s.root()) {
                 let cap = super::cap(c, s.root()).unwrap_or(0);
                 let used = blobcache_core::store::evict::scan(s.root(), s.file_mode()).bytes;
                 r.line(format!(

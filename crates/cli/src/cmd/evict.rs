@@ -64,7 +64,7 @@ pub fn run(Args { uri, to, all }: Args, account: Option<&str>) -> Outcome {
             );
             return Ok(());
         }
-        let r = inventory::remove(&chosen, store.file_mode());
+        let r = inventory::remove(&chosen);
         let total = evict::scan(store.root(), store.file_mode()).bytes;
         evict::EvictReport {
             before: total + (r.before - r.after),

@@ -94,7 +94,7 @@ pub fn cap(config: &Config, dir: &std::path::Path) -> Option<u64> {
     match config.max_size {
         MaxSize::Bytes(b) => Some(b),
         MaxSize::PercentOfFilesystem(p) => {
-            blobcache_core::cache::filesystem_size(dir).map(|(total, _)| total / 100 * p as u64)
+            blobcache_core::store::filesystem_size(dir).map(|(total, _)| total / 100 * p as u64)
         }
     }
 }
@@ -117,6 +117,6 @@ fn selected<'a>(
 fn name_of(c: &inventory::Cached) -> String {
     match &c.meta {
         Ok(m) => uri::uri_of(&m.key),
-        Err(why) => format!("(unknown blob in {}: {why})", c.path.display()),
+        Err(why) => format!("(unknown blob in {}: {why})", c.dir.path().display()),
     }
 }

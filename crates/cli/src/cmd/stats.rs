@@ -64,7 +64,7 @@ pub fn run(Args { json, reset }: Args) -> Outcome {
             std::path::Path::new("/")
         },
     );
-    let free = blobcache_core::cache::filesystem_size(if dir.exists() {
+    let free = blobcache_core::store::filesystem_size(if dir.exists() {
         &dir
     } else {
         std::path::Path::new("/")

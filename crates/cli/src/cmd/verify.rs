@@ -54,7 +54,7 @@ pub fn run(Args { uri, dry_run, json }: Args, account: Option<&str>) -> Outcome 
     let (mut checked, mut bytes, mut busy) = (0u64, 0u64, 0u64);
     let mut bad = Vec::new();
     for c in &items {
-        let r = inventory::verify(c, store.file_mode(), !dry_run);
+        let r = inventory::verify(c, !dry_run);
         checked += r.blocks_checked;
         bytes += r.bytes_checked;
         busy += r.busy;

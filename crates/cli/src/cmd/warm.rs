@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blobcache_core::origin::Listed;
-use blobcache_core::store::block::block_path;
 use blobcache_core::{BlobKey, Cache};
 use serde::Serialize;
 
@@ -162,15 +161,7 @@ struct Report {
 
 /// Bytes of `key`'s blocks already on disk (at the version `cache` found).
 fn cached_bytes(cache: &Cache, key: &BlobKey) -> blobcache_core::Result<u64> {
-    let entry = cache.entry(key)?;
-    let Some(store) = cache.store() else {
-        return Ok(0);
-    };
-    let dir = store.open_version(key, &entry.info, false)?;
-    Ok((0..dir.block_count())
-        .filter(|i| block_path(&dir.path, *i).exists())
-        .map(|i| dir.block_len(i))
-        .sum())
+    cache.cached_bytes(key)
 }
 
 fn warm(

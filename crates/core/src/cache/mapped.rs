@@ -25,14 +25,14 @@ use crate::store::block::{Block, FileBlock, Published};
 use crate::sync::{MutexExt, RwLockExt};
 
 /// A block open for copying out: mapped, or read with `pread`.
-pub enum Open {
+pub(crate) enum Open {
     Mapped(Block),
     File(FileBlock),
 }
 
 impl Open {
     /// Copies bytes `[offset, offset + dst.len())` of the block into `dst`.
-    pub fn copy_to(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+    pub(crate) fn copy_to(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         match self {
             Open::Mapped(b) => {
                 dst.copy_from_slice(&b.data()[offset..offset + dst.len()]);
@@ -62,7 +62,7 @@ impl From<Published> for Open {
 
 /// One block of one entry: open or not, and what this process knows of it.
 #[derive(Default)]
-pub struct Slot {
+pub(crate) struct Slot {
     open: RwLock<Option<Arc<Open>>>,
     /// Used since the clock hand last passed (a second chance).
     used: AtomicBool,
@@ -73,7 +73,7 @@ pub struct Slot {
 
 impl Slot {
     /// The open block, if it is open.
-    pub fn get(&self) -> Option<Arc<Open>> {
+    pub(crate) fn get(&self) -> Option<Arc<Open>> {
         let b = self.open.read_locked().clone();
         if b.is_some() && !self.used.load(Relaxed) {
             self.used.store(true, Relaxed);
@@ -81,15 +81,15 @@ impl Slot {
         b
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.open.read_locked().is_some()
     }
 
-    pub fn known_on_disk(&self) -> bool {
+    pub(crate) fn known_on_disk(&self) -> bool {
         self.on_disk.load(Relaxed) || self.is_open()
     }
 
-    pub fn set_on_disk(&self, v: bool) {
+    pub(crate) fn set_on_disk(&self, v: bool) {
         self.on_disk.store(v, Relaxed);
     }
 
@@ -112,14 +112,14 @@ struct Clock {
 }
 
 /// The budget of open blocks of one cache instance.
-pub struct Budget {
+pub(crate) struct Budget {
     max_blocks: usize,
     max_bytes: u64,
     clock: Mutex<Clock>,
 }
 
 impl Budget {
-    pub fn new(max_blocks: usize, max_bytes: u64) -> Budget {
+    pub(crate) fn new(max_blocks: usize, max_bytes: u64) -> Budget {
         Budget {
             max_blocks: max_blocks.max(1),
             max_bytes,
@@ -130,7 +130,7 @@ impl Budget {
     /// Puts `block` into slot `index` of `slots` (unless another thread
     /// got there first: then that one is returned) and closes the least
     /// recently used blocks past the budget.
-    pub fn insert(&self, slots: &Arc<[Slot]>, index: usize, block: Open) -> Arc<Open> {
+    pub(crate) fn insert(&self, slots: &Arc<[Slot]>, index: usize, block: Open) -> Arc<Open> {
         let slot = &slots[index];
         let bytes = block.mapped_bytes();
         let block = Arc::new(block);
@@ -189,7 +189,7 @@ impl Budget {
 
     /// Closes half of the open blocks (after a mapping failed for lack of
     /// address space).
-    pub fn halve(&self) {
+    pub(crate) fn halve(&self) {
         let closed = {
             let mut c = self.clock.locked();
             let (n, b) = (c.ring.len() / 2, c.bytes / 2);
@@ -200,7 +200,7 @@ impl Budget {
 
     /// Open blocks and mapped bytes counted now.
     #[cfg(test)]
-    pub fn usage(&self) -> (usize, u64) {
+    pub(crate) fn usage(&self) -> (usize, u64) {
         let c = self.clock.locked();
         (c.ring.len(), c.bytes)
     }

@@ -21,13 +21,13 @@ use crate::names::BlobKey;
 use crate::origin::{Listed, ObjectInfo, Origin, Sink};
 
 /// Abandoned calls still running, past which calls fail at once.
-pub const MAX_STUCK: usize = 4;
+pub(crate) const MAX_STUCK: usize = 4;
 /// Bytes handed from the I/O thread to the caller at a time.
 const CHUNK: usize = 1 << 20;
 /// How often a waiting caller looks at the shutdown flag.
 const POLL: Duration = Duration::from_millis(20);
 
-pub struct Bounded {
+pub(crate) struct Bounded {
     inner: Arc<dyn Origin>,
     timeout: Duration,
     stopped: Arc<AtomicBool>,
@@ -51,7 +51,7 @@ impl Drop for StuckGuard {
 }
 
 impl Bounded {
-    pub fn new(inner: Arc<dyn Origin>, timeout: Duration) -> Bounded {
+    pub(crate) fn new(inner: Arc<dyn Origin>, timeout: Duration) -> Bounded {
         Bounded {
             inner,
             timeout,

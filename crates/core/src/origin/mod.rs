@@ -1,11 +1,14 @@
 //! Origins: where cache misses are filled from. Each implements [`Origin`];
 //! the cache knows nothing else about them.
 
+use std::sync::Arc;
+
+use crate::config::{Config, OriginConfig};
 use crate::error::Result;
 use crate::names::BlobKey;
 
 pub mod azure;
-pub mod bounded;
+pub(crate) mod bounded;
 pub mod directory;
 
 /// What the origin says about a blob: its size and a version string that
@@ -63,6 +66,18 @@ pub trait Origin: Send + Sync {
     /// Cancels work in flight and stops background threads (called at
     /// shutdown; must not block on the network).
     fn shutdown(&self) {}
+}
+
+/// The origin `config` names, ready for the cache.
+pub fn from_config(config: &Config) -> Result<Arc<dyn Origin>> {
+    Ok(match &config.origin {
+        // Files block in the kernel when their filesystem hangs: bounded.
+        OriginConfig::Directory(root) => Arc::new(bounded::Bounded::new(
+            Arc::new(directory::DirectoryOrigin::new(root.clone())),
+            config.fetch_timeout,
+        )),
+        OriginConfig::Azure => Arc::new(azure::AzureOrigin::new(config)?),
+    })
 }
 
 /// Runs `origin.read` and checks that exactly `len` bytes arrived.

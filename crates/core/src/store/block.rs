@@ -11,16 +11,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 
 use crate::error::{io_error, Error, ErrorKind, Result};
 
-pub const TRAILER_LEN: usize = 64;
+pub(crate) const TRAILER_LEN: usize = 64;
 const MAGIC: &[u8; 8] = b"BCBLK\0\0\x01";
 
 /// A published block, mapped read-only for the life of this value.
@@ -85,12 +83,12 @@ pub fn check_trailer(t: &[u8], len: u64, index: u64) -> std::result::Result<(), 
 }
 
 pub fn block_path(dir: &Path, index: u64) -> PathBuf {
-    dir.join(format!("b.{index}"))
+    dir.join(super::layout::block(index))
 }
 
 /// Why a published block could not be opened.
 #[derive(Debug)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// The file is not a valid block (wrong size, bad trailer, torn by a
     /// power cut): remove it and fill it again.
     Damaged(Error),
@@ -103,7 +101,7 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    pub fn into_error(self) -> Error {
+    pub(crate) fn into_error(self) -> Error {
         match self {
             OpenError::Damaged(e) | OpenError::CannotMap(e) | OpenError::Io(e) => e,
         }
@@ -121,7 +119,7 @@ pub fn open_block(dir: &Path, index: u64, len: u64) -> Result<Option<Block>> {
 /// mapped, and optionally mapping every page up front (one system call
 /// instead of a page fault per 64 KiB when the whole block is read next,
 /// as after a fill).
-pub fn map_block(
+pub(crate) fn map_block(
     dir: &Path,
     index: u64,
     len: u64,
@@ -130,18 +128,7 @@ pub fn map_block(
     let Some((file, meta, path)) = open_checked(dir, index, len)? else {
         return Ok(None);
     };
-    let total = len + TRAILER_LEN as u64;
-    let mut options = MmapOptions::new();
-    options.len(total as usize);
-    if populate {
-        options.populate();
-    }
-    // SAFETY: published block files are never written, truncated or
-    // extended after the rename that publishes them (they are only unlinked,
-    // which keeps this mapping valid), and the size was checked by
-    // `open_checked`, so every byte of the mapping stays backed by the file.
-    let map = unsafe { options.map(&file) }
-        .map_err(|e| OpenError::CannotMap(io_error("cannot map cached block", &path, &e)))?;
+    let map = map_file(&file, &path, len, populate)?;
     check_trailer(&map[len as usize..], len, index).map_err(|why| {
         OpenError::Damaged(Error::store(format!(
             "cached block {} is damaged: {why}",
@@ -161,6 +148,24 @@ pub fn map_block(
     Ok(Some(block))
 }
 
+/// Maps the `len` bytes and the trailer of published block file `file`
+/// (at `path`, for messages), read-only.
+#[allow(unsafe_code)]
+fn map_file(file: &File, path: &Path, len: u64, populate: bool) -> Result<Mmap, OpenError> {
+    let mut options = MmapOptions::new();
+    options.len((len + TRAILER_LEN as u64) as usize);
+    if populate {
+        options.populate();
+    }
+    // SAFETY: published block files are never written, truncated or
+    // extended after the rename that publishes them (they are only unlinked,
+    // which keeps this mapping valid), and their size is `len` plus the
+    // trailer (checked by `open_checked`, or written so by `publish`), so
+    // every byte of the mapping stays backed by the file.
+    unsafe { options.map(file) }
+        .map_err(|e| OpenError::CannotMap(io_error("cannot map cached block", path, &e)))
+}
+
 fn torn(path: &Path) -> OpenError {
     OpenError::Damaged(Error::store(format!(
         "cached block {} is damaged: its bytes do not match the SHA-256 recorded when it was filled (torn by a power cut?)",
@@ -172,8 +177,7 @@ fn torn(path: &Path) -> OpenError {
 /// (futimens needs only ownership or write access, not a writable
 /// descriptor.)
 fn mark_checked(file: &File) {
-    // SAFETY: a descriptor we own; NULL times means "now".
-    unsafe { libc::futimens(file.as_raw_fd(), std::ptr::null()) };
+    crate::sys::touch_file(file);
 }
 
 /// Opens published block `index` and checks its size; `None` when absent.
@@ -215,7 +219,7 @@ fn open_checked(
 /// A published block read with `pread` instead of a mapping: what a reader
 /// gets when the block cannot be mapped (the process is out of address
 /// space or memory maps). Holds no descriptor: each read opens the file.
-pub struct FileBlock {
+pub(crate) struct FileBlock {
     path: PathBuf,
     dir: PathBuf,
     index: u64,
@@ -225,7 +229,7 @@ pub struct FileBlock {
 impl FileBlock {
     /// Opens published block `index` of `len` bytes for reading with
     /// `pread`, checking it as [`map_block`] does.
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         index: u64,
         len: u64,
@@ -268,7 +272,7 @@ impl FileBlock {
     }
 
     /// Copies bytes `[offset, offset + dst.len())` of the block into `dst`.
-    pub fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
+    pub(crate) fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
         use std::os::unix::fs::FileExt;
         if offset + dst.len() as u64 > self.len {
             return Err(Error::internal("read past the end of a cached block"));
@@ -336,11 +340,9 @@ fn boot_time() -> Option<i64> {
     })
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Writes a block into a temporary file; [`BlockWriter::publish`] makes it
 /// visible. Dropped unpublished, it removes its temporary file.
-pub struct BlockWriter {
+pub(crate) struct BlockWriter {
     file: Option<File>,
     tmp: PathBuf,
     dir: PathBuf,
@@ -351,20 +353,18 @@ pub struct BlockWriter {
     fsync: bool,
 }
 
-/// Temporary file name: `tmp.<index>.<pid>.<counter>`; the janitor removes
-/// those whose block lock is free (their writer is gone).
-pub fn tmp_name(index: u64) -> String {
-    format!(
-        "tmp.{index}.{}.{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 impl BlockWriter {
-    pub fn create(dir: &Path, index: u64, len: u64, mode: u32, fsync: bool) -> Result<BlockWriter> {
-        let tmp = dir.join(tmp_name(index));
+    pub(crate) fn create(
+        dir: &Path,
+        index: u64,
+        len: u64,
+        mode: u32,
+        fsync: bool,
+    ) -> Result<BlockWriter> {
+        let tmp = dir.join(super::layout::tmp(index));
+        // Readable too: `publish` maps the block through this descriptor.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(mode)
@@ -377,17 +377,7 @@ impl BlockWriter {
         // filesystem less than allocating page by page (ext4: about a
         // quarter less system time). Filesystems without fallocate just
         // allocate as the bytes arrive.
-        // SAFETY: a plain system call on the descriptor `file` owns.
-        let rc = unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                0,
-                0,
-                (len + TRAILER_LEN as u64) as libc::off_t,
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = crate::sys::allocate(&file, len + TRAILER_LEN as u64) {
             if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(io_error("cannot reserve space for block file", &tmp, &e));
@@ -405,7 +395,7 @@ impl BlockWriter {
         })
     }
 
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.written + data.len() as u64 > self.len {
             return Err(Error::internal(
                 "block writer got more bytes than the block holds",
@@ -422,8 +412,9 @@ impl BlockWriter {
     }
 
     /// Appends the trailer, optionally fsyncs, renames into place, and maps
-    /// the published block.
-    pub fn publish(mut self) -> Result<Published> {
+    /// the published block through the descriptor it was written with (no
+    /// second lookup of the file).
+    pub(crate) fn publish(mut self) -> Result<Published> {
         if self.written != self.len {
             return Err(Error::internal(format!(
                 "block {} got {} bytes, expected {}",
@@ -438,21 +429,25 @@ impl BlockWriter {
             file.sync_data()
                 .map_err(|e| io_error("cannot fsync block file", &self.tmp, &e))?;
         }
-        drop(file);
         let dest = block_path(&self.dir, self.index);
         std::fs::rename(&self.tmp, &dest)
             .map_err(|e| io_error("cannot publish block file", &dest, &e))?;
         self.tmp = PathBuf::new(); // published: nothing to remove on drop
-        match map_block(&self.dir, self.index, self.len, true) {
-            Ok(Some(b)) => Ok(Published::Mapped(b)),
-            Err(OpenError::CannotMap(_)) => match FileBlock::open(&self.dir, self.index, self.len)
-                .map_err(OpenError::into_error)?
-            {
-                Some(b) => Ok(Published::File(b)),
-                None => Err(vanished(&dest)),
-            },
+        match map_file(&file, &dest, self.len, true) {
+            Ok(map) => Ok(Published::Mapped(Block {
+                map,
+                len: self.len as usize,
+            })),
+            Err(OpenError::CannotMap(_)) => {
+                drop(file);
+                match FileBlock::open(&self.dir, self.index, self.len)
+                    .map_err(OpenError::into_error)?
+                {
+                    Some(b) => Ok(Published::File(b)),
+                    None => Err(vanished(&dest)),
+                }
+            }
             Err(e) => Err(e.into_error()),
-            Ok(None) => Err(vanished(&dest)),
         }
     }
 }
@@ -469,14 +464,15 @@ fn vanished(dest: &Path) -> Error {
 
 /// A block just published: mapped, or (when it cannot be mapped) read with
 /// `pread`.
-pub enum Published {
+pub(crate) enum Published {
     Mapped(Block),
     File(FileBlock),
 }
 
 impl Published {
     /// The mapped block (tests).
-    pub fn mapped(self) -> Option<Block> {
+    #[cfg(test)]
+    pub(crate) fn mapped(self) -> Option<Block> {
         match self {
             Published::Mapped(b) => Some(b),
             Published::File(_) => None,
@@ -503,16 +499,11 @@ mod tests {
         d
     }
 
-    fn set_mtime(p: &Path, secs: i64) {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        let t = libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        };
-        // SAFETY: `c` is NUL-terminated and `[t, t]` is the array of two
-        // timespecs utimensat reads; both outlive the call.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) };
-        assert_eq!(rc, 0);
+    fn set_mtime(p: &Path, secs: u64) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let f = OpenOptions::new().write(true).open(p).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .unwrap();
     }
 
     #[test]
@@ -546,7 +537,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("b.7")]);
+        assert_eq!(
+            names,
+            vec![block_path(&d, 7).file_name().unwrap().to_owned()]
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 

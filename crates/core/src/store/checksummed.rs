@@ -8,13 +8,13 @@ use crate::names::hex;
 
 /// `body` (which starts with the header line and ends in a newline) with
 /// its checksum line appended.
-pub fn seal(body: &str) -> String {
+pub(crate) fn seal(body: &str) -> String {
     let sum = hex(&Sha256::digest(body.as_bytes()));
     format!("{body}checksum={sum}\n")
 }
 
 /// The lines after `header` of a sealed file; `Err` says why it is not one.
-pub fn open<'a>(text: &'a [u8], header: &str) -> Result<std::str::Lines<'a>, String> {
+pub(crate) fn open<'a>(text: &'a [u8], header: &str) -> Result<std::str::Lines<'a>, String> {
     let text = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_string())?;
     let (body, tail) = text.split_at(text.rfind("checksum=").ok_or("no checksum line")?);
     let sum = tail

@@ -11,7 +11,6 @@
 //! by hand, damaged disk) is reported and started again from zero.
 //! Nothing here runs on the read path.
 
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -94,8 +93,7 @@ fn lock(root: &Path, file_mode: u32) -> Result<Locked> {
     let file = super::lock::open_lock_file(&path, file_mode)?;
     let start = Instant::now();
     loop {
-        // SAFETY: flock on a descriptor we own; no memory is passed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        if crate::sys::try_flock(&file) {
             return Ok(Locked(file));
         }
         if start.elapsed() > LOCK_WAIT {

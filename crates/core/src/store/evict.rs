@@ -9,15 +9,15 @@
 //! lock is free), and empty version directories.
 
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
-use crate::store::lock;
+use crate::store::layout::Name;
+use crate::store::VersionDir;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VersionUsage {
-    pub path: PathBuf,
+    pub dir: VersionDir,
     pub last_use: Option<SystemTime>,
     pub bytes: u64,
     /// (block index, bytes on disk)
@@ -28,7 +28,6 @@ pub struct VersionUsage {
 pub struct Usage {
     pub bytes: u64,
     pub versions: Vec<VersionUsage>,
-    pub stale_tmp_removed: u64,
 }
 
 fn disk_bytes(m: &std::fs::Metadata) -> u64 {
@@ -39,7 +38,7 @@ fn disk_bytes(m: &std::fs::Metadata) -> u64 {
 /// Walks the store, summing usage, and removes stale temporary files.
 pub fn scan(root: &Path, file_mode: u32) -> Usage {
     let mut usage = Usage::default();
-    let blobs = root.join("blobs");
+    let blobs = root.join(super::layout::BLOBS);
     if !real_dir(&blobs) {
         return usage;
     }
@@ -62,7 +61,9 @@ pub fn scan(root: &Path, file_mode: u32) -> Usage {
                 if !is_dir(&v) {
                     continue;
                 }
-                let vu = scan_version(&v.path(), file_mode, &mut usage.stale_tmp_removed);
+                // Never written through (eviction only reads and removes).
+                let dir = VersionDir::new(v.path(), file_mode, false);
+                let vu = scan_version(dir);
                 usage.bytes += vu.bytes;
                 usage.versions.push(vu);
             }
@@ -94,51 +95,43 @@ fn real_dir(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
 }
 
-fn scan_version(path: &Path, file_mode: u32, stale: &mut u64) -> VersionUsage {
+fn scan_version(dir: VersionDir) -> VersionUsage {
     let mut vu = VersionUsage {
-        path: path.to_path_buf(),
-        ..Default::default()
+        last_use: None,
+        bytes: 0,
+        blocks: Vec::new(),
+        dir,
     };
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return vu;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        let Ok(m) = e.metadata() else { continue };
-        if !m.is_file() {
+    for f in vu.dir.files() {
+        let Some(meta) = f.meta().filter(|m| m.is_file()) else {
             continue;
-        }
-        let bytes = disk_bytes(&m);
-        if let Some(idx) = name.strip_prefix("b.").and_then(|s| s.parse::<u64>().ok()) {
-            vu.blocks.push((idx, bytes));
-            vu.bytes += bytes;
-        } else if let Some(rest) = name.strip_prefix("tmp.") {
-            let idx = rest.split('.').next().and_then(|s| s.parse::<u64>().ok());
-            // A temporary file whose block lock is free has no writer.
-            let stale_tmp = match idx {
-                Some(i) => matches!(
-                    lock::try_lock_block(&path.join("lock"), file_mode, i),
-                    Ok(Some(_))
-                ),
-                None => true,
-            };
-            if stale_tmp && std::fs::remove_file(e.path()).is_ok() {
-                *stale += 1;
-            } else {
+        };
+        let bytes = disk_bytes(&meta);
+        match f.name {
+            Name::Block(index) => {
+                vu.blocks.push((index, bytes));
                 vu.bytes += bytes;
             }
-        } else if name.starts_with(".meta.") && older_than(&m, STALE_META_TMP) {
+            Name::Tmp(index) => {
+                // A temporary file whose block lock is free has no writer.
+                let stale_tmp = match index {
+                    Some(i) => matches!(vu.dir.try_lock_block(i), Ok(Some(_))),
+                    None => true,
+                };
+                if !(stale_tmp && std::fs::remove_file(f.path()).is_ok()) {
+                    vu.bytes += bytes;
+                }
+            }
             // A `meta` being written (write_atomic) by a process that died
             // between creating and renaming it.
-            if std::fs::remove_file(e.path()).is_ok() {
-                *stale += 1;
+            Name::MetaAside if older_than(&meta, STALE_META_TMP) => {
+                let _ = std::fs::remove_file(f.path());
             }
-        } else if name == "meta" {
-            vu.last_use = m.modified().ok();
-            vu.bytes += bytes;
-        } else {
-            vu.bytes += bytes;
+            Name::Meta => {
+                vu.last_use = meta.modified().ok();
+                vu.bytes += bytes;
+            }
+            Name::MetaAside | Name::Other => vu.bytes += bytes,
         }
     }
     vu.blocks.sort_unstable();
@@ -152,10 +145,9 @@ pub struct EvictGuard {
 
 /// Takes the store-wide eviction lock without waiting.
 pub fn try_evict_lock(root: &Path, file_mode: u32) -> Option<EvictGuard> {
-    let file = super::lock::open_lock_file(&root.join("evict.lock"), file_mode).ok()?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (rc == 0).then_some(EvictGuard { _file: file })
+    let file =
+        super::lock::open_lock_file(&root.join(super::layout::EVICT_LOCK), file_mode).ok()?;
+    crate::sys::try_flock(&file).then_some(EvictGuard { _file: file })
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -181,43 +173,21 @@ pub fn evict_to(root: &Path, file_mode: u32, target: u64, skip: Option<&Path>) -
     // Oldest first; the skipped directory last.
     usage
         .versions
-        .sort_by_key(|v| (Some(v.path.as_path()) == skip, v.last_use));
+        .sort_by_key(|v| (Some(v.dir.path()) == skip, v.last_use));
     let mut current = usage.bytes;
     for v in &usage.versions {
         if current <= target {
             break;
         }
-        for (idx, bytes) in &v.blocks {
-            if current <= target {
-                break;
-            }
-            // Take the block's lock so we never remove a block being written
-            // (its writer will publish it again otherwise harmlessly, but the
-            // lock keeps the accounting honest).
-            let Ok(Some(_l)) = lock::try_lock_block(&v.path.join("lock"), file_mode, *idx) else {
-                continue;
-            };
-            if std::fs::remove_file(v.path.join(format!("b.{idx}"))).is_ok() {
-                current = current.saturating_sub(*bytes);
-                report.blocks_removed += 1;
-            }
-        }
-        if v.blocks
-            .iter()
-            .all(|(i, _)| !v.path.join(format!("b.{i}")).exists())
-        {
-            // Nothing left but meta and lock: remove the directory when no
-            // one is writing in it.
-            let busy = std::fs::read_dir(&v.path)
-                .map(|es| {
-                    es.flatten()
-                        .any(|e| e.file_name().to_string_lossy().starts_with("tmp."))
-                })
-                .unwrap_or(true);
-            if !busy && Some(v.path.as_path()) != skip {
-                let _ = crate::store::remove_tree(&v.path);
-            }
-        }
+        // Each block under its lock, so a block being written is never
+        // removed; the directory too once empty (never the one skipped).
+        let r = v.dir.remove_blocks(
+            &v.blocks,
+            |freed| current.saturating_sub(freed) > target,
+            Some(v.dir.path()) == skip,
+        );
+        current = current.saturating_sub(r.bytes);
+        report.blocks_removed += r.blocks;
     }
     report.after = current;
     report

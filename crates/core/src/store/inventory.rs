@@ -7,18 +7,17 @@
 //! written is never touched, and unlinks only: a process that has the block
 //! mapped keeps reading valid bytes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::store::block::{self, block_path};
 use crate::store::evict::{self, EvictReport};
 use crate::store::lock;
-use crate::store::Meta;
+use crate::store::{Meta, VersionDir};
 
 /// One blob version in the store.
 #[derive(Debug)]
 pub struct Cached {
-    pub path: PathBuf,
+    pub dir: VersionDir,
     /// `Err` says why the meta file is unusable.
     pub meta: Result<Meta, String>,
     pub blocks_present: u64,
@@ -32,18 +31,6 @@ pub struct Cached {
     blocks: Vec<(u64, u64)>,
 }
 
-impl Cached {
-    /// Block indices on disk.
-    pub fn block_indices(&self) -> impl Iterator<Item = u64> + '_ {
-        self.blocks.iter().map(|(i, _)| *i)
-    }
-}
-
-fn read_meta(dir: &Path) -> Result<Meta, String> {
-    let bytes = crate::store::read_small(&dir.join("meta")).map_err(|e| e.to_string())?;
-    Meta::decode(&bytes)
-}
-
 /// Every blob version in the store at `root` (its `v1` directory), least
 /// recently used first.
 pub fn inventory(root: &Path, file_mode: u32) -> Vec<Cached> {
@@ -52,7 +39,7 @@ pub fn inventory(root: &Path, file_mode: u32) -> Vec<Cached> {
         .versions
         .into_iter()
         .map(|v| {
-            let meta = read_meta(&v.path);
+            let meta = v.dir.read_meta();
             let blocks_total = meta
                 .as_ref()
                 .map(|m| m.size.div_ceil(m.block_size))
@@ -64,7 +51,7 @@ pub fn inventory(root: &Path, file_mode: u32) -> Vec<Cached> {
                 bytes: v.bytes,
                 last_use: v.last_use,
                 blocks: v.blocks,
-                path: v.path,
+                dir: v.dir,
             }
         })
         .collect();
@@ -97,17 +84,14 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Checks every block of `c` against the SHA-256 in its trailer (and the
 /// trailer against the meta); removes the bad ones when `remove` is set.
-pub fn verify(c: &Cached, file_mode: u32, remove: bool) -> VerifyReport {
+pub fn verify(c: &Cached, remove: bool) -> VerifyReport {
     let mut r = VerifyReport::default();
-    let lock_path = c.path.join("lock");
     for (index, _) in &c.blocks {
         let index = *index;
-        let Ok(_l) = lock::lock_block(
-            &lock_path,
-            file_mode,
-            index,
-            &mut lock::bounded(LOCK_WAIT, &|| false),
-        ) else {
+        let Ok(_l) = c
+            .dir
+            .lock_block(index, &mut lock::bounded(LOCK_WAIT, &|| false))
+        else {
             r.busy += 1;
             continue;
         };
@@ -121,7 +105,7 @@ pub fn verify(c: &Cached, file_mode: u32, remove: bool) -> VerifyReport {
             )),
             Ok(m) => {
                 let len = (m.size - index * m.block_size).min(m.block_size);
-                match block::open_block(&c.path, index, len) {
+                match c.dir.map_block(index, len, false) {
                     Ok(None) => continue, // evicted meanwhile
                     Ok(Some(b)) => {
                         r.blocks_checked += 1;
@@ -131,12 +115,12 @@ pub fn verify(c: &Cached, file_mode: u32, remove: bool) -> VerifyReport {
                                 .to_string()
                         })
                     }
-                    Err(e) => Some(e.to_string()),
+                    Err(e) => Some(e.into_error().to_string()),
                 }
             }
         };
         if let Some(why) = why {
-            let removed = remove && std::fs::remove_file(block_path(&c.path, index)).is_ok();
+            let removed = remove && c.dir.remove_block(index);
             r.bad.push(Bad {
                 index,
                 why,
@@ -150,34 +134,17 @@ pub fn verify(c: &Cached, file_mode: u32, remove: bool) -> VerifyReport {
 /// Removes every block of each version in `versions` (each under its lock,
 /// by unlink), and the version directories left without blocks when no
 /// fill is writing in them.
-pub fn remove(versions: &[&Cached], file_mode: u32) -> EvictReport {
+pub fn remove(versions: &[&Cached]) -> EvictReport {
     let mut report = EvictReport::default();
     for c in versions {
         report.before += c.bytes;
-        let mut left = c.bytes;
-        let lock_path = c.path.join("lock");
-        for (index, bytes) in &c.blocks {
-            let Ok(Some(_l)) = lock::try_lock_block(&lock_path, file_mode, *index) else {
-                continue;
-            };
-            if std::fs::remove_file(block_path(&c.path, *index)).is_ok() {
-                left = left.saturating_sub(*bytes);
-                report.blocks_removed += 1;
-            }
-        }
-        let busy = std::fs::read_dir(&c.path)
-            .map(|es| {
-                es.flatten().any(|e| {
-                    let n = e.file_name();
-                    let n = n.to_string_lossy();
-                    n.starts_with("tmp.") || n.starts_with("b.")
-                })
-            })
-            .unwrap_or(true);
-        if !busy && crate::store::remove_tree(&c.path).is_ok() {
-            left = 0;
-        }
-        report.after += left;
+        let r = c.dir.remove_blocks(&c.blocks, |_| true, false);
+        report.blocks_removed += r.blocks;
+        report.after += if r.dir_removed {
+            0
+        } else {
+            c.bytes.saturating_sub(r.bytes)
+        };
     }
     report
 }

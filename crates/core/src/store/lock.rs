@@ -29,7 +29,7 @@ pub struct BlockLock {
 
 /// An open lock file of the store, registered so a forked child closes its
 /// copy (see `fork.rs`).
-pub struct LockFile {
+pub(crate) struct LockFile {
     file: File,
 }
 
@@ -49,48 +49,7 @@ impl Drop for LockFile {
 
 impl Drop for BlockLock {
     fn drop(&mut self) {
-        // SAFETY: as in ofd_lock: a valid flock struct and our own descriptor.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_UNLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = self.index as libc::off_t;
-        fl.l_len = 1;
-        // SAFETY: our own open descriptor and a valid, initialised flock
-        // that lives across the call (F_OFD_SETLK only reads it).
-        unsafe {
-            libc::fcntl(
-                self.file.as_raw_fd(),
-                libc::F_OFD_SETLK,
-                &mut fl as *mut libc::flock,
-            )
-        };
-    }
-}
-
-fn ofd_lock(file: &File, index: u64, wait: bool) -> std::io::Result<bool> {
-    // SAFETY: an all-zero `flock` is a valid value of a plain C struct; the
-    // fields that matter are set below.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = index as libc::off_t;
-    fl.l_len = 1;
-    fl.l_pid = 0; // required for OFD locks
-    let cmd = if wait {
-        libc::F_OFD_SETLKW
-    } else {
-        libc::F_OFD_SETLK
-    };
-    // SAFETY: `fl` is a valid, initialised flock struct that lives across the
-    // call; the descriptor is owned by `file` and open.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => Ok(false),
-        _ => Err(err),
+        crate::sys::unlock_byte(&self.file, self.index);
     }
 }
 
@@ -117,7 +76,7 @@ pub(crate) fn open_lock_file(path: &Path, mode: u32) -> Result<LockFile> {
 /// process. Polls in short sleeps (at most 5 ms apart); before each sleep it
 /// asks `give_up` (with the time waited so far) whether to stop waiting,
 /// and returns the error it gives.
-pub fn lock_block(
+pub(crate) fn lock_block(
     path: &Path,
     mode: u32,
     index: u64,
@@ -127,7 +86,7 @@ pub fn lock_block(
     let start = Instant::now();
     let mut sleep = Duration::from_micros(200);
     loop {
-        match ofd_lock(&file, index, false) {
+        match crate::sys::try_lock_byte(&file, index) {
             Ok(true) => return Ok(BlockLock { file, index }),
             Ok(false) => {}
             Err(e) => return Err(io_error("cannot lock", path, &e)),
@@ -142,7 +101,7 @@ pub fn lock_block(
 
 /// A `give_up` for [`lock_block`]: fails after `timeout`, or at once when
 /// `cancelled` says the library is shutting down.
-pub fn bounded<'a>(
+pub(crate) fn bounded<'a>(
     timeout: Duration,
     cancelled: &'a dyn Fn() -> bool,
 ) -> impl FnMut(Duration) -> Option<Error> + 'a {
@@ -167,7 +126,7 @@ pub fn bounded<'a>(
 /// Tries the lock on block `index` without waiting.
 pub fn try_lock_block(path: &Path, mode: u32, index: u64) -> Result<Option<BlockLock>> {
     let file = open_lock_file(path, mode)?;
-    match ofd_lock(&file, index, false) {
+    match crate::sys::try_lock_byte(&file, index) {
         Ok(true) => Ok(Some(BlockLock { file, index })),
         Ok(false) => Ok(None),
         Err(e) => Err(io_error("cannot lock", path, &e)),

@@ -15,24 +15,34 @@
 //!       tmp.<i>.<pid>.<n>             block i being written
 //! ```
 //!
+//! The names of a version directory's files are spelled in `layout.rs`
+//! only. [`VersionDir`] (`version.rs`) is the one view of a version
+//! directory: the read path, eviction (`evict.rs`) and the inventory
+//! (`inventory.rs`) all go through it, and it owns the fill-once protocol
+//! (`VersionDir::fill_once`: lock, look, write, publish) and the one
+//! lock-and-unlink loop. [`probe`] is a read-only look at the format for
+//! tests and fuzzing.
+//!
 //! Names never appear in paths (only their hash), so no name can reach
 //! outside the directory. Directories are created 0700 and files 0600 (0770
 //! and 0660 with `BLOBCACHE_SHARED=1`); nothing here follows a symlink it did
 //! not expect.
 
-pub mod block;
-pub mod checksummed;
+pub(crate) mod block;
+mod checksummed;
 pub mod counters;
 pub mod evict;
 pub mod inventory;
-pub mod lock;
-pub mod meta;
+mod layout;
+pub(crate) mod lock;
+mod meta;
+pub mod probe;
+mod version;
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -40,11 +50,12 @@ use crate::error::{io_error, Error, Result};
 use crate::names::{hex, BlobKey};
 use crate::origin::ObjectInfo;
 
-pub use block::{Block, BlockWriter};
-pub use lock::BlockLock;
+pub(crate) use block::BlockWriter;
 pub use meta::Meta;
+pub use version::VersionDir;
+pub(crate) use version::{Fill, Filled};
 
-pub const LAYOUT: &str = "v1";
+pub use layout::LAYOUT;
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -57,9 +68,15 @@ pub struct Store {
     fsync: bool,
 }
 
+/// The size of the filesystem holding `path` and the bytes available on it
+/// (`statvfs`), or `None` when it cannot be asked.
+pub fn filesystem_size(path: &Path) -> Option<(u64, u64)> {
+    crate::sys::filesystem_size(path)
+}
+
 /// Creates `path` and any missing parents with `mode`; refuses a symlink in
 /// place of the final directory.
-pub fn create_dir(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
             return Err(Error::store(format!(
@@ -94,16 +111,14 @@ fn set_dir_mode(path: &Path, mode: u32) {
 
 /// Gives a file we opened exactly `mode`, whatever the umask (best effort:
 /// a lock file created by another user of a shared cache stays as it is).
-pub fn set_file_mode(file: &std::fs::File, mode: u32) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: fchmod on a descriptor we own; no memory is passed.
-    unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) };
+pub(crate) fn set_file_mode(file: &std::fs::File, mode: u32) {
+    crate::sys::set_mode(file, mode);
 }
 
 /// Creates the directories from `root` (which must exist) down to `path`,
 /// one level at a time, refusing a symlink at any level: a link planted
 /// inside the cache must not lead it to read or write elsewhere.
-pub fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<()> {
     let rel = path.strip_prefix(root).map_err(|_| {
         Error::internal(format!(
             "{} is not below {}",
@@ -125,7 +140,6 @@ pub fn create_dirs_below(root: &Path, path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
-const SETTINGS: &str = "settings";
 const SETTINGS_HEADER: &str = "blobcache store settings 1";
 
 impl Store {
@@ -146,7 +160,7 @@ impl Store {
         let root = dir.join(LAYOUT);
         create_dir(dir, dir_mode)?;
         create_dir(&root, dir_mode)?;
-        create_dir(&root.join("blobs"), dir_mode)?;
+        create_dir(&root.join(layout::BLOBS), dir_mode)?;
         let recorded = recorded_block_size(&root, block_size, file_mode);
         Ok(Store {
             root,
@@ -178,7 +192,7 @@ impl Store {
 
     pub fn key_dir(&self, key: &BlobKey) -> PathBuf {
         let h = key.digest_hex();
-        self.root.join("blobs").join(&h[..2]).join(h)
+        self.root.join(layout::BLOBS).join(&h[..2]).join(h)
     }
 
     fn version_name(info: &ObjectInfo, block_size: u64) -> String {
@@ -193,7 +207,7 @@ impl Store {
     /// `meta` file if needed. When `current` is true (the origin has just
     /// confirmed `info` is the blob's current version), directories of other
     /// versions of the blob are removed.
-    pub fn open_version(
+    pub(crate) fn open_version(
         &self,
         key: &BlobKey,
         info: &ObjectInfo,
@@ -209,13 +223,8 @@ impl Store {
             version: info.version.clone(),
             block_size: self.block_size,
         };
-        let meta_path = path.join("meta");
-        let existing = read_small(&meta_path)
-            .ok()
-            .and_then(|b| Meta::decode(&b).ok());
-        if existing.as_ref() != Some(&meta) {
-            write_atomic(&path, "meta", meta.encode().as_bytes(), self.file_mode)?;
-        }
+        let dir = VersionDir::new(path, self.file_mode, self.fsync);
+        dir.write_meta(&meta)?;
         if current {
             if let Ok(entries) = std::fs::read_dir(&key_dir) {
                 for e in entries.flatten() {
@@ -226,33 +235,22 @@ impl Store {
                 }
             }
         }
-        Ok(VersionDir {
-            path,
-            size: info.size,
-            block_size: self.block_size,
-            file_mode: self.file_mode,
-            fsync: self.fsync,
-        })
+        Ok(dir)
     }
 
     /// Finds a cached version of `key` (for offline use): the most recently
     /// used version directory whose meta is valid and has this block size.
-    pub fn find_cached(&self, key: &BlobKey) -> Option<ObjectInfo> {
+    pub(crate) fn find_cached(&self, key: &BlobKey) -> Option<ObjectInfo> {
         let mut best: Option<(std::time::SystemTime, ObjectInfo)> = None;
         for e in std::fs::read_dir(self.key_dir(key)).ok()?.flatten() {
-            let meta_path = e.path().join("meta");
-            let Ok(bytes) = read_small(&meta_path) else {
-                continue;
-            };
-            let Ok(meta) = Meta::decode(&bytes) else {
+            let dir = VersionDir::new(e.path(), self.file_mode, self.fsync);
+            let Ok(meta) = dir.read_meta() else {
                 continue;
             };
             if meta.key != *key || meta.block_size != self.block_size {
                 continue;
             }
-            let mtime = std::fs::metadata(&meta_path)
-                .and_then(|m| m.modified())
-                .ok()?;
+            let mtime = dir.last_use()?;
             if best.as_ref().map_or(true, |(t, _)| mtime > *t) {
                 best = Some((
                     mtime,
@@ -284,7 +282,7 @@ fn parse_settings(bytes: &[u8]) -> Option<u64> {
 /// created by linking a complete file into place, which fails if one is
 /// there). A store that cannot be written uses `wanted`.
 fn recorded_block_size(root: &Path, wanted: u64, file_mode: u32) -> u64 {
-    let path = root.join(SETTINGS);
+    let path = root.join(layout::SETTINGS);
     for _ in 0..3 {
         match read_small(&path) {
             Ok(b) => match parse_settings(&b) {
@@ -311,119 +309,8 @@ fn recorded_block_size(root: &Path, wanted: u64, file_mode: u32) -> u64 {
     wanted
 }
 
-/// One version of one blob in the store.
-#[derive(Clone, Debug)]
-pub struct VersionDir {
-    pub path: PathBuf,
-    pub size: u64,
-    pub block_size: u64,
-    file_mode: u32,
-    fsync: bool,
-}
-
-impl VersionDir {
-    pub fn block_count(&self) -> u64 {
-        self.size.div_ceil(self.block_size)
-    }
-
-    /// Byte length of block `index` (the last one may be short).
-    pub fn block_len(&self, index: u64) -> u64 {
-        let start = index * self.block_size;
-        (self.size - start).min(self.block_size)
-    }
-
-    pub fn open_block(&self, index: u64) -> Result<Option<Block>> {
-        block::open_block(&self.path, index, self.block_len(index))
-    }
-
-    /// Maps published block `index`, telling a damaged block from one that
-    /// could not be mapped (see [`block::map_block`]).
-    pub fn map_block(
-        &self,
-        index: u64,
-        populate: bool,
-    ) -> std::result::Result<Option<Block>, block::OpenError> {
-        block::map_block(&self.path, index, self.block_len(index), populate)
-    }
-
-    /// Opens published block `index` for reading with `pread`.
-    pub fn file_block(
-        &self,
-        index: u64,
-    ) -> std::result::Result<Option<block::FileBlock>, block::OpenError> {
-        block::FileBlock::open(&self.path, index, self.block_len(index))
-    }
-
-    /// Takes the fill lock of block `index`; see [`lock::lock_block`].
-    pub fn lock_block(
-        &self,
-        index: u64,
-        give_up: &mut dyn FnMut(Duration) -> Option<Error>,
-    ) -> Result<BlockLock> {
-        lock::lock_block(&self.path.join("lock"), self.file_mode, index, give_up)
-    }
-
-    /// A sign of life of the fills of block `index` in progress, by any
-    /// process: the newest modification time and the total size of its
-    /// temporary files (0 when there are none). A writer's file changes as
-    /// bytes arrive; one that stays the same is stalled.
-    pub fn fill_progress(&self, index: u64) -> u128 {
-        use std::os::unix::fs::MetadataExt;
-        let prefix = format!("tmp.{index}.");
-        let mut sig: u128 = 0;
-        if let Ok(entries) = std::fs::read_dir(&self.path) {
-            for e in entries.flatten() {
-                if !e.file_name().to_string_lossy().starts_with(&prefix) {
-                    continue;
-                }
-                if let Ok(m) = e.metadata() {
-                    let t = m.mtime() as u128 * 1_000_000_000 + m.mtime_nsec() as u128;
-                    sig = sig.max(t) + m.size() as u128 + m.blocks() as u128;
-                }
-            }
-        }
-        sig
-    }
-
-    pub fn writer(&self, index: u64) -> Result<BlockWriter> {
-        BlockWriter::create(
-            &self.path,
-            index,
-            self.block_len(index),
-            self.file_mode,
-            self.fsync,
-        )
-    }
-
-    /// Removes block `index` (hold its lock). Mappings of it stay valid.
-    pub fn remove_block(&self, index: u64) {
-        let _ = std::fs::remove_file(block::block_path(&self.path, index));
-    }
-
-    /// Marks the version as used now (the evictor removes the least recently
-    /// used first).
-    pub fn touch(&self) {
-        touch(&self.path.join("meta"));
-    }
-}
-
-pub fn touch(path: &Path) {
-    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
-        // SAFETY: `c` is a valid NUL-terminated path; a NULL `times` means
-        // "now" for both timestamps; AT_SYMLINK_NOFOLLOW keeps us off links.
-        unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                std::ptr::null(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            );
-        }
-    }
-}
-
 /// Reads a file of at most 64 KiB without following a symlink.
-pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let f = OpenOptions::new()
         .read(true)
@@ -435,12 +322,8 @@ pub fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Writes `dir/name` atomically (temporary file, then rename).
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}",
-        std::process::id(),
-        block::tmp_name(0)
-    ));
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = dir.join(layout::aside(name));
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -462,9 +345,9 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(
 /// Creates `path` holding `bytes` only if it does not exist, never visible
 /// half-written (written aside, then hard-linked into place). Returns
 /// whether this call created it.
-pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
+pub(crate) fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}", block::tmp_name(0)));
+    let tmp = path.with_file_name(layout::aside(&name));
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -485,6 +368,6 @@ pub fn create_exclusive(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
 }
 
 /// Removes a directory tree by unlinking (never truncating) its files.
-pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(path)
 }

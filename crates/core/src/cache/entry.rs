@@ -1,0 +1,271 @@
+//! A blob's entry (its size, version, blocks and version directory, as this
+//! process knows them) and single-flight: one fill per block in this
+//! process, waited for by every reader of the block.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use super::mapped::Slot;
+use super::{now_secs, Inner};
+use crate::error::{Error, ErrorKind, Result};
+use crate::log::{self, Level};
+use crate::names::BlobKey;
+use crate::origin::ObjectInfo;
+use crate::store::VersionDir;
+use crate::sync::{CondvarExt, MutexExt, RwLockExt};
+
+/// One blob at one version, as this process knows it.
+pub struct Entry {
+    pub key: BlobKey,
+    pub info: ObjectInfo,
+    pub(super) dir: Option<VersionDir>,
+    pub(super) slots: Arc<[Slot]>,
+    /// Fills of this entry's blocks running or queued in this process, by
+    /// block index: a second reader of a block waits for the first one's
+    /// fill instead of occupying a worker with a fill of its own.
+    pub(super) flights: Mutex<HashMap<u64, Arc<Flight>>>,
+    /// Blocks whose fill another process holds without progress, and when
+    /// that was found: reads of them go straight to the origin for a while
+    /// without waiting again.
+    pub(super) stalled: Mutex<HashMap<u64, Instant>>,
+    pub(super) last_touch: AtomicU64,
+    pub(super) block_size: u64,
+}
+
+impl Entry {
+    pub fn block_count(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    pub(super) fn block_range(&self, index: u64) -> (u64, u64) {
+        let start = index * self.block_size;
+        (start, (start + self.block_size).min(self.info.size))
+    }
+
+    /// Whether block `index` is open or known to be on disk (cheap).
+    pub(super) fn known_present(&self, index: u64) -> bool {
+        self.slots[index as usize].known_on_disk()
+    }
+}
+
+/// One fill of one block in this process, waited for by every reader of
+/// the block. Jobs of two kinds may be queued for it (a readahead job, then a
+/// demand job when a reader needs the block before readahead got to it); the
+/// first to start runs the fill, the other finds it started and returns.
+#[derive(Default)]
+pub(super) struct Flight {
+    pub(super) started: AtomicBool,
+    /// The fill's result, and whether a readahead job ran it.
+    result: Mutex<Option<(Result<()>, bool)>>,
+    cv: Condvar,
+}
+
+impl Flight {
+    pub(super) fn wait(&self) -> (Result<()>, bool) {
+        let mut g = self.result.locked();
+        while g.is_none() {
+            g = self.cv.wait_on(g);
+        }
+        g.clone().expect("checked above")
+    }
+}
+
+/// A queued job for a flight. Dropped without finishing it (the pool
+/// stopped before running it, or the fill panicked), it fails the flight
+/// unless another job started it, so no reader waits forever.
+struct FlightJob {
+    inner: Arc<Inner>,
+    entry: Arc<Entry>,
+    index: u64,
+    flight: Arc<Flight>,
+    ahead: bool,
+    /// This job won the flight and is running its fill.
+    running: bool,
+    finished: bool,
+}
+
+impl FlightJob {
+    fn run(mut self) {
+        if self.flight.started.swap(true, Ordering::AcqRel) {
+            self.finished = true; // run (or running) by another job
+            return;
+        }
+        self.running = true;
+        let r = self.inner.fill_block(&self.entry, self.index);
+        match &r {
+            Ok(true) if self.ahead => self.inner.stats.readahead_blocks.add(1),
+            Err(e) if self.ahead => log::debug!(
+                "readahead of block {} of {} failed: {e}",
+                self.index,
+                self.entry.key
+            ),
+            _ => {}
+        }
+        self.finish(r.map(|_| ()));
+    }
+
+    fn finish(&mut self, r: Result<()>) {
+        self.finished = true;
+        {
+            let mut flights = self.entry.flights.locked();
+            if flights
+                .get(&self.index)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                flights.remove(&self.index);
+            }
+        }
+        *self.flight.result.locked() = Some((r, self.ahead));
+        self.flight.cv.notify_all();
+    }
+}
+
+impl Drop for FlightJob {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.running {
+            self.finish(Err(Error::internal("the fill of this block panicked")));
+        } else if !self.flight.started.swap(true, Ordering::AcqRel) {
+            self.finish(Err(Error::new(
+                ErrorKind::Shutdown,
+                "the library was shut down before this read could be filled",
+            )));
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn entry(&self, key: &BlobKey) -> Result<Arc<Entry>> {
+        if let Some(e) = self.shard(key).read_locked().get(key) {
+            return Ok(e.clone());
+        }
+        // The version check of a first access waits on the origin too.
+        let t0 = Instant::now();
+        let entry = self.open_entry(key);
+        self.stats
+            .origin_wait_ns
+            .add(t0.elapsed().as_nanos() as u64);
+        let entry = Arc::new(entry?);
+        let mut shard = self.shard(key).write_locked();
+        Ok(shard.entry(key.clone()).or_insert(entry).clone())
+    }
+
+    fn open_entry(&self, key: &BlobKey) -> Result<Entry> {
+        let (info, current) = if self.config.offline {
+            match self.store.as_ref().and_then(|s| s.find_cached(key)) {
+                Some(info) => (info, false),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Offline,
+                        "the blob is not in the cache and BLOBCACHE_OFFLINE=1 forbids contacting the origin",
+                    ))
+                }
+            }
+        } else {
+            // With a cached version at hand, an origin that cannot be reached
+            // is not waited for: one connection attempt, then the cache.
+            let cached = self.store.as_ref().and_then(|s| s.find_cached(key));
+            let stat = match cached {
+                Some(_) => self.origin.stat_quick(key),
+                None => self.origin.stat(key),
+            };
+            match (stat, cached) {
+                (Ok(info), _) => (info, true),
+                (Err(e), Some(info)) if e.kind() == ErrorKind::Unreachable => {
+                    log::log_once_per_process(
+                        Level::Warn,
+                        &format!("unreachable:{}", key.account),
+                        &format!(
+                            "the origin is unreachable ({e}); serving account {}'s blobs from the cache without checking their versions",
+                            key.account
+                        ),
+                    );
+                    (info, false)
+                }
+                (Err(e), _) => return Err(e),
+            }
+        };
+        let dir = match &self.store {
+            Some(s) => match s.open_version(key, &info, current) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.warn_store(&e);
+                    None
+                }
+            },
+            None => None,
+        };
+        // The store's recorded block size, which may differ from ours.
+        let block_size = self
+            .store
+            .as_ref()
+            .map_or(self.config.block_size, |s| s.block_size());
+        let n = info.size.div_ceil(block_size) as usize;
+        if let Some(d) = &dir {
+            d.touch();
+        }
+        Ok(Entry {
+            key: key.clone(),
+            info,
+            dir,
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            flights: Mutex::new(HashMap::new()),
+            stalled: Mutex::new(HashMap::new()),
+            last_touch: AtomicU64::new(now_secs()),
+            block_size,
+        })
+    }
+
+    /// Forgets `entry` so the next read asks the origin again.
+    pub(super) fn invalidate(&self, entry: &Arc<Entry>) {
+        let mut shard = self.shard(&entry.key).write_locked();
+        if shard.get(&entry.key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            shard.remove(&entry.key);
+        }
+    }
+
+    /// The flight filling block `index` of `entry`, queueing one (with a
+    /// job on the demand or readahead queue) when there is none. A demand
+    /// for a block whose readahead job has not started yet queues a demand
+    /// job for the same flight, so it does not wait behind readahead.
+    pub(super) fn join_flight(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        index: u64,
+        ahead: bool,
+    ) -> Arc<Flight> {
+        let (flight, queue) = {
+            let mut flights = entry.flights.locked();
+            match flights.get(&index) {
+                Some(f) => (f.clone(), !ahead && !f.started.load(Ordering::Acquire)),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    flights.insert(index, f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if queue {
+            let job = FlightJob {
+                inner: self.clone(),
+                entry: entry.clone(),
+                index,
+                flight: flight.clone(),
+                ahead,
+                running: false,
+                finished: false,
+            };
+            // The flight carries the result to its readers.
+            if ahead {
+                self.pool.ahead(Box::new(move || job.run()));
+            } else {
+                self.pool.demand(Box::new(move || job.run()));
+            }
+        }
+        flight
+    }
+}

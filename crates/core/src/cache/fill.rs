@@ -1,0 +1,287 @@
+//! Filling blocks: on demand (in parallel, through the worker pool) and
+//! ahead of a stream of reads. Each fill runs the store's fill-once
+//! protocol ([`VersionDir::fill_once`]); the cache supplies how long to
+//! wait for another filler, how to open a block, room under the cap and the
+//! bytes from the origin.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::entry::{Entry, Flight};
+use super::mapped::Open;
+use super::Inner;
+use crate::error::{Error, ErrorKind, Result};
+use crate::log;
+use crate::origin;
+use crate::store::block::OpenError;
+use crate::store::{BlockWriter, Fill, Filled, VersionDir};
+use crate::sync::MutexExt;
+impl Inner {
+    /// Fills `indices` in parallel; returns one result per index: the block,
+    /// open. A block already being filled in this process is waited for,
+    /// not fetched again; if a readahead fill of it failed, it is tried once
+    /// more here.
+    pub(super) fn fill_each(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        indices: &[u64],
+    ) -> Vec<Result<Arc<Open>>> {
+        if self.config.offline {
+            return indices
+                .iter()
+                .map(|&i| {
+                    let (s, e) = entry.block_range(i);
+                    Err(Error::new(
+                        ErrorKind::Offline,
+                        format!(
+                            "bytes {s}..{e} (block {i}) are not in the cache and BLOBCACHE_OFFLINE=1 forbids contacting the origin"
+                        ),
+                    ))
+                })
+                .collect();
+        }
+        if entry.dir.is_none() {
+            let why = self
+                .store_problem
+                .clone()
+                .unwrap_or_else(|| "the blob's cache directory is unusable".into());
+            return indices
+                .iter()
+                .map(|_| Err(Error::store(why.clone())))
+                .collect();
+        }
+        let flights: Vec<Arc<Flight>> = indices
+            .iter()
+            .map(|&i| self.join_flight(entry, i, false))
+            .collect();
+        flights
+            .iter()
+            .zip(indices)
+            .map(|(f, &i)| {
+                let r = match f.wait() {
+                    (Err(e), true) if e.kind() != ErrorKind::Shutdown => {
+                        if self.block(entry, i).is_some() {
+                            Ok(())
+                        } else {
+                            self.join_flight(entry, i, false).wait().0
+                        }
+                    }
+                    (r, _) => r,
+                };
+                r?;
+                // The fill put it in its slot; the budget may have closed it
+                // since (then it is opened again from disk).
+                self.block(entry, i).ok_or_else(|| {
+                    Error::store(format!(
+                        "block {i} was filled but is not readable (removed by another process?); retry the read"
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn fill(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Result<()> {
+        for r in self.fill_each(entry, indices) {
+            r?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn readahead(self: &Arc<Self>, entry: &Arc<Entry>, first: u64, last: u64) {
+        let n = self.config.readahead_blocks;
+        if n == 0 || entry.dir.is_none() || self.config.offline {
+            return;
+        }
+        // Sequential if the block before this read is already here or being
+        // filled: a stream moving forward (several streams may interleave,
+        // as the streamer's readers of one file do).
+        let sequential = first > 0
+            && (entry.known_present(first - 1)
+                || entry.flights.locked().contains_key(&(first - 1)));
+        if !sequential && first != 0 {
+            return;
+        }
+        let count = entry.block_count();
+        for i in (last + 1)..(last + 1 + n).min(count) {
+            // Already here or being filled?
+            if entry.known_present(i) || entry.flights.locked().contains_key(&i) {
+                continue;
+            }
+            self.join_flight(entry, i, true);
+        }
+    }
+
+    /// How long a fill held by another process may go without progress
+    /// before readers stop waiting for it and read the range straight from
+    /// the origin: a sixth of the fetch timeout, from 1 s to 5 s.
+    fn stall_bound(&self) -> Duration {
+        (self.config.fetch_timeout / 6).clamp(Duration::from_secs(1), Duration::from_secs(5))
+    }
+
+    /// Makes block `index` of `entry` present through the store's fill-once
+    /// protocol, and puts it in its slot. Returns whether it fetched the
+    /// block from the origin.
+    pub(super) fn fill_block(&self, entry: &Entry, index: u64) -> Result<bool> {
+        // Open already (filled by another flight meanwhile): no disk lookup.
+        if entry.slots[index as usize].get().is_some() {
+            return Ok(false);
+        }
+        let dir = entry
+            .dir
+            .as_ref()
+            .ok_or_else(|| Error::store("no cache directory"))?;
+        let (start, end) = entry.block_range(index);
+        let len = end - start;
+        let t0 = Instant::now();
+        let mut fill = BlockFill::new(self, entry, index);
+        let r = dir.fill_once(&entry.key, index, len, &mut fill);
+        let block = match r {
+            Err(e) => {
+                if e.kind() == ErrorKind::PeerStalled {
+                    entry.stalled.locked().insert(index, Instant::now());
+                }
+                return Err(e);
+            }
+            Ok(Filled::Found(b)) => {
+                self.budget.insert(&entry.slots, index as usize, b);
+                return Ok(false);
+            }
+            Ok(Filled::Written(block)) => block,
+        };
+        log::debug!(
+            "filled block {index} of {} ({len} bytes) in {:.1} ms",
+            entry.key,
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+        self.stats.blocks_fetched.add(1);
+        self.stats.bytes_from_origin.add(len);
+        self.budget
+            .insert(&entry.slots, index as usize, Open::from(block));
+        self.added_since_scan.fetch_add(len, Ordering::Relaxed);
+        let usage = self.usage.fetch_add(len, Ordering::Relaxed) + len;
+        if usage > self.cap {
+            self.wake_janitor();
+        }
+        Ok(true)
+    }
+}
+
+/// How long a reader that found a block's fill stalled skips waiting for
+/// it again.
+const STALLED_FOR: Duration = Duration::from_secs(30);
+
+/// The cache's part of one fill of one block (see [`Fill`]).
+struct BlockFill<'a> {
+    inner: &'a Inner,
+    entry: &'a Entry,
+    index: u64,
+    /// Another process's fill of this block stalled recently: do not wait
+    /// for it again.
+    recently_stalled: bool,
+    stall: Duration,
+    /// The sign of life of other fills of the block when waiting began
+    /// (read at the first wait: an uncontended fill lists no directory).
+    progress: Option<u128>,
+    last_change: Duration,
+    last_check: Duration,
+}
+
+impl<'a> BlockFill<'a> {
+    fn new(inner: &'a Inner, entry: &'a Entry, index: u64) -> BlockFill<'a> {
+        BlockFill {
+            recently_stalled: entry
+                .stalled
+                .locked()
+                .get(&index)
+                .is_some_and(|t| t.elapsed() < STALLED_FOR),
+            stall: inner.stall_bound(),
+            progress: None,
+            last_change: Duration::ZERO,
+            last_check: Duration::ZERO,
+            inner,
+            entry,
+            index,
+        }
+    }
+}
+
+impl Fill for BlockFill<'_> {
+    type Open = Open;
+
+    /// Gives up with a `PeerStalled` error when the holder's fill makes no
+    /// progress for [`Inner::stall_bound`] or takes longer than the fetch
+    /// timeout in all (the caller then reads the range straight from the
+    /// origin), and with `Shutdown` at shutdown.
+    fn give_up(&mut self, dir: &VersionDir, waited: Duration) -> Option<Error> {
+        let stalled = |why: String| Error::new(ErrorKind::PeerStalled, why);
+        if self.inner.stopped.load(Ordering::Relaxed) {
+            return Some(Error::new(
+                ErrorKind::Shutdown,
+                "the library was shut down while waiting for another reader to fill the block",
+            ));
+        }
+        if self.recently_stalled {
+            return Some(stalled(
+                "another process holds its fill and made no progress recently; reading the range straight from the origin".into(),
+            ));
+        }
+        let progress = *self
+            .progress
+            .get_or_insert_with(|| dir.fill_progress(self.index));
+        if waited - self.last_check >= Duration::from_millis(200) {
+            self.last_check = waited;
+            let now = dir.fill_progress(self.index);
+            if now != progress {
+                self.progress = Some(now);
+                self.last_change = waited;
+            }
+        }
+        if waited - self.last_change > self.stall {
+            return Some(stalled(format!(
+                "another process has held its fill for {:.1} s without progress (stopped or frozen?); reading the range straight from the origin until it finishes",
+                waited.as_secs_f64()
+            )));
+        }
+        (waited > self.inner.config.fetch_timeout).then(|| {
+            stalled(format!(
+                "another process has been filling it for {:.1} s, longer than BLOBCACHE_FETCH_TIMEOUT; reading the range straight from the origin",
+                waited.as_secs_f64()
+            ))
+        })
+    }
+
+    fn locked(&mut self) {
+        self.entry.stalled.locked().remove(&self.index);
+    }
+
+    fn open(&mut self, dir: &VersionDir) -> std::result::Result<Option<Open>, OpenError> {
+        let (start, end) = self.entry.block_range(self.index);
+        self.inner.open_block(dir, self.index, end - start, false)
+    }
+
+    fn reserve(&mut self, len: u64) -> Result<()> {
+        self.inner.make_room(
+            len,
+            self.entry.dir.as_ref().expect("filling in a directory"),
+        )
+    }
+
+    fn write(&mut self, w: &mut BlockWriter) -> Result<()> {
+        let (start, end) = self.entry.block_range(self.index);
+        let r = origin::read_exact(
+            &*self.inner.origin,
+            &self.entry.key,
+            &self.entry.info,
+            start,
+            end - start,
+            &mut |c: &[u8]| w.write(c),
+        );
+        if let Err(e) = &r {
+            if e.kind() != ErrorKind::Store {
+                self.inner.stats.origin_errors.add(1);
+            }
+        }
+        r
+    }
+}
