@@ -19,7 +19,7 @@
 //! empty segments included: `x/`, `a//b`, `/` and `/x` are legal blob names
 //! and reach Azure as they are (neither the `http` nor the `url` crate
 //! collapses `//`). `.` and `..` segments never get here (see
-//! [`crate::names`]): the `url` crate would resolve them away.
+//! `names.rs`): the `url` crate would resolve them away.
 
 use crate::error::{Error, Result};
 
