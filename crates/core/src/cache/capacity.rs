@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{Inner, JANITOR_PERIOD};
 use crate::config::MaxSize;
@@ -12,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::log;
 use crate::store::{evict, Store, VersionDir};
 use crate::sync::{CondvarExt, MutexExt, RwLockExt};
+/// How often a caller willing to wait looks at the eviction lock again.
+const EVICT_LOCK_POLL: Duration = Duration::from_millis(10);
+
 /// The cap on the store's size that `max_size` sets (0 without a store:
 /// nothing can be kept).
 pub(super) fn cap(store: Option<&Store>, max_size: MaxSize) -> u64 {
@@ -46,7 +50,7 @@ impl Inner {
                 return Ok(());
             }
         }
-        let report = self.evict(Some(dir.path()));
+        let report = self.evict(Some(dir.path()), Duration::ZERO);
         if report.after + len > self.cap {
             return Err(Error::store(format!(
                 "the cache is full ({} of {} bytes in use) and nothing more can be evicted",
@@ -56,12 +60,25 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn evict(&self, skip: Option<&Path>) -> evict::EvictReport {
+    /// One eviction pass down to nine tenths of the cap, if the store-wide
+    /// eviction lock is free within `patience` (polled: it is an `flock`);
+    /// otherwise only counts what is there.
+    pub(super) fn evict(&self, skip: Option<&Path>, patience: Duration) -> evict::EvictReport {
         let Some(store) = &self.store else {
             return Default::default();
         };
         let target = self.cap / 10 * 9;
-        let report = match evict::try_evict_lock(store.root(), store.file_mode()) {
+        let deadline = Instant::now() + patience;
+        let guard = loop {
+            match evict::try_evict_lock(store.root(), store.file_mode()) {
+                Some(g) => break Some(g),
+                None if Instant::now() < deadline && !self.stopped.load(Ordering::Relaxed) => {
+                    std::thread::sleep(EVICT_LOCK_POLL)
+                }
+                None => break None,
+            }
+        };
+        let report = match guard {
             Some(_guard) => evict::evict_to(store.root(), store.file_mode(), target, skip),
             None => {
                 // Someone else is evicting; count what is there now.
@@ -143,7 +160,7 @@ impl Inner {
             let usage = evict::scan(store.root(), store.file_mode()).bytes;
             self.note_scan(usage);
             if usage > self.cap {
-                self.evict(None);
+                self.evict(None, Duration::ZERO);
             }
         }
     }

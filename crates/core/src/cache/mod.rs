@@ -248,9 +248,12 @@ impl Cache {
             .sum())
     }
 
-    /// Runs one eviction pass now, down to the cap.
+    /// Runs one eviction pass now, down to the cap. If another thread or
+    /// process is evicting, waits for it (at most the fetch timeout) and
+    /// then makes its own pass, so that what the report says is this
+    /// call's doing; after the wait it only counts.
     pub fn evict_now(&self) -> evict::EvictReport {
-        self.inner.evict(None)
+        self.inner.evict(None, self.inner.config.fetch_timeout)
     }
 
     /// Stops the worker threads and the janitor and drops every mapping this
