@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Inner, JANITOR_PERIOD};
 use crate::config::MaxSize;
@@ -13,9 +13,6 @@ use crate::error::{Error, Result};
 use crate::log;
 use crate::store::{evict, Store, VersionDir};
 use crate::sync::{CondvarExt, MutexExt, RwLockExt};
-/// How often a caller willing to wait looks at the eviction lock again.
-const EVICT_LOCK_POLL: Duration = Duration::from_millis(10);
-
 /// The cap on the store's size that `max_size` sets (0 without a store:
 /// nothing can be kept).
 pub(super) fn cap(store: Option<&Store>, max_size: MaxSize) -> u64 {
@@ -61,23 +58,15 @@ impl Inner {
     }
 
     /// One eviction pass down to nine tenths of the cap, if the store-wide
-    /// eviction lock is free within `patience` (polled: it is an `flock`);
-    /// otherwise only counts what is there.
+    /// eviction lock is free within `patience`; otherwise only counts what
+    /// is there.
     pub(super) fn evict(&self, skip: Option<&Path>, patience: Duration) -> evict::EvictReport {
         let Some(store) = &self.store else {
             return Default::default();
         };
         let target = self.cap / 10 * 9;
-        let deadline = Instant::now() + patience;
-        let guard = loop {
-            match evict::try_evict_lock(store.root(), store.file_mode()) {
-                Some(g) => break Some(g),
-                None if Instant::now() < deadline && !self.stopped.load(Ordering::Relaxed) => {
-                    std::thread::sleep(EVICT_LOCK_POLL)
-                }
-                None => break None,
-            }
-        };
+        let stopped = || self.stopped.load(Ordering::Relaxed);
+        let guard = evict::evict_lock_within(store.root(), store.file_mode(), patience, &stopped);
         let report = match guard {
             Some(_guard) => evict::evict_to(store.root(), store.file_mode(), target, skip),
             None => {

@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::store::layout::Name;
 use crate::store::VersionDir;
@@ -145,10 +145,35 @@ pub struct EvictGuard {
 
 /// Takes the store-wide eviction lock without waiting.
 pub fn try_evict_lock(root: &Path, file_mode: u32) -> Option<EvictGuard> {
+    evict_lock_within(root, file_mode, Duration::ZERO, &|| false)
+}
+
+/// Takes the store-wide eviction lock, waiting while another thread or
+/// process holds it, at most `patience` and only while `stop` says no
+/// (polled: it is an `flock`). `None` at once when the lock file cannot be
+/// opened (nothing to wait for).
+pub(crate) fn evict_lock_within(
+    root: &Path,
+    file_mode: u32,
+    patience: Duration,
+    stop: &dyn Fn() -> bool,
+) -> Option<EvictGuard> {
     let file =
         super::lock::open_lock_file(&root.join(super::layout::EVICT_LOCK), file_mode).ok()?;
-    crate::sys::try_flock(&file).then_some(EvictGuard { _file: file })
+    let deadline = Instant::now() + patience;
+    loop {
+        if crate::sys::try_flock(&file) {
+            return Some(EvictGuard { _file: file });
+        }
+        if Instant::now() >= deadline || stop() {
+            return None;
+        }
+        std::thread::sleep(EVICT_LOCK_POLL);
+    }
 }
+
+/// How often a caller willing to wait looks at the eviction lock again.
+const EVICT_LOCK_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EvictReport {
