@@ -217,17 +217,10 @@ mod tests {
         w.publish().unwrap().into()
     }
 
-    fn tempdir(name: &str) -> std::path::PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("blobcache-mapped-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn the_budget_closes_the_least_recently_used_blocks_first() {
-        let d = tempdir("lru");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         let slots: Arc<[Slot]> = (0..8).map(|_| Slot::default()).collect();
         let budget = Budget::new(3, u64::MAX);
         for i in 0..3 {
@@ -249,12 +242,12 @@ mod tests {
         assert_eq!(budget.usage().0, 3);
         // A closed block is still known to be on disk.
         assert!(slots[1].known_on_disk());
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
     fn the_byte_budget_bounds_mapped_bytes() {
-        let d = tempdir("bytes");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         let slots: Arc<[Slot]> = (0..10).map(|_| Slot::default()).collect();
         let budget = Budget::new(1000, 250);
         for i in 0..10 {
@@ -265,6 +258,5 @@ mod tests {
         assert_eq!(slots.iter().filter(|s| s.is_open()).count(), 2);
         budget.halve();
         assert_eq!(slots.iter().filter(|s| s.is_open()).count(), 1);
-        std::fs::remove_dir_all(d).unwrap();
     }
 }

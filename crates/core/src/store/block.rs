@@ -492,13 +492,6 @@ impl Drop for BlockWriter {
 mod tests {
     use super::*;
 
-    fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("blobcache-block-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     fn set_mtime(p: &Path, secs: u64) {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
         let f = OpenOptions::new().write(true).open(p).unwrap();
@@ -508,7 +501,8 @@ mod tests {
 
     #[test]
     fn a_block_from_before_the_boot_is_checked_once_and_then_trusted() {
-        let d = tempdir("boot");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         let mut w = BlockWriter::create(&d, 0, 6, 0o600, false).unwrap();
         w.write(b"intact").unwrap();
         w.publish().unwrap();
@@ -517,12 +511,12 @@ mod tests {
         assert_eq!(open_block(&d, 0, 6).unwrap().unwrap().data(), b"intact");
         // Checked: its mtime is now this boot's.
         assert!(!written_before_boot(&std::fs::metadata(&p).unwrap()));
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
     fn published_block_reads_back_and_verifies() {
-        let d = tempdir("roundtrip");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         let mut w = BlockWriter::create(&d, 7, 10, 0o600, true).unwrap();
         w.write(b"hello").unwrap();
         w.write(b"world").unwrap();
@@ -541,22 +535,22 @@ mod tests {
             names,
             vec![block_path(&d, 7).file_name().unwrap().to_owned()]
         );
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
     fn unpublished_writer_leaves_nothing() {
-        let d = tempdir("drop");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         let mut w = BlockWriter::create(&d, 0, 10, 0o600, false).unwrap();
         w.write(b"part").unwrap();
         drop(w);
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
     fn damaged_blocks_are_detected() {
-        let d = tempdir("damaged");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         let mut w = BlockWriter::create(&d, 1, 4, 0o600, false).unwrap();
         w.write(b"abcd").unwrap();
         w.publish().unwrap();
@@ -583,6 +577,5 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         std::fs::write(&p, &bytes).unwrap();
         assert!(open_block(&d, 1, 4).is_err());
-        std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -172,17 +172,10 @@ impl Flusher {
 mod tests {
     use super::*;
 
-    fn tempdir(tag: &str) -> std::path::PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("blobcache-counters-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn flushes_from_many_threads_add_up_and_the_file_round_trips() {
-        let d = tempdir("add");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         assert_eq!(read(&d).unwrap(), None);
         let hs: Vec<_> = (0..4)
             .map(|_| {
@@ -205,12 +198,12 @@ mod tests {
         assert_eq!(p.counts.hits, 40);
         assert_eq!(p.counts.bytes_from_origin, 4000);
         assert_eq!(Persisted::decode(p.encode().as_bytes()).unwrap(), p);
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
     fn a_damaged_file_is_detected_and_started_again() {
-        let d = tempdir("damaged");
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
         add(
             &d,
             0o600,
@@ -234,6 +227,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read(&d).unwrap().unwrap().counts.hits, 1);
-        std::fs::remove_dir_all(d).unwrap();
     }
 }

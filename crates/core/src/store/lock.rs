@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn two_opens_in_one_process_exclude_each_other_on_the_same_block_only() {
-        let dir = tempdir();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         let p = dir.join("lock");
         let a = lock_block(
             &p,
@@ -152,12 +153,12 @@ mod tests {
         assert!(try_lock_block(&p, 0o600, 4).unwrap().is_some());
         drop(a);
         assert!(try_lock_block(&p, 0o600, 3).unwrap().is_some());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn waiting_gives_up_when_cancelled() {
-        let dir = tempdir();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         let p = dir.join("lock");
         let _a = lock_block(
             &p,
@@ -175,17 +176,5 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(e.kind(), ErrorKind::Shutdown);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    fn tempdir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "blobcache-lock-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }
