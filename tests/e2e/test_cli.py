@@ -105,6 +105,45 @@ def test_doctor_from_the_wheel_checks_endpoint_cache_and_that_the_streamer_will_
 
 
 
+def test_doctor_and_python_m_blobcache_agree_on_whether_the_streamer_will_load_the_library(lib, new_cache):
+    """`blobcache doctor` asks the venv's `python -m blobcache --json` and takes its verdict: when that
+    says the library will not load (exit status 1), doctor exits 1 with every reason as a problem."""
+    cache = new_cache("cli-doctor-agrees")
+    base = clean_env(BLOBCACHE_DIR=str(cache), BLOBCACHE_ORIGIN=f"file://{cache}")
+    cases = {
+        "as installed": {},
+        "cache provider off": {"RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED": "0"},
+        "start-up hook off": {"BLOBCACHE_AUTOREGISTER": "0"},
+        "another library named": {"RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB": "/nonexistent/libother.so"},
+        "an invalid setting": {"BLOBCACHE_MAX_SIZE": "lots"},
+    }
+    verdicts = {}
+    for name, extra in cases.items():
+        env = dict(base, **extra)
+        py = subprocess.run([sys.executable, "-m", "blobcache", "--json"], env=env, capture_output=True,
+                            text=True, timeout=120)
+        assert py.returncode in (0, 1), py.stderr
+        rep = json.loads(py.stdout)
+        reasons = rep["streamer"]["reasons"] + rep.get("reasons", [])
+        doc = run_cli(env, "doctor", timeout=120)
+        out = doc.stdout
+        assert "panicked" not in doc.stderr, doc.stderr
+        if py.returncode == 1:
+            assert doc.returncode == 1 and "will load blobcache: no" in out, (name, out)
+            assert "no problems found" not in out, (name, out)
+            for reason in reasons:
+                assert f"PROBLEM: {reason}" in out, (name, reason, out)
+        else:
+            assert "will load blobcache: yes" in out, (name, out)
+        verdicts[name] = (py.returncode, doc.returncode)
+    # The wheel is installed beside the real streamer here: it loads as installed, not when turned off.
+    assert verdicts["as installed"] == (0, 0), verdicts
+    for name in ("cache provider off", "start-up hook off", "another library named"):
+        assert verdicts[name] == (1, 1), verdicts
+    # doctor checks the settings itself, whatever python -m blobcache says of them.
+    assert verdicts["an invalid setting"][1] == 1, verdicts
+
+
 def _bench_run_module():
     import importlib.util
 

@@ -587,6 +587,9 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     env.push(("AZURE_STORAGE_SAS_TOKEN", sas.clone()));
     env.push(("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT.into()));
     env.push(("BLOBCACHE_MISSPELT", "1".into()));
+    // No Python to ask (tested below): the verdict here is the origin's
+    // and the cache directory's alone.
+    env.push(("PATH", "/nonexistent".into()));
     let o = run(&env, &["doctor", "az://models/m/"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
@@ -677,22 +680,29 @@ fn doctor_beside(python: Option<&str>, env: &[(&'static str, String)]) -> (Optio
     (o.status.code(), format!("{out}{err}"))
 }
 
-#[test]
-fn doctor_reads_the_wheels_json_report_and_copes_without_python_module_or_json() {
-    let (_f, env) = dir_fixture("doctor-python");
-    let report = |will_load: bool, reasons: &str| {
-        format!(
-            r#"[ "$*" = "-m blobcache --json" ] || exit 3
+/// A `python3` script printing a `python -m blobcache --json` report whose
+/// streamer part says `will_load` with `reasons` (JSON strings, comma
+/// separated), with `streamer` as the installed version (JSON), `extra`
+/// members at the top, and exit status `exit`.
+fn python_report(will_load: bool, reasons: &str, streamer: &str, extra: &str, exit: u8) -> String {
+    format!(
+        r#"[ "$*" = "-m blobcache --json" ] || exit 3
 cat <<'END'
 {{"version": "9.9.9", "library": {{"path": "/x/libblobcache.so", "loads": true, "abi_version": 1}},
- "configuration": {{}}, "streamer": {{"runai-model-streamer": "0.17.0", "runai-model-streamer-azure": "0.17.0",
+ "configuration": {{}}, {extra} "streamer": {{"runai-model-streamer": {streamer}, "runai-model-streamer-azure": {streamer},
  "libstreamerazure": "/x/libstreamerazure.so", "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED": null,
  "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB": "/x/libblobcache.so", "set_by_startup_hook": true,
  "startup_hook_ran": true, "reasons": [{reasons}], "notes": ["a note"], "will_load": {will_load}}}}}
 END
-exit {}"#,
-            u8::from(!will_load)
-        )
+exit {exit}"#
+    )
+}
+
+#[test]
+fn doctor_reads_the_wheels_json_report_and_copes_without_python_module_or_json() {
+    let (_f, env) = dir_fixture("doctor-python");
+    let report = |will_load: bool, reasons: &str| {
+        python_report(will_load, reasons, "\"0.17.0\"", "", u8::from(!will_load))
     };
 
     let (code, out) = doctor_beside(Some(&report(true, "")), &env);
@@ -712,13 +722,10 @@ exit {}"#,
     let (code, out) = doctor_beside(Some(&report(false, r#""the hook is off""#)), &env);
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("will load blobcache: no\n    - the hook is off"),
+        out.contains("will load blobcache: no\n  PROBLEM: the hook is off"),
         "{out}"
     );
-    assert!(
-        out.contains("PROBLEM: the installed streamer will not load the library"),
-        "{out}"
-    );
+    assert!(out.contains("1 problem(s) found"), "{out}");
 
     for (script, says, problem) in [
         (None, "not checked: no Python (python3) to ask", false),
@@ -751,6 +758,76 @@ exit {}"#,
         let (code, out) = doctor_beside(script, &env);
         assert!(out.contains(says), "{says:?} missing:\n{out}");
         assert_eq!(code, Some(i32::from(problem)), "{out}");
+    }
+}
+
+#[test]
+fn doctor_agrees_with_python_m_blobcache_and_makes_every_reason_a_problem() {
+    let (_f, env) = dir_fixture("doctor-agrees");
+    let not_installed = r#""runai-model-streamer is not installed", "runai-model-streamer-azure is not installed (it carries the streamer's Azure backend, which loads cache providers)""#;
+    // (script, the reasons doctor must show as problems). Each report's
+    // exit status is python -m blobcache's verdict; doctor's must match (the
+    // fixture's configuration, origin and cache directory are fine).
+    for (script, problems) in [
+        // No streamer installed: python -m blobcache exits 1, so does doctor.
+        (
+            python_report(false, not_installed, "null", "", 1),
+            vec![
+                "runai-model-streamer is not installed",
+                "runai-model-streamer-azure is not installed (it carries",
+            ],
+        ),
+        // A verdict beside the streamer's (settings the library would
+        // refuse): its reasons count too.
+        (
+            python_report(
+                true,
+                "",
+                "\"0.17.0\"",
+                r#""will_load": false, "reasons": ["BLOBCACHE_MAX_SIZE=lots is not a size"],"#,
+                1,
+            ),
+            vec!["BLOBCACHE_MAX_SIZE=lots is not a size"],
+        ),
+        // The same reason in both places is one problem.
+        (
+            python_report(
+                false,
+                r#""BLOBCACHE_MAX_SIZE=lots is not a size""#,
+                "\"0.17.0\"",
+                r#""will_load": false, "reasons": ["BLOBCACHE_MAX_SIZE=lots is not a size"],"#,
+                1,
+            ),
+            vec!["BLOBCACHE_MAX_SIZE=lots is not a size"],
+        ),
+        // An exit status that says no although the report says yes: no.
+        (
+            python_report(true, "", "\"0.17.0\"", "", 1),
+            vec![
+                "-m blobcache exited with status 1 although its report says the library will load",
+            ],
+        ),
+        // No with no reason given: still no.
+        (
+            python_report(false, "", "\"0.17.0\"", "", 1),
+            vec!["says the streamer will not load the library, and gives no reason"],
+        ),
+    ] {
+        let (code, out) = doctor_beside(Some(&script), &env);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("will load blobcache: no"), "{out}");
+        assert!(!out.contains("no problems found"), "{out}");
+        for p in &problems {
+            assert!(
+                out.lines()
+                    .any(|l| l.contains("PROBLEM: ") && l.contains(p)),
+                "{p:?} is not a problem:\n{out}"
+            );
+        }
+        assert!(
+            out.contains(&format!("{} problem(s) found", problems.len())),
+            "{out}"
+        );
     }
 }
 

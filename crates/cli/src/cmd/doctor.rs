@@ -10,6 +10,11 @@
 //! beside this command, else `python3` on the PATH, and reads its report as
 //! typed JSON; without that Python or its `blobcache` package the check is
 //! skipped, saying so, and a report it cannot read is a problem.
+//!
+//! That report's verdict is the source of truth: when it says the library
+//! will not load (`will_load` false, or exit status 1), every reason it
+//! gives is a problem here, so `doctor` never says "no problems found"
+//! where `python -m blobcache` fails.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -291,6 +296,12 @@ fn python() -> PathBuf {
 struct PythonReport {
     version: String,
     streamer: Streamer,
+    /// A verdict over the whole report, if the wheel gives one beside the
+    /// streamer's (e.g. settings the library would refuse): both count.
+    #[serde(default)]
+    will_load: Option<bool>,
+    #[serde(default)]
+    reasons: Vec<String>,
 }
 
 /// Whether the streamer installed beside that Python will load the library.
@@ -308,7 +319,9 @@ struct Streamer {
     set_by_startup_hook: bool,
     will_load: bool,
     /// Why it will not load the library.
+    #[serde(default)]
     reasons: Vec<String>,
+    #[serde(default)]
     notes: Vec<String>,
 }
 
@@ -319,7 +332,8 @@ enum Asked {
     NoPython,
     /// That Python has no `blobcache` package.
     NoModule,
-    Report(PythonReport),
+    /// Its report, and its exit status (0: will load, 1: will not).
+    Report(PythonReport, i32),
     /// It failed, or printed no report: why.
     Failed(String),
 }
@@ -343,8 +357,8 @@ fn ask_python(py: &Path) -> Asked {
     let last = stderr.lines().last().unwrap_or("").trim();
     match out.status.code() {
         // 0: the streamer will load the library; 1: it will not (the report says why).
-        Some(0 | 1) => match serde_json::from_slice(&out.stdout) {
-            Ok(report) => Asked::Report(report),
+        Some(code @ (0 | 1)) => match serde_json::from_slice(&out.stdout) {
+            Ok(report) => Asked::Report(report, code),
             Err(e) => Asked::Failed(format!("it printed no report doctor can read ({e})")),
         },
         Some(2) => Asked::Failed(format!(
@@ -357,7 +371,7 @@ fn ask_python(py: &Path) -> Asked {
 
 fn check_streamer(r: &mut Report) {
     let py = python();
-    let report = match ask_python(&py) {
+    let (report, code) = match ask_python(&py) {
         Asked::NoPython => {
             return r.line(format!(
                 "  not checked: no Python ({}) to ask",
@@ -376,7 +390,7 @@ fn check_streamer(r: &mut Report) {
                 py.display()
             ))
         }
-        Asked::Report(report) => report,
+        Asked::Report(report, code) => (report, code),
     };
     r.line(format!(
         "  (from {} -m blobcache, blobcache {})",
@@ -412,17 +426,34 @@ fn check_streamer(r: &mut Report) {
     for n in &s.notes {
         r.line(format!("  note: {n}"));
     }
-    if s.will_load {
+    // The report's verdict decides; its exit status must agree with it.
+    let mut reasons: Vec<&str> = Vec::new();
+    for reason in s.reasons.iter().chain(&report.reasons) {
+        if !reasons.contains(&reason.as_str()) {
+            reasons.push(reason);
+        }
+    }
+    let will_load = s.will_load && report.will_load != Some(false);
+    if will_load && code == 0 {
         return r.line("  will load blobcache: yes, at its first az:// read");
     }
     r.line("  will load blobcache: no");
-    for reason in &s.reasons {
-        r.line(format!("    - {reason}"));
+    for reason in &reasons {
+        r.problem(*reason);
+    }
+    if will_load {
+        r.problem(format!(
+            "{} -m blobcache exited with status {code} although its report says the library will load",
+            py.display()
+        ));
+    } else if reasons.is_empty() {
+        r.problem(format!(
+            "{} -m blobcache says the streamer will not load the library, and gives no reason",
+            py.display()
+        ));
     }
     if s.streamer.is_none() {
-        r.line("  (no streamer installed here: nothing to load the library)")
-    } else {
-        r.problem("the installed streamer will not load the library (reasons above)")
+        r.line("  (no streamer is installed beside this command: a node that only warms the cache can ignore this)");
     }
 }
 
