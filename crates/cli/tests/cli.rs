@@ -915,3 +915,44 @@ fn evict_and_verify_while_a_reader_holds_blocks_mapped_never_disturb_its_reads()
         assert!(again == data, "wrong bytes after evict");
     }
 }
+
+#[test]
+fn evict_says_what_it_freed_and_the_caches_real_size_before_and_after() {
+    let (f, env) = dir_fixture("evict-numbers");
+    f.put("m/a.bin", &bytes(55, (1 << 20) + 5));
+    f.put("m/b.bin", &bytes(56, 300_000));
+    f.put("m/config.json", b"{}\n");
+    ok(&run(&env, &["warm", "az://acct/models/m", "-q"]));
+    let usage = || json_num(&ok(&run(&env, &["stats", "--json"])), "bytes");
+    let size = blobcache_core::config::format_size;
+    for (args, blocks) in [
+        // A 3-byte blob: the change hides in "1.3 MiB -> 1.3 MiB"; the
+        // difference says it.
+        (vec!["evict", "az://acct/models/m/config.json"], 1),
+        (vec!["evict", "az://acct/models/m/b.bin"], 2),
+        (vec!["evict", "--to", "600K"], 2),
+        (vec!["evict", "--to", "10G"], 0),
+        (vec!["evict", "--all"], 3),
+    ] {
+        let before = usage();
+        let said = ok(&run(&env, &args));
+        let after = usage();
+        assert!(
+            after < before || blocks == 0,
+            "{args:?}: {before} -> {after}"
+        );
+        let want = format!(
+            "removed {blocks} block{} from {}: the cache holds {}, was {} ({})",
+            if blocks == 1 { "" } else { "s" },
+            f.cache.path().display(),
+            size(after),
+            size(before),
+            if blocks == 0 {
+                "unchanged".to_string()
+            } else {
+                format!("{} less", size(before - after))
+            }
+        );
+        assert_eq!(said.trim_end(), want, "{args:?}");
+    }
+}

@@ -255,14 +255,13 @@ fn check_dir(r: &mut Report, c: &Config) {
                 Err(e) => r.problem(format!("{} is not writable: {e}", dir.display())),
             }
             if let Some((total, free)) = blobcache_core::store::filesystem_size(s.root()) {
-                let cap = super::cap(c, s.root()).unwrap_or(0);
+                let cap = super::cap(c, s.root()).map_or("?".into(), size);
                 let used = blobcache_core::store::evict::scan(s.root(), s.file_mode()).bytes;
                 r.line(format!(
-                    "  filesystem {} with {} free; cache uses {} of a {} cap",
+                    "  filesystem {} with {} free; cache uses {} of a {cap} cap",
                     size(total),
                     size(free),
                     size(used),
-                    size(cap)
                 ));
                 if free < c.block_size {
                     r.problem("the cache filesystem has less room than one block");

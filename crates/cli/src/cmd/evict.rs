@@ -47,10 +47,15 @@ pub fn run(Args { uri, to, all }: Args, account: Option<&str>) -> Outcome {
         return Ok(());
     };
     let _guard = evict_lock(&store)?;
-    let report = if let Some(target) = to {
-        evict::evict_to(store.root(), store.file_mode(), target, None)
+    // Before and after are the store's usage as scanned on disk (what the
+    // library's cap applies to and `stats` shows), so the difference is
+    // what the command freed (net of any fill by another process meanwhile).
+    let (before, blocks) = if let Some(target) = to {
+        let r = evict::evict_to(store.root(), store.file_mode(), target, None);
+        (r.before, r.blocks_removed)
     } else {
         let items = inventory::inventory(store.root(), store.file_mode());
+        let before = items.iter().map(|c| c.bytes).sum::<u64>();
         let chosen: Vec<_> = if all {
             items.iter().collect()
         } else {
@@ -64,21 +69,24 @@ pub fn run(Args { uri, to, all }: Args, account: Option<&str>) -> Outcome {
             );
             return Ok(());
         }
-        let r = inventory::remove(&chosen);
-        let total = evict::scan(store.root(), store.file_mode()).bytes;
-        evict::EvictReport {
-            before: total + (r.before - r.after),
-            after: total,
-            blocks_removed: r.blocks_removed,
-        }
+        (before, inventory::remove(&chosen).blocks_removed)
+    };
+    let after = evict::scan(store.root(), store.file_mode()).bytes;
+    let change = match after.cmp(&before) {
+        std::cmp::Ordering::Less => format!("{} less", size(before - after)),
+        std::cmp::Ordering::Equal => "unchanged".into(),
+        std::cmp::Ordering::Greater => format!(
+            "{} more: another process filled it meanwhile",
+            size(after - before)
+        ),
     };
     let _ = writeln!(
         std::io::stdout(),
-        "removed {} blocks: {} -> {} in {}",
-        report.blocks_removed,
-        size(report.before),
-        size(report.after),
-        store.root().parent().unwrap_or(store.root()).display()
+        "removed {blocks} block{} from {}: the cache holds {}, was {} ({change})",
+        if blocks == 1 { "" } else { "s" },
+        store.root().parent().unwrap_or(store.root()).display(),
+        size(after),
+        size(before),
     );
     Ok(())
 }
