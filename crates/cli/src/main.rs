@@ -79,9 +79,12 @@ enum Command {
     /// room it has, and whether an installed Run:ai streamer will load the
     /// library. Exit status 1 if something is wrong.
     Doctor(cmd::doctor::Args),
-    /// Read one blob through the cache (filling it on a miss), optionally to a file
+    /// Write one blob's bytes to stdout (or a file), read through the cache
     ///
-    /// Prints the process's counters as JSON on stdout when done.
+    /// Reads the blob (or --offset/--length of it) through the cache, filling
+    /// it from the origin on a miss, so `blobcache cat az://.../config.json > f`
+    /// gives the file. With --stats, the process's counters follow on stderr
+    /// as one JSON line.
     Cat(cmd::cat::Args),
 }
 

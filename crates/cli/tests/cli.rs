@@ -451,8 +451,11 @@ fn every_json_output_keeps_its_members_and_the_counters_their_names() {
         "origin_wait_ns",
         "blocks_evicted",
     ];
-    // cat: the counters as blobcache_stats_json reports them (ms).
-    let cat = json(&ok(&run(&env, &["cat", "az://acct/models/m/a.bin"])));
+    // cat --stats: the counters as blobcache_stats_json reports them (ms),
+    // one JSON line on stderr after the bytes.
+    let o = run(&env, &["cat", "az://acct/models/m/a.bin", "--stats"]);
+    ok(&o);
+    let cat = json(text(&o).1.lines().last().unwrap_or(""));
     assert_members(&cat, &["bytes", "seconds", "stats"]);
     let reported: Vec<String> = counters.iter().map(|c| c.replace("_ns", "_ms")).collect();
     assert_members(&cat["stats"], &reported);
@@ -954,5 +957,154 @@ fn evict_says_what_it_freed_and_the_caches_real_size_before_and_after() {
             }
         );
         assert_eq!(said.trim_end(), want, "{args:?}");
+    }
+}
+
+/// `cat`'s stdout, exactly, with its stderr.
+fn cat(env: &[(&'static str, String)], args: &[&str]) -> (Vec<u8>, String) {
+    let mut all = vec!["cat"];
+    all.extend_from_slice(args);
+    let o = run(env, &all);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "cat {args:?}: {:?}\n{err}", o.status);
+    (o.stdout, err)
+}
+
+#[test]
+fn cat_writes_the_blobs_bytes_to_stdout_and_its_counters_only_with_stats() {
+    let (f, env) = dir_fixture("cat");
+    let tiny = b"{}\n".to_vec();
+    // Five 256 KiB blocks and a bit; read in 100 KB chunks by 3 threads, so
+    // rounds of chunks straddle blocks and must come out in order.
+    let big = bytes(51, (5 << 18) + 4321);
+    f.put("m/config.json", &tiny);
+    f.put("m/big.bin", &big);
+
+    let (out, err) = cat(&env, &["az://acct/models/m/config.json"]);
+    assert!(out == tiny, "{out:?}");
+    assert!(!err.contains('{'), "counters without --stats: {err}");
+    for args in [
+        vec!["az://acct/models/m/big.bin"],
+        vec![
+            "az://acct/models/m/big.bin",
+            "--threads",
+            "3",
+            "--chunk",
+            "100000",
+        ],
+        vec![
+            "az://acct/models/m/big.bin",
+            "--threads",
+            "1",
+            "--chunk",
+            "1",
+        ],
+    ] {
+        if args.contains(&"1") {
+            // One byte per read: only the first 2000 bytes.
+            let (out, _) = cat(&env, &[&args[..], &["--length", "2000"]].concat());
+            assert!(out == big[..2000], "{args:?}");
+            continue;
+        }
+        let (out, _) = cat(&env, &args);
+        assert_eq!(out.len(), big.len(), "{args:?}");
+        assert!(out == big, "{args:?}: wrong bytes");
+    }
+
+    // --stats: the same bytes on stdout, the counters as one JSON line on stderr.
+    let (out, err) = cat(&env, &["az://acct/models/m/big.bin", "--stats"]);
+    assert!(out == big);
+    let stats = json(err.lines().last().unwrap_or(""));
+    assert_eq!(stats["bytes"], big.len() as u64, "{stats}");
+    assert_eq!(
+        stats["stats"]["bytes_from_cache"],
+        big.len() as u64,
+        "{stats}"
+    );
+
+    // A range: --offset and --length, as byte counts or sizes.
+    let (out, _) = cat(
+        &env,
+        &[
+            "az://acct/models/m/big.bin",
+            "--offset",
+            "300000",
+            "--length",
+            "500000",
+            "--chunk",
+            "64K",
+        ],
+    );
+    assert!(out == big[300_000..800_000]);
+    let (out, _) = cat(&env, &["az://acct/models/m/big.bin", "--offset", "1M"]);
+    assert!(out == big[1 << 20..]);
+    let (out, _) = cat(
+        &env,
+        &[
+            "az://acct/models/m/big.bin",
+            "--offset",
+            "1M",
+            "--length",
+            "1G",
+        ],
+    );
+    assert!(
+        out == big[1 << 20..],
+        "a length past the end stops at the end"
+    );
+    let size = big.len().to_string();
+    let (out, _) = cat(&env, &["az://acct/models/m/big.bin", "--offset", &size]);
+    assert!(out.is_empty());
+    let past = (big.len() + 1).to_string();
+    let o = run(
+        &env,
+        &["cat", "az://acct/models/m/big.bin", "--offset", &past],
+    );
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}{err}");
+    assert!(
+        err.contains("is past the end of") && err.contains(&size),
+        "{err}"
+    );
+
+    // --out FILE: the bytes there, nothing on stdout.
+    let file = f.cache.path().join("big.out");
+    let (out, _) = cat(
+        &env,
+        &[
+            "az://acct/models/m/big.bin",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.is_empty());
+    assert!(std::fs::read(&file).unwrap() == big);
+}
+
+#[test]
+fn cat_into_a_pipe_closed_early_exits_quietly() {
+    use std::io::Read;
+    let (f, env) = dir_fixture("cat-pipe");
+    // Far more than a pipe holds (64 KiB).
+    let big = bytes(52, 4 << 20);
+    f.put("m/big.bin", &big);
+    for args in [vec![], vec!["--threads", "1", "--chunk", "4K"]] {
+        let mut child = Command::new(blobcache_testing::built::command())
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(["cat", "az://acct/models/m/big.bin"])
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `| head -c 10`: ten bytes, then the pipe is closed.
+        let mut head = [0u8; 10];
+        child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+        assert!(head == big[..10]);
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {:?}\n{err}", o.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
     }
 }

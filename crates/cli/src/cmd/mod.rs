@@ -40,8 +40,13 @@ fn filter(uri: Option<&str>, account: Option<&str>) -> Result<Option<Location>, 
 
 /// Prints `value` as one line of JSON on stdout (the `--json` outputs).
 fn print_json(value: &impl serde::Serialize) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer(&mut out, value)
+    json_line(&mut std::io::stdout().lock(), value);
+}
+
+/// Writes `value` as one line of JSON to `out` (errors ignored: a closed
+/// pipe is the reader's choice).
+fn json_line(out: &mut impl Write, value: &impl serde::Serialize) {
+    let _ = serde_json::to_writer(&mut *out, value)
         .map_err(std::io::Error::from)
         .and_then(|()| writeln!(out));
 }
