@@ -7,8 +7,8 @@
 //!
 //! Exit status: 0 success, 1 the operation failed (or found a problem:
 //! `verify` found bad blocks, `warm` could not fetch something, `doctor`
-//! found a fault), 2 a usage error (bad option, bad URI). Data goes to
-//! stdout, messages and progress to stderr.
+//! found a fault, the cache directory cannot be used), 2 a usage error (bad
+//! option, bad URI). Data goes to stdout, messages and progress to stderr.
 
 mod cmd;
 mod failure;
@@ -31,7 +31,8 @@ pub use failure::{Failure, Outcome};
 /// credentials from the usual AZURE_* variables (see the README and
 /// `blobcache doctor`).
 ///
-/// Exit status: 0 success, 1 the operation failed or found a problem, 2 a usage error.
+/// Exit status: 0 success, 1 the operation failed or found a problem (a cache
+/// directory that cannot be used is one, for every command), 2 a usage error.
 #[derive(Parser)]
 #[command(name = "blobcache", version, max_term_width = 100)]
 struct Cli {

@@ -266,18 +266,22 @@ fn warm_reports_blobs_it_cannot_fetch_and_exits_1() {
     let (f, env) = dir_fixture("warm-fail");
     f.put("m/a.bin", &bytes(1, 1000));
     f.put("m/b.bin", &bytes(2, 1000));
-    // A cache directory that is a file: nothing can be stored.
-    let bad = tempdir("warm-bad");
-    let file = bad.path().join("file");
-    std::fs::write(&file, b"x").unwrap();
-    let mut env2 = env.clone();
-    env2.retain(|(k, _)| *k != "BLOBCACHE_DIR");
-    env2.push(("BLOBCACHE_DIR", file.display().to_string()));
-    let o = run(&env2, &["warm", "az://acct/models/m"]);
+    f.put("m/c.bin", &bytes(3, 1000));
+    // A store in which a.bin's and b.bin's directories cannot be made (a
+    // file stands where each one's parent goes); c.bin's can.
+    let store =
+        blobcache_core::store::Store::open(f.cache.path(), 256 << 10, false, false).unwrap();
+    for blob in ["m/a.bin", "m/b.bin"] {
+        let hex = BlobKey::new("acct", "models", blob).unwrap().digest_hex();
+        let parent = store.root().join("blobs").join(&hex[..2]);
+        std::fs::write(parent, b"x").unwrap();
+    }
+    let o = run(&env, &["warm", "az://acct/models/m"]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
-    assert!(err.contains("2 of 2 blobs could not be warmed"), "{err}");
-    assert!(err.contains("m/a.bin"), "{err}");
+    assert!(err.contains("2 of 3 blobs could not be warmed"), "{err}");
+    assert!(err.contains("m/a.bin") && err.contains("m/b.bin"), "{err}");
+    assert!(out.contains("warmed 1 of 3 blobs"), "{out}");
     // Nothing under the location: exit 1, saying so.
     let o = run(&env, &["warm", "az://acct/models/nothing"]);
     assert_eq!(o.status.code(), Some(1));
@@ -1107,4 +1111,84 @@ fn cat_into_a_pipe_closed_early_exits_quietly() {
         assert!(o.status.success(), "{args:?}: {:?}\n{err}", o.status);
         assert!(err.is_empty(), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn every_command_that_cannot_use_the_cache_directory_exits_1_saying_why() {
+    let (f, env) = dir_fixture("bad-dir");
+    f.put("m/a.bin", &bytes(54, 1000));
+    let scratch = tempdir("bad-dir-scratch");
+    let file = scratch.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let link = scratch.path().join("a-link");
+    std::os::unix::fs::symlink(scratch.path(), &link).unwrap();
+    let mut dirs = vec![
+        file.clone(),       // a file, not a directory
+        file.join("cache"), // under a file
+        link,               // a link, which the store refuses
+    ];
+    if Path::new("/proc/self").exists() {
+        dirs.push("/proc/nope".into()); // nothing can be made there
+    }
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["stats"],
+        vec!["stats", "--json"],
+        vec!["stats", "--reset"],
+        vec!["ls"],
+        vec!["ls", "--json"],
+        vec!["ls", "az://acct/models/m"],
+        vec!["verify"],
+        vec!["verify", "--json"],
+        vec!["evict", "--all"],
+        vec!["evict", "--to", "0"],
+        vec!["evict", "az://acct/models/m"],
+        vec!["warm", "az://acct/models/m"],
+        vec!["cat", "az://acct/models/m/a.bin"],
+        vec!["doctor"],
+    ];
+    for dir in &dirs {
+        let mut env = env.clone();
+        env.retain(|(k, _)| *k != "BLOBCACHE_DIR");
+        env.push(("BLOBCACHE_DIR", dir.display().to_string()));
+        env.push(("PATH", "/nonexistent".into()));
+        for args in &commands {
+            let o = run(&env, args);
+            let (out, err) = text(&o);
+            assert_eq!(o.status.code(), Some(1), "{dir:?} {args:?}:\n{out}{err}");
+            let said = if args[0] == "doctor" { &out } else { &err };
+            assert!(
+                said.contains("cannot use the cache directory"),
+                "{dir:?} {args:?}:\n{out}{err}"
+            );
+            assert!(!out.contains("free space"), "{dir:?} {args:?}: {out}");
+            assert!(!out.contains("nothing cached"), "{dir:?} {args:?}: {out}");
+        }
+    }
+
+    // A directory not made yet where it can be made is fine, and the
+    // commands that only look make nothing (nor leave their probe behind).
+    let fresh = scratch.path().join("new/cache");
+    let mut env = env.clone();
+    env.retain(|(k, _)| *k != "BLOBCACHE_DIR");
+    env.push(("BLOBCACHE_DIR", fresh.display().to_string()));
+    for args in [
+        vec!["stats"],
+        vec!["ls"],
+        vec!["verify"],
+        vec!["evict", "--all"],
+    ] {
+        let out = ok(&run(&env, &args));
+        assert!(
+            out.contains("nothing cached") || out.contains("none yet"),
+            "{args:?}: {out}"
+        );
+    }
+    let s = json(&ok(&run(&env, &["stats", "--json"])));
+    assert!(s["free"].as_u64().is_some_and(|f| f > 0), "{s}");
+    assert!(!scratch.path().join("new").exists());
+    let left: Vec<_> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}"); // a-file and a-link
 }

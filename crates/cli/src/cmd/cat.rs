@@ -14,7 +14,7 @@ use blobcache_core::stats::Reported;
 use blobcache_core::{BlobKey, Cache};
 use serde::Serialize;
 
-use super::{config, json_line, location};
+use super::{config, json_line, location, open_store};
 use crate::output::rounded;
 use crate::{Failure, Outcome};
 
@@ -69,7 +69,11 @@ pub fn run(
         return Err(Failure::Usage("--chunk must be at least 1 byte".into()));
     }
     let key = location(uri, account)?.blob(uri).map_err(Failure::Usage)?;
-    let cache = Cache::new(config()?)?;
+    let config = config()?;
+    // The library would read straight from the origin without a store;
+    // `cat` reads through the cache or not at all.
+    open_store(&config)?;
+    let cache = Cache::new(config)?;
     let size = cache
         .entry(&key)
         .map_err(|e| format!("{key}: {e}"))?

@@ -11,7 +11,7 @@ use blobcache_core::origin::Listed;
 use blobcache_core::{BlobKey, Cache};
 use serde::Serialize;
 
-use super::{config, location, print_json};
+use super::{config, location, open_store, print_json};
 use crate::output::{rate, rounded, size};
 use crate::progress::Progress;
 use crate::uri;
@@ -75,6 +75,9 @@ pub fn run(
         )));
     };
     let config = config()?;
+    // The library would read straight from the origin without a store;
+    // warming needs one.
+    open_store(&config)?;
     let cache = Arc::new(Cache::new(config)?);
     // The listing asks for the folder's prefix; `covers` then keeps the
     // exact blob and what is under it as a folder.
