@@ -27,7 +27,8 @@ pub use failure::{Failure, Outcome};
 ///
 /// Blobs are named az://<account>/<container>/<path>, or az://<container>/<path>
 /// (as the streamer writes them) with --account NAME or AZURE_STORAGE_ACCOUNT_NAME
-/// set. Configuration comes from the BLOBCACHE_* variables and Azure
+/// set. With neither set, the first segment is the account (and the commands
+/// say so). Configuration comes from the BLOBCACHE_* variables and Azure
 /// credentials from the usual AZURE_* variables (see the README and
 /// `blobcache doctor`).
 ///

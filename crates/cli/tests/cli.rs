@@ -1088,7 +1088,9 @@ fn cat_writes_the_blobs_bytes_to_stdout_and_its_counters_only_with_stats() {
 #[test]
 fn cat_into_a_pipe_closed_early_exits_quietly() {
     use std::io::Read;
-    let (f, env) = dir_fixture("cat-pipe");
+    let (f, mut env) = dir_fixture("cat-pipe");
+    // The account named: nothing to say on stderr about an assumed one.
+    env.push(("AZURE_STORAGE_ACCOUNT_NAME", "acct".into()));
     // Far more than a pipe holds (64 KiB).
     let big = bytes(52, 4 << 20);
     f.put("m/big.bin", &big);
@@ -1191,4 +1193,82 @@ fn every_command_that_cannot_use_the_cache_directory_exits_1_saying_why() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left.len(), 2, "{left:?}"); // a-file and a-link
+}
+
+#[test]
+fn a_uri_without_an_account_says_which_account_it_assumed_and_how_to_name_one() {
+    let (f, env) = dir_fixture("account");
+    let data = bytes(53, 1000);
+    f.put("m/a.bin", &data);
+    // The streamer's form with no account named: "models" is taken as the
+    // account, which has no container "m"; every message says so.
+    let o = run(&env, &["cat", "az://models/m/a.bin"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    for part in [
+        r#"az://models/m/a.bin is read as account "models", container "m""#,
+        "neither --account nor AZURE_STORAGE_ACCOUNT_NAME names one",
+        r#"the account "models" was assumed from the URI"#,
+        "set AZURE_STORAGE_ACCOUNT_NAME or pass --account NAME",
+        "az://<account>/models/...",
+    ] {
+        assert!(err.contains(part), "{part:?} missing:\n{err}");
+    }
+    assert!(out.is_empty(), "{out}");
+    let o = run(&env, &["warm", "az://models/m"]);
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(r#"az://models/m is read as account "models", container "m""#),
+        "{err}"
+    );
+    assert!(err.contains("AZURE_STORAGE_ACCOUNT_NAME"), "{err}");
+    // A URI too short to name a container under that reading: a usage error
+    // that says how it was read.
+    let o = run(&env, &["warm", "az://models"]);
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(r#"names no container (read as account "models""#)
+            && err.contains("AZURE_STORAGE_ACCOUNT_NAME"),
+        "{err}"
+    );
+    // The cache, too, says how it read an account it found nothing under.
+    let ls = ok(&run(&env, &["ls", "az://models/m"]));
+    assert!(
+        ls.contains("nothing cached at or under az://models/m")
+            && ls.contains(r#"the account "models" was assumed"#),
+        "{ls}"
+    );
+
+    // Named by the variable or by --account: read as the streamer's form,
+    // and nothing said about an account.
+    let mut named = env.clone();
+    named.push(("AZURE_STORAGE_ACCOUNT_NAME", "acct".into()));
+    for (env, args) in [
+        (&named, vec!["cat", "az://models/m/a.bin"]),
+        (
+            &env,
+            vec!["cat", "--account", "acct", "az://models/m/a.bin"],
+        ),
+        (
+            &env,
+            vec!["cat", "az://acct/models/m/a.bin", "--account", "acct"],
+        ),
+    ] {
+        let o = run(env, &args);
+        let err = text(&o).1;
+        if args.contains(&"az://acct/models/m/a.bin") {
+            // --account makes every URI the streamer's form: container "acct".
+            assert_eq!(o.status.code(), Some(1), "{err}");
+            assert!(!err.contains("was assumed"), "{err}");
+            continue;
+        }
+        assert!(o.status.success(), "{args:?}: {err}");
+        assert!(o.stdout == data, "{args:?}");
+        assert!(!err.contains("is read as account"), "{args:?}: {err}");
+    }
+    // The full form with the variable naming that account: the full form.
+    let o = run(&named, &["cat", "az://acct/models/m/a.bin"]);
+    assert!(o.status.success() && o.stdout == data, "{:?}", text(&o));
 }

@@ -14,7 +14,7 @@ use blobcache_core::stats::Reported;
 use blobcache_core::{BlobKey, Cache};
 use serde::Serialize;
 
-use super::{config, json_line, location, open_store};
+use super::{config, json_line, location, open_store, say_assumed_account};
 use crate::output::rounded;
 use crate::{Failure, Outcome};
 
@@ -68,15 +68,17 @@ pub fn run(
     if chunk == 0 {
         return Err(Failure::Usage("--chunk must be at least 1 byte".into()));
     }
-    let key = location(uri, account)?.blob(uri).map_err(Failure::Usage)?;
+    let loc = location(uri, account)?;
+    let key = loc.blob(uri).map_err(Failure::Usage)?;
     let config = config()?;
     // The library would read straight from the origin without a store;
     // `cat` reads through the cache or not at all.
     open_store(&config)?;
+    say_assumed_account(&loc, uri);
     let cache = Cache::new(config)?;
     let size = cache
         .entry(&key)
-        .map_err(|e| format!("{key}: {e}"))?
+        .map_err(|e| format!("{key}: {e}{}", loc.account_hint()))?
         .info
         .size;
     if offset > size {

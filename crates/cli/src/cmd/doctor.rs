@@ -75,7 +75,7 @@ fn var(name: &str) -> Option<String> {
 
 pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
     let timeout = Duration::from_secs(timeout);
-    let loc = uri.map(|u| location(&u, account)).transpose()?;
+    let loc = uri.as_deref().map(|u| location(u, account)).transpose()?;
     let mut r = Report {
         lines: vec![format!("blobcache {}", env!("CARGO_PKG_VERSION"))],
         problems: vec![],
@@ -133,6 +133,11 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
 
     r.line("");
     r.line("origin:");
+    if let (Some(l), Some(u)) = (&loc, &uri) {
+        if let Some(said) = l.assumed_account(u) {
+            r.line(format!("  {said}"));
+        }
+    }
     if let Ok(c) = &config {
         let quick = Config {
             fetch_timeout: timeout.min(c.fetch_timeout),
@@ -147,7 +152,12 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
             }
             OriginConfig::Azure => match &account {
                 None => r.line("  no account given (--account, an az:// URI, or AZURE_STORAGE_ACCOUNT_NAME): endpoint not checked"),
-                Some(acct) => check_azure(&mut r, &quick, acct),
+                Some(acct) => check_azure(
+                    &mut r,
+                    &quick,
+                    acct,
+                    &loc.as_ref().map_or(String::new(), |l| l.account_hint()),
+                ),
             },
         }
         if let (Some(l), Ok(origin)) = (&loc, blobcache_core::origin::from_config(&quick)) {
@@ -182,7 +192,8 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
     }
 }
 
-fn check_azure(r: &mut Report, config: &Config, account: &str) {
+/// `hint`: what to append to a failure when the account was assumed.
+fn check_azure(r: &mut Report, config: &Config, account: &str, hint: &str) {
     let origin = match AzureOrigin::with_env(config, AzureEnv::from_process()) {
         Ok(o) => o,
         Err(e) => return r.problem(e.to_string()),
@@ -209,7 +220,7 @@ fn check_azure(r: &mut Report, config: &Config, account: &str) {
                 ""
             }
         )),
-        Err(e) => r.problem(format!("the endpoint does not answer: {e}")),
+        Err(e) => r.problem(format!("the endpoint does not answer: {e}{hint}")),
     }
     origin.shutdown();
 }
@@ -230,8 +241,10 @@ fn check_listing(r: &mut Report, origin: &dyn Origin, l: &crate::uri::Location) 
             ));
         }
         Err(e) => r.problem(format!(
-            "cannot list az://{}/{container}/{}: {e}",
-            l.account, l.path
+            "cannot list az://{}/{container}/{}: {e}{}",
+            l.account,
+            l.path,
+            l.account_hint()
         )),
     }
     origin.shutdown();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use blobcache_core::store::{evict, inventory, Store};
 
-use super::{config, filter, selected, store_or_say_empty};
+use super::{config, filter, say_nothing_cached_under, selected, store_or_say_empty};
 use crate::output::size;
 use crate::{Failure, Outcome};
 
@@ -61,12 +61,8 @@ pub fn run(Args { uri, to, all }: Args, account: Option<&str>) -> Outcome {
         } else {
             selected(&items, only.as_ref())
         };
-        if chosen.is_empty() && !all {
-            let _ = writeln!(
-                std::io::stdout(),
-                "nothing cached at or under {}",
-                uri.unwrap_or("")
-            );
+        if let (true, Some(uri), Some(loc)) = (chosen.is_empty(), uri, &only) {
+            say_nothing_cached_under(uri, loc);
             return Ok(());
         }
         (before, inventory::remove(&chosen).blocks_removed)

@@ -56,6 +56,25 @@ fn json_line(out: &mut impl Write, value: &impl serde::Serialize) {
         .and_then(|()| writeln!(out));
 }
 
+/// Says on stderr which account `uri` was read with, when neither
+/// `--account` nor `AZURE_STORAGE_ACCOUNT_NAME` named one (for the commands
+/// that go to the origin, where a wrong account fails with a 404 or 403).
+fn say_assumed_account(loc: &Location, uri: &str) {
+    if let Some(s) = loc.assumed_account(uri) {
+        let _ = writeln!(std::io::stderr(), "blobcache: {s}");
+    }
+}
+
+/// `nothing cached at or under <uri>`, with how the URI was read when its
+/// account was assumed.
+fn say_nothing_cached_under(uri: &str, loc: &Location) {
+    let _ = writeln!(
+        std::io::stdout(),
+        "nothing cached at or under {uri}{}",
+        loc.account_hint()
+    );
+}
+
 /// The configuration from the environment (an invalid value fails the command).
 pub fn config() -> Result<Config, Failure> {
     let c = Config::from_env().map_err(|e| Failure::Failed(e.to_string()))?;
