@@ -7,8 +7,10 @@ namespace with only loopback); see that script for the options.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -104,8 +106,81 @@ def verdict(ok):
     return "met" if ok else "**missed**"
 
 
-def rows(r):
-    """The table: (#, measurement, result, baseline, ratio, target, verdict)."""
+# The verdict of every target in a smoke run: its sizes and repetitions are
+# too small for the targets to mean anything (a 64 MiB blob read once is not
+# a 1 GiB one read five times), so they are not judged; `sanity` checks what
+# a smoke run can check instead.
+NOT_JUDGED = "not judged (smoke sizes)"
+
+
+def rows(r, smoke=False):
+    """The table: (#, measurement, result, baseline, ratio, target, verdict).
+    With `smoke`, every target's verdict is NOT_JUDGED."""
+    out = _rows(r)
+    if smoke:
+        out = [row[:6] + (NOT_JUDGED if row[6] else "",) for row in out]
+    return out
+
+
+# Figures that measure a rate, a time or a size: zero means nothing was
+# measured. (Memory growth may be zero or negative.)
+POSITIVE = re.compile(r"(_gbs|_us|_ms|_s|seconds|calls_per_s_\d+t|_bytes|per_blob_size)$")
+
+
+def sanity(r):
+    """What a smoke run can check: every figure the table shows is present
+    (`rows` reads each one), every number is finite, every summary has
+    min <= median <= max (and n >= 1), rates, times and sizes are above zero,
+    and nothing else is negative but memory growth. Returns the problems."""
+    problems = []
+
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    def walk(path, v):
+        name = path.rsplit(".", 1)[-1]
+        # A rate keyed by a setting (plain_gbs.4) is a rate too.
+        positive = any(POSITIVE.search(seg) for seg in path.split("."))
+        growth = "growth" in path
+        if isinstance(v, dict):
+            if {"median", "min", "max"} <= v.keys():
+                lo, mid, hi, n = v["min"], v["median"], v["max"], v.get("n", 1)
+                if not all(number(x) and math.isfinite(x) for x in (lo, mid, hi, n)):
+                    problems.append(f"{path}: not a number: {v}")
+                    return
+                if n < 1 or not lo <= mid <= hi:
+                    problems.append(f"{path}: not a summary of measurements: {v}")
+                if positive and lo <= 0:
+                    problems.append(f"{path}: {lo} (nothing measured?)")
+                if not growth and lo < 0:
+                    problems.append(f"{path}: negative: {v}")
+                return
+            for k, x in v.items():
+                walk(f"{path}.{k}", x)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(f"{path}[{i}]", x)
+        elif number(v):
+            if not math.isfinite(v) or (v < 0 and not growth):
+                problems.append(f"{path} = {v}")
+            elif positive and v <= 0:
+                problems.append(f"{path} = {v} (nothing measured?)")
+        elif v is None:
+            problems.append(f"{path} is missing (null)")
+
+    for part in ("hits", "cold", "streamer", "footprint"):
+        if part not in r:
+            problems.append(f"{part}: no results")
+        else:
+            walk(part, r[part])
+    try:
+        rows(r, smoke=True)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        problems.append(f"the table cannot be made: {type(e).__name__} {e}")
+    return problems
+
+
+def _rows(r):
     out = []
     h = r["hits"]
     for t in ("1", "2"):
@@ -323,7 +398,8 @@ def main():
         log(f"streamer: {time.monotonic() - t:.0f} s")
     r["minutes"] = (time.monotonic() - t0) / 60
     r["load_after"] = loadavg()
-    rs = rows(r)
+    problems = sanity(r)
+    rs = rows(r, smoke=a.smoke)
     for row in rs:
         assert all(c is not None for c in row), row
     out = Path(a.out)
@@ -333,6 +409,14 @@ def main():
     out.write_text(document(r, rs, a.command, previous))
     print(table(rs))
     print(f"\nwritten to {out}; {len(rs)} figures in {r['minutes']:.1f} min")
+    if a.smoke:
+        print("smoke run: the targets are not judged at these sizes (bench/run judges them); "
+              "checked instead that every figure is present and sane")
+    if problems:
+        print("\nbench/run: figures that are missing or make no sense:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

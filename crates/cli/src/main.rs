@@ -7,8 +7,8 @@
 //!
 //! Exit status: 0 success, 1 the operation failed (or found a problem:
 //! `verify` found bad blocks, `warm` could not fetch something, `doctor`
-//! found a fault), 2 a usage error (bad option, bad URI). Data goes to
-//! stdout, messages and progress to stderr.
+//! found a fault, the cache directory cannot be used), 2 a usage error (bad
+//! option, bad URI). Data goes to stdout, messages and progress to stderr.
 
 mod cmd;
 mod failure;
@@ -27,11 +27,13 @@ pub use failure::{Failure, Outcome};
 ///
 /// Blobs are named az://<account>/<container>/<path>, or az://<container>/<path>
 /// (as the streamer writes them) with --account NAME or AZURE_STORAGE_ACCOUNT_NAME
-/// set. Configuration comes from the BLOBCACHE_* variables and Azure
+/// set. With neither set, the first segment is the account (and the commands
+/// say so). Configuration comes from the BLOBCACHE_* variables and Azure
 /// credentials from the usual AZURE_* variables (see the README and
 /// `blobcache doctor`).
 ///
-/// Exit status: 0 success, 1 the operation failed or found a problem, 2 a usage error.
+/// Exit status: 0 success, 1 the operation failed or found a problem (a cache
+/// directory that cannot be used is one, for every command), 2 a usage error.
 #[derive(Parser)]
 #[command(name = "blobcache", version, max_term_width = 100)]
 struct Cli {
@@ -79,9 +81,12 @@ enum Command {
     /// room it has, and whether an installed Run:ai streamer will load the
     /// library. Exit status 1 if something is wrong.
     Doctor(cmd::doctor::Args),
-    /// Read one blob through the cache (filling it on a miss), optionally to a file
+    /// Write one blob's bytes to stdout (or a file), read through the cache
     ///
-    /// Prints the process's counters as JSON on stdout when done.
+    /// Reads the blob (or --offset/--length of it) through the cache, filling
+    /// it from the origin on a miss, so `blobcache cat az://.../config.json > f`
+    /// gives the file. With --stats, the process's counters follow on stderr
+    /// as one JSON line.
     Cat(cmd::cat::Args),
 }
 

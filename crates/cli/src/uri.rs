@@ -1,6 +1,14 @@
 //! `az://` URIs as operators write them: `az://<account>/<container>/<path>`,
 //! or `az://<container>/<path>` (as the streamer writes them) with the
 //! account from `--account` or `AZURE_STORAGE_ACCOUNT_NAME`.
+//!
+//! The rule, in order: with `--account NAME`, the URI is the streamer's
+//! form. Else with `AZURE_STORAGE_ACCOUNT_NAME` set, a first segment equal
+//! to that account means the full form, any other the streamer's. Else the
+//! first segment is *assumed* to be the account (the full form): nothing
+//! else names one, and the commands say so ([`Location::assumed_account`]),
+//! since `az://models/llama` written in the streamer's form would otherwise
+//! read account `models` and fail with a puzzling 404 or 403.
 
 use blobcache_core::BlobKey;
 
@@ -11,7 +19,25 @@ pub struct Location {
     pub account: String,
     pub container: Option<String>,
     pub path: String,
+    /// Where the account came from.
+    pub from: AccountFrom,
 }
+
+/// Where a [`Location`]'s account came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountFrom {
+    /// `--account NAME`.
+    Flag,
+    /// `AZURE_STORAGE_ACCOUNT_NAME` (the URI's first segment, if it named
+    /// the account, agreed with it).
+    Env,
+    /// The URI's first segment, assumed to be the account because neither
+    /// `--account` nor `AZURE_STORAGE_ACCOUNT_NAME` named one.
+    Uri,
+}
+
+/// Why an account was read from a URI's first segment.
+const WHY_ASSUMED: &str = "neither --account nor AZURE_STORAGE_ACCOUNT_NAME names one, so the first segment is taken as the account (az://<account>/<container>/<path>)";
 
 pub const FORMS: &str = "use az://<account>/<container>/<path>, or az://<container>/<path> with --account NAME (or AZURE_STORAGE_ACCOUNT_NAME set)";
 
@@ -30,20 +56,20 @@ pub fn parse(uri: &str, flag: Option<&str>, env: Option<&str>) -> Result<Locatio
     if first.is_empty() {
         return Err(format!("{uri:?} names no account or container; {FORMS}"));
     }
-    let streamer_form = match (flag, env) {
-        (Some(_), _) => true,
-        (None, Some(a)) => first != a,
-        (None, None) => false,
+    let (streamer_form, from) = match (flag, env) {
+        (Some(_), _) => (true, AccountFrom::Flag),
+        (None, Some(a)) => (first != a, AccountFrom::Env),
+        (None, None) => (false, AccountFrom::Uri),
     };
     let (account, container, path) = if streamer_form {
         let account = flag.or(env).unwrap_or_default();
-        (account.to_string(), Some(first), after.unwrap_or(""))
+        (account, Some(first), after.unwrap_or(""))
     } else {
         match after {
-            None => (first.to_string(), None, ""),
+            None => (first, None, ""),
             Some(a) => match a.split_once('/') {
-                Some((c, p)) => (first.to_string(), Some(c), p),
-                None => (first.to_string(), Some(a), ""),
+                Some((c, p)) => (first, Some(c), p),
+                None => (first, Some(a), ""),
             },
         }
     };
@@ -51,6 +77,7 @@ pub fn parse(uri: &str, flag: Option<&str>, env: Option<&str>) -> Result<Locatio
     if container.is_none() && !path.is_empty() {
         return Err(format!("{uri:?} names no container; {FORMS}"));
     }
+    let account = account.to_string();
     // The library's own name rules, with a stand-in blob name for prefixes.
     let probe = path.trim_end_matches('/');
     BlobKey::new(
@@ -63,6 +90,7 @@ pub fn parse(uri: &str, flag: Option<&str>, env: Option<&str>) -> Result<Locatio
         account,
         container: container.map(str::to_string),
         path: path.to_string(),
+        from,
     })
 }
 
@@ -73,7 +101,55 @@ impl Location {
             Some(c) if !self.path.is_empty() && !self.path.ends_with('/') => {
                 BlobKey::new(&self.account, c, &self.path).map_err(|e| format!("{uri:?}: {e}"))
             }
-            _ => Err(format!("{uri:?} names no blob; {FORMS}")),
+            _ => Err(format!("{uri:?} names no blob{}; {FORMS}", self.read_as())),
+        }
+    }
+
+    /// The container, or a usage error saying the URI names none.
+    pub fn container(&self, uri: &str) -> Result<&str, String> {
+        self.container
+            .as_deref()
+            .ok_or_else(|| format!("{uri:?} names no container{}; {FORMS}", self.read_as()))
+    }
+
+    /// ` (read as account "x", ...)` when the account was assumed, for a
+    /// message saying the URI lacks a part.
+    fn read_as(&self) -> String {
+        match self.from {
+            AccountFrom::Uri => format!(
+                " (read as account {:?}{}: {WHY_ASSUMED})",
+                self.account,
+                self.container
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(", container {c:?}"))
+            ),
+            AccountFrom::Flag | AccountFrom::Env => String::new(),
+        }
+    }
+
+    /// Which account `uri` was read with, and why, when it was assumed
+    /// (neither `--account` nor `AZURE_STORAGE_ACCOUNT_NAME` named one).
+    pub fn assumed_account(&self, uri: &str) -> Option<String> {
+        (self.from == AccountFrom::Uri).then(|| {
+            format!(
+                "{uri} is read as account {:?}{}: {WHY_ASSUMED}",
+                self.account,
+                self.container
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(", container {c:?}"))
+            )
+        })
+    }
+
+    /// What to do when the origin refuses or cannot find an assumed
+    /// account: `; ...` to append to the error, or nothing.
+    pub fn account_hint(&self) -> String {
+        match self.from {
+            AccountFrom::Uri => format!(
+                "; the account {:?} was assumed from the URI ({WHY_ASSUMED}): if {:?} is a container, set AZURE_STORAGE_ACCOUNT_NAME or pass --account NAME, or write az://<account>/{}/...",
+                self.account, self.account, self.account
+            ),
+            AccountFrom::Flag | AccountFrom::Env => String::new(),
         }
     }
 
@@ -107,39 +183,85 @@ pub fn uri_of(key: &BlobKey) -> String {
 mod tests {
     use super::*;
 
-    fn loc(a: &str, c: Option<&str>, p: &str) -> Location {
+    fn loc(a: &str, c: Option<&str>, p: &str, from: AccountFrom) -> Location {
         Location {
             account: a.into(),
             container: c.map(str::to_string),
             path: p.into(),
+            from,
         }
     }
 
     #[test]
-    fn both_forms_parse() {
+    fn both_forms_parse_and_say_where_the_account_came_from() {
+        use AccountFrom::*;
         assert_eq!(
             parse("az://acct/models/llama/x.bin", None, None).unwrap(),
-            loc("acct", Some("models"), "llama/x.bin")
+            loc("acct", Some("models"), "llama/x.bin", Uri)
         );
         assert_eq!(
             parse("az://models/llama/", Some("acct"), None).unwrap(),
-            loc("acct", Some("models"), "llama/")
+            loc("acct", Some("models"), "llama/", Flag)
+        );
+        assert_eq!(
+            parse("az://models/llama", Some("acct"), Some("other")).unwrap(),
+            loc("acct", Some("models"), "llama", Flag)
         );
         assert_eq!(
             parse("az://models/llama", None, Some("acct")).unwrap(),
-            loc("acct", Some("models"), "llama")
+            loc("acct", Some("models"), "llama", Env)
         );
         assert_eq!(
             parse("az://acct/models/x", None, Some("acct")).unwrap(),
-            loc("acct", Some("models"), "x")
+            loc("acct", Some("models"), "x", Env)
         );
         assert_eq!(
             parse("az://acct", None, None).unwrap(),
-            loc("acct", None, "")
+            loc("acct", None, "", Uri)
         );
         assert_eq!(
             parse("az://acct/models", None, None).unwrap(),
-            loc("acct", Some("models"), "")
+            loc("acct", Some("models"), "", Uri)
+        );
+    }
+
+    #[test]
+    fn an_assumed_account_is_named_with_the_reason_and_the_fix() {
+        let uri = "az://models/llama-3-8b";
+        let l = parse(uri, None, None).unwrap();
+        let said = l.assumed_account(uri).unwrap();
+        for part in [
+            "az://models/llama-3-8b is read as account \"models\", container \"llama-3-8b\"",
+            "neither --account nor AZURE_STORAGE_ACCOUNT_NAME names one",
+            "--account",
+        ] {
+            assert!(said.contains(part), "{part:?} missing: {said}");
+        }
+        let hint = l.account_hint();
+        for part in [
+            "AZURE_STORAGE_ACCOUNT_NAME",
+            "--account NAME",
+            "az://<account>/models/...",
+        ] {
+            assert!(hint.contains(part), "{part:?} missing: {hint}");
+        }
+        // Named by --account or the variable: nothing to say.
+        for l in [
+            parse(uri, Some("acct"), None).unwrap(),
+            parse(uri, None, Some("acct")).unwrap(),
+        ] {
+            assert_eq!(l.assumed_account(uri), None);
+            assert_eq!(l.account_hint(), "");
+        }
+        // A URI lacking a part says how it was read.
+        let e = parse("az://models", None, None)
+            .unwrap()
+            .container("az://models")
+            .unwrap_err();
+        assert!(
+            e.contains("names no container (read as account \"models\"")
+                && e.contains("AZURE_STORAGE_ACCOUNT_NAME"),
+            "{e}"
         );
     }
 

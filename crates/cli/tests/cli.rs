@@ -266,18 +266,22 @@ fn warm_reports_blobs_it_cannot_fetch_and_exits_1() {
     let (f, env) = dir_fixture("warm-fail");
     f.put("m/a.bin", &bytes(1, 1000));
     f.put("m/b.bin", &bytes(2, 1000));
-    // A cache directory that is a file: nothing can be stored.
-    let bad = tempdir("warm-bad");
-    let file = bad.path().join("file");
-    std::fs::write(&file, b"x").unwrap();
-    let mut env2 = env.clone();
-    env2.retain(|(k, _)| *k != "BLOBCACHE_DIR");
-    env2.push(("BLOBCACHE_DIR", file.display().to_string()));
-    let o = run(&env2, &["warm", "az://acct/models/m"]);
+    f.put("m/c.bin", &bytes(3, 1000));
+    // A store in which a.bin's and b.bin's directories cannot be made (a
+    // file stands where each one's parent goes); c.bin's can.
+    let store =
+        blobcache_core::store::Store::open(f.cache.path(), 256 << 10, false, false).unwrap();
+    for blob in ["m/a.bin", "m/b.bin"] {
+        let hex = BlobKey::new("acct", "models", blob).unwrap().digest_hex();
+        let parent = store.root().join("blobs").join(&hex[..2]);
+        std::fs::write(parent, b"x").unwrap();
+    }
+    let o = run(&env, &["warm", "az://acct/models/m"]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
-    assert!(err.contains("2 of 2 blobs could not be warmed"), "{err}");
-    assert!(err.contains("m/a.bin"), "{err}");
+    assert!(err.contains("2 of 3 blobs could not be warmed"), "{err}");
+    assert!(err.contains("m/a.bin") && err.contains("m/b.bin"), "{err}");
+    assert!(out.contains("warmed 1 of 3 blobs"), "{out}");
     // Nothing under the location: exit 1, saying so.
     let o = run(&env, &["warm", "az://acct/models/nothing"]);
     assert_eq!(o.status.code(), Some(1));
@@ -451,8 +455,11 @@ fn every_json_output_keeps_its_members_and_the_counters_their_names() {
         "origin_wait_ns",
         "blocks_evicted",
     ];
-    // cat: the counters as blobcache_stats_json reports them (ms).
-    let cat = json(&ok(&run(&env, &["cat", "az://acct/models/m/a.bin"])));
+    // cat --stats: the counters as blobcache_stats_json reports them (ms),
+    // one JSON line on stderr after the bytes.
+    let o = run(&env, &["cat", "az://acct/models/m/a.bin", "--stats"]);
+    ok(&o);
+    let cat = json(text(&o).1.lines().last().unwrap_or(""));
     assert_members(&cat, &["bytes", "seconds", "stats"]);
     let reported: Vec<String> = counters.iter().map(|c| c.replace("_ns", "_ms")).collect();
     assert_members(&cat["stats"], &reported);
@@ -587,6 +594,9 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     env.push(("AZURE_STORAGE_SAS_TOKEN", sas.clone()));
     env.push(("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT.into()));
     env.push(("BLOBCACHE_MISSPELT", "1".into()));
+    // No Python to ask (tested below): the verdict here is the origin's
+    // and the cache directory's alone.
+    env.push(("PATH", "/nonexistent".into()));
     let o = run(&env, &["doctor", "az://models/m/"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
@@ -677,22 +687,29 @@ fn doctor_beside(python: Option<&str>, env: &[(&'static str, String)]) -> (Optio
     (o.status.code(), format!("{out}{err}"))
 }
 
-#[test]
-fn doctor_reads_the_wheels_json_report_and_copes_without_python_module_or_json() {
-    let (_f, env) = dir_fixture("doctor-python");
-    let report = |will_load: bool, reasons: &str| {
-        format!(
-            r#"[ "$*" = "-m blobcache --json" ] || exit 3
+/// A `python3` script printing a `python -m blobcache --json` report whose
+/// streamer part says `will_load` with `reasons` (JSON strings, comma
+/// separated), with `streamer` as the installed version (JSON), `extra`
+/// members at the top, and exit status `exit`.
+fn python_report(will_load: bool, reasons: &str, streamer: &str, extra: &str, exit: u8) -> String {
+    format!(
+        r#"[ "$*" = "-m blobcache --json" ] || exit 3
 cat <<'END'
 {{"version": "9.9.9", "library": {{"path": "/x/libblobcache.so", "loads": true, "abi_version": 1}},
- "configuration": {{}}, "streamer": {{"runai-model-streamer": "0.17.0", "runai-model-streamer-azure": "0.17.0",
+ "configuration": {{}}, {extra} "streamer": {{"runai-model-streamer": {streamer}, "runai-model-streamer-azure": {streamer},
  "libstreamerazure": "/x/libstreamerazure.so", "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED": null,
  "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB": "/x/libblobcache.so", "set_by_startup_hook": true,
  "startup_hook_ran": true, "reasons": [{reasons}], "notes": ["a note"], "will_load": {will_load}}}}}
 END
-exit {}"#,
-            u8::from(!will_load)
-        )
+exit {exit}"#
+    )
+}
+
+#[test]
+fn doctor_reads_the_wheels_json_report_and_copes_without_python_module_or_json() {
+    let (_f, env) = dir_fixture("doctor-python");
+    let report = |will_load: bool, reasons: &str| {
+        python_report(will_load, reasons, "\"0.17.0\"", "", u8::from(!will_load))
     };
 
     let (code, out) = doctor_beside(Some(&report(true, "")), &env);
@@ -712,13 +729,10 @@ exit {}"#,
     let (code, out) = doctor_beside(Some(&report(false, r#""the hook is off""#)), &env);
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("will load blobcache: no\n    - the hook is off"),
+        out.contains("will load blobcache: no\n  PROBLEM: the hook is off"),
         "{out}"
     );
-    assert!(
-        out.contains("PROBLEM: the installed streamer will not load the library"),
-        "{out}"
-    );
+    assert!(out.contains("1 problem(s) found"), "{out}");
 
     for (script, says, problem) in [
         (None, "not checked: no Python (python3) to ask", false),
@@ -751,6 +765,76 @@ exit {}"#,
         let (code, out) = doctor_beside(script, &env);
         assert!(out.contains(says), "{says:?} missing:\n{out}");
         assert_eq!(code, Some(i32::from(problem)), "{out}");
+    }
+}
+
+#[test]
+fn doctor_agrees_with_python_m_blobcache_and_makes_every_reason_a_problem() {
+    let (_f, env) = dir_fixture("doctor-agrees");
+    let not_installed = r#""runai-model-streamer is not installed", "runai-model-streamer-azure is not installed (it carries the streamer's Azure backend, which loads cache providers)""#;
+    // (script, the reasons doctor must show as problems). Each report's
+    // exit status is python -m blobcache's verdict; doctor's must match (the
+    // fixture's configuration, origin and cache directory are fine).
+    for (script, problems) in [
+        // No streamer installed: python -m blobcache exits 1, so does doctor.
+        (
+            python_report(false, not_installed, "null", "", 1),
+            vec![
+                "runai-model-streamer is not installed",
+                "runai-model-streamer-azure is not installed (it carries",
+            ],
+        ),
+        // A verdict beside the streamer's (settings the library would
+        // refuse): its reasons count too.
+        (
+            python_report(
+                true,
+                "",
+                "\"0.17.0\"",
+                r#""will_load": false, "reasons": ["BLOBCACHE_MAX_SIZE=lots is not a size"],"#,
+                1,
+            ),
+            vec!["BLOBCACHE_MAX_SIZE=lots is not a size"],
+        ),
+        // The same reason in both places is one problem.
+        (
+            python_report(
+                false,
+                r#""BLOBCACHE_MAX_SIZE=lots is not a size""#,
+                "\"0.17.0\"",
+                r#""will_load": false, "reasons": ["BLOBCACHE_MAX_SIZE=lots is not a size"],"#,
+                1,
+            ),
+            vec!["BLOBCACHE_MAX_SIZE=lots is not a size"],
+        ),
+        // An exit status that says no although the report says yes: no.
+        (
+            python_report(true, "", "\"0.17.0\"", "", 1),
+            vec![
+                "-m blobcache exited with status 1 although its report says the library will load",
+            ],
+        ),
+        // No with no reason given: still no.
+        (
+            python_report(false, "", "\"0.17.0\"", "", 1),
+            vec!["says the streamer will not load the library, and gives no reason"],
+        ),
+    ] {
+        let (code, out) = doctor_beside(Some(&script), &env);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("will load blobcache: no"), "{out}");
+        assert!(!out.contains("no problems found"), "{out}");
+        for p in &problems {
+            assert!(
+                out.lines()
+                    .any(|l| l.contains("PROBLEM: ") && l.contains(p)),
+                "{p:?} is not a problem:\n{out}"
+            );
+        }
+        assert!(
+            out.contains(&format!("{} problem(s) found", problems.len())),
+            "{out}"
+        );
     }
 }
 
@@ -837,4 +921,354 @@ fn evict_and_verify_while_a_reader_holds_blocks_mapped_never_disturb_its_reads()
         cache.read(&key, 0, &mut again).unwrap();
         assert!(again == data, "wrong bytes after evict");
     }
+}
+
+#[test]
+fn evict_says_what_it_freed_and_the_caches_real_size_before_and_after() {
+    let (f, env) = dir_fixture("evict-numbers");
+    f.put("m/a.bin", &bytes(55, (1 << 20) + 5));
+    f.put("m/b.bin", &bytes(56, 300_000));
+    f.put("m/config.json", b"{}\n");
+    ok(&run(&env, &["warm", "az://acct/models/m", "-q"]));
+    let usage = || json_num(&ok(&run(&env, &["stats", "--json"])), "bytes");
+    let size = blobcache_core::config::format_size;
+    for (args, blocks) in [
+        // A 3-byte blob: the change hides in "1.3 MiB -> 1.3 MiB"; the
+        // difference says it.
+        (vec!["evict", "az://acct/models/m/config.json"], 1),
+        (vec!["evict", "az://acct/models/m/b.bin"], 2),
+        (vec!["evict", "--to", "600K"], 2),
+        (vec!["evict", "--to", "10G"], 0),
+        (vec!["evict", "--all"], 3),
+    ] {
+        let before = usage();
+        let said = ok(&run(&env, &args));
+        let after = usage();
+        assert!(
+            after < before || blocks == 0,
+            "{args:?}: {before} -> {after}"
+        );
+        let want = format!(
+            "removed {blocks} block{} from {}: the cache holds {}, was {} ({})",
+            if blocks == 1 { "" } else { "s" },
+            f.cache.path().display(),
+            size(after),
+            size(before),
+            if blocks == 0 {
+                "unchanged".to_string()
+            } else {
+                format!("{} less", size(before - after))
+            }
+        );
+        assert_eq!(said.trim_end(), want, "{args:?}");
+    }
+}
+
+/// `cat`'s stdout, exactly, with its stderr.
+fn cat(env: &[(&'static str, String)], args: &[&str]) -> (Vec<u8>, String) {
+    let mut all = vec!["cat"];
+    all.extend_from_slice(args);
+    let o = run(env, &all);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "cat {args:?}: {:?}\n{err}", o.status);
+    (o.stdout, err)
+}
+
+#[test]
+fn cat_writes_the_blobs_bytes_to_stdout_and_its_counters_only_with_stats() {
+    let (f, env) = dir_fixture("cat");
+    let tiny = b"{}\n".to_vec();
+    // Five 256 KiB blocks and a bit; read in 100 KB chunks by 3 threads, so
+    // rounds of chunks straddle blocks and must come out in order.
+    let big = bytes(51, (5 << 18) + 4321);
+    f.put("m/config.json", &tiny);
+    f.put("m/big.bin", &big);
+
+    let (out, err) = cat(&env, &["az://acct/models/m/config.json"]);
+    assert!(out == tiny, "{out:?}");
+    assert!(!err.contains('{'), "counters without --stats: {err}");
+    for args in [
+        vec!["az://acct/models/m/big.bin"],
+        vec![
+            "az://acct/models/m/big.bin",
+            "--threads",
+            "3",
+            "--chunk",
+            "100000",
+        ],
+        vec![
+            "az://acct/models/m/big.bin",
+            "--threads",
+            "1",
+            "--chunk",
+            "1",
+        ],
+    ] {
+        if args.contains(&"1") {
+            // One byte per read: only the first 2000 bytes.
+            let (out, _) = cat(&env, &[&args[..], &["--length", "2000"]].concat());
+            assert!(out == big[..2000], "{args:?}");
+            continue;
+        }
+        let (out, _) = cat(&env, &args);
+        assert_eq!(out.len(), big.len(), "{args:?}");
+        assert!(out == big, "{args:?}: wrong bytes");
+    }
+
+    // --stats: the same bytes on stdout, the counters as one JSON line on stderr.
+    let (out, err) = cat(&env, &["az://acct/models/m/big.bin", "--stats"]);
+    assert!(out == big);
+    let stats = json(err.lines().last().unwrap_or(""));
+    assert_eq!(stats["bytes"], big.len() as u64, "{stats}");
+    assert_eq!(
+        stats["stats"]["bytes_from_cache"],
+        big.len() as u64,
+        "{stats}"
+    );
+
+    // A range: --offset and --length, as byte counts or sizes.
+    let (out, _) = cat(
+        &env,
+        &[
+            "az://acct/models/m/big.bin",
+            "--offset",
+            "300000",
+            "--length",
+            "500000",
+            "--chunk",
+            "64K",
+        ],
+    );
+    assert!(out == big[300_000..800_000]);
+    let (out, _) = cat(&env, &["az://acct/models/m/big.bin", "--offset", "1M"]);
+    assert!(out == big[1 << 20..]);
+    let (out, _) = cat(
+        &env,
+        &[
+            "az://acct/models/m/big.bin",
+            "--offset",
+            "1M",
+            "--length",
+            "1G",
+        ],
+    );
+    assert!(
+        out == big[1 << 20..],
+        "a length past the end stops at the end"
+    );
+    let size = big.len().to_string();
+    let (out, _) = cat(&env, &["az://acct/models/m/big.bin", "--offset", &size]);
+    assert!(out.is_empty());
+    let past = (big.len() + 1).to_string();
+    let o = run(
+        &env,
+        &["cat", "az://acct/models/m/big.bin", "--offset", &past],
+    );
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}{err}");
+    assert!(
+        err.contains("is past the end of") && err.contains(&size),
+        "{err}"
+    );
+
+    // --out FILE: the bytes there, nothing on stdout.
+    let file = f.cache.path().join("big.out");
+    let (out, _) = cat(
+        &env,
+        &[
+            "az://acct/models/m/big.bin",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.is_empty());
+    assert!(std::fs::read(&file).unwrap() == big);
+}
+
+#[test]
+fn cat_into_a_pipe_closed_early_exits_quietly() {
+    use std::io::Read;
+    let (f, mut env) = dir_fixture("cat-pipe");
+    // The account named: nothing to say on stderr about an assumed one.
+    env.push(("AZURE_STORAGE_ACCOUNT_NAME", "acct".into()));
+    // Far more than a pipe holds (64 KiB).
+    let big = bytes(52, 4 << 20);
+    f.put("m/big.bin", &big);
+    for args in [vec![], vec!["--threads", "1", "--chunk", "4K"]] {
+        let mut child = Command::new(blobcache_testing::built::command())
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(["cat", "az://acct/models/m/big.bin"])
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `| head -c 10`: ten bytes, then the pipe is closed.
+        let mut head = [0u8; 10];
+        child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+        assert!(head == big[..10]);
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {:?}\n{err}", o.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn every_command_that_cannot_use_the_cache_directory_exits_1_saying_why() {
+    let (f, env) = dir_fixture("bad-dir");
+    f.put("m/a.bin", &bytes(54, 1000));
+    let scratch = tempdir("bad-dir-scratch");
+    let file = scratch.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let link = scratch.path().join("a-link");
+    std::os::unix::fs::symlink(scratch.path(), &link).unwrap();
+    let mut dirs = vec![
+        file.clone(),       // a file, not a directory
+        file.join("cache"), // under a file
+        link,               // a link, which the store refuses
+    ];
+    if Path::new("/proc/self").exists() {
+        dirs.push("/proc/nope".into()); // nothing can be made there
+    }
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["stats"],
+        vec!["stats", "--json"],
+        vec!["stats", "--reset"],
+        vec!["ls"],
+        vec!["ls", "--json"],
+        vec!["ls", "az://acct/models/m"],
+        vec!["verify"],
+        vec!["verify", "--json"],
+        vec!["evict", "--all"],
+        vec!["evict", "--to", "0"],
+        vec!["evict", "az://acct/models/m"],
+        vec!["warm", "az://acct/models/m"],
+        vec!["cat", "az://acct/models/m/a.bin"],
+        vec!["doctor"],
+    ];
+    for dir in &dirs {
+        let mut env = env.clone();
+        env.retain(|(k, _)| *k != "BLOBCACHE_DIR");
+        env.push(("BLOBCACHE_DIR", dir.display().to_string()));
+        env.push(("PATH", "/nonexistent".into()));
+        for args in &commands {
+            let o = run(&env, args);
+            let (out, err) = text(&o);
+            assert_eq!(o.status.code(), Some(1), "{dir:?} {args:?}:\n{out}{err}");
+            let said = if args[0] == "doctor" { &out } else { &err };
+            assert!(
+                said.contains("cannot use the cache directory"),
+                "{dir:?} {args:?}:\n{out}{err}"
+            );
+            assert!(!out.contains("free space"), "{dir:?} {args:?}: {out}");
+            assert!(!out.contains("nothing cached"), "{dir:?} {args:?}: {out}");
+        }
+    }
+
+    // A directory not made yet where it can be made is fine, and the
+    // commands that only look make nothing (nor leave their probe behind).
+    let fresh = scratch.path().join("new/cache");
+    let mut env = env.clone();
+    env.retain(|(k, _)| *k != "BLOBCACHE_DIR");
+    env.push(("BLOBCACHE_DIR", fresh.display().to_string()));
+    for args in [
+        vec!["stats"],
+        vec!["ls"],
+        vec!["verify"],
+        vec!["evict", "--all"],
+    ] {
+        let out = ok(&run(&env, &args));
+        assert!(
+            out.contains("nothing cached") || out.contains("none yet"),
+            "{args:?}: {out}"
+        );
+    }
+    let s = json(&ok(&run(&env, &["stats", "--json"])));
+    assert!(s["free"].as_u64().is_some_and(|f| f > 0), "{s}");
+    assert!(!scratch.path().join("new").exists());
+    let left: Vec<_> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}"); // a-file and a-link
+}
+
+#[test]
+fn a_uri_without_an_account_says_which_account_it_assumed_and_how_to_name_one() {
+    let (f, env) = dir_fixture("account");
+    let data = bytes(53, 1000);
+    f.put("m/a.bin", &data);
+    // The streamer's form with no account named: "models" is taken as the
+    // account, which has no container "m"; every message says so.
+    let o = run(&env, &["cat", "az://models/m/a.bin"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    for part in [
+        r#"az://models/m/a.bin is read as account "models", container "m""#,
+        "neither --account nor AZURE_STORAGE_ACCOUNT_NAME names one",
+        r#"the account "models" was assumed from the URI"#,
+        "set AZURE_STORAGE_ACCOUNT_NAME or pass --account NAME",
+        "az://<account>/models/...",
+    ] {
+        assert!(err.contains(part), "{part:?} missing:\n{err}");
+    }
+    assert!(out.is_empty(), "{out}");
+    let o = run(&env, &["warm", "az://models/m"]);
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(r#"az://models/m is read as account "models", container "m""#),
+        "{err}"
+    );
+    assert!(err.contains("AZURE_STORAGE_ACCOUNT_NAME"), "{err}");
+    // A URI too short to name a container under that reading: a usage error
+    // that says how it was read.
+    let o = run(&env, &["warm", "az://models"]);
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(r#"names no container (read as account "models""#)
+            && err.contains("AZURE_STORAGE_ACCOUNT_NAME"),
+        "{err}"
+    );
+    // The cache, too, says how it read an account it found nothing under.
+    let ls = ok(&run(&env, &["ls", "az://models/m"]));
+    assert!(
+        ls.contains("nothing cached at or under az://models/m")
+            && ls.contains(r#"the account "models" was assumed"#),
+        "{ls}"
+    );
+
+    // Named by the variable or by --account: read as the streamer's form,
+    // and nothing said about an account.
+    let mut named = env.clone();
+    named.push(("AZURE_STORAGE_ACCOUNT_NAME", "acct".into()));
+    for (env, args) in [
+        (&named, vec!["cat", "az://models/m/a.bin"]),
+        (
+            &env,
+            vec!["cat", "--account", "acct", "az://models/m/a.bin"],
+        ),
+        (
+            &env,
+            vec!["cat", "az://acct/models/m/a.bin", "--account", "acct"],
+        ),
+    ] {
+        let o = run(env, &args);
+        let err = text(&o).1;
+        if args.contains(&"az://acct/models/m/a.bin") {
+            // --account makes every URI the streamer's form: container "acct".
+            assert_eq!(o.status.code(), Some(1), "{err}");
+            assert!(!err.contains("was assumed"), "{err}");
+            continue;
+        }
+        assert!(o.status.success(), "{args:?}: {err}");
+        assert!(o.stdout == data, "{args:?}");
+        assert!(!err.contains("is read as account"), "{args:?}: {err}");
+    }
+    // The full form with the variable naming that account: the full form.
+    let o = run(&named, &["cat", "az://acct/models/m/a.bin"]);
+    assert!(o.status.success() && o.stdout == data, "{:?}", text(&o));
 }

@@ -10,6 +10,11 @@
 //! beside this command, else `python3` on the PATH, and reads its report as
 //! typed JSON; without that Python or its `blobcache` package the check is
 //! skipped, saying so, and a report it cannot read is a problem.
+//!
+//! That report's verdict is the source of truth: when it says the library
+//! will not load (`will_load` false, or exit status 1), every reason it
+//! gives is a problem here, so `doctor` never says "no problems found"
+//! where `python -m blobcache` fails.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -70,7 +75,7 @@ fn var(name: &str) -> Option<String> {
 
 pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
     let timeout = Duration::from_secs(timeout);
-    let loc = uri.map(|u| location(&u, account)).transpose()?;
+    let loc = uri.as_deref().map(|u| location(u, account)).transpose()?;
     let mut r = Report {
         lines: vec![format!("blobcache {}", env!("CARGO_PKG_VERSION"))],
         problems: vec![],
@@ -128,6 +133,11 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
 
     r.line("");
     r.line("origin:");
+    if let (Some(l), Some(u)) = (&loc, &uri) {
+        if let Some(said) = l.assumed_account(u) {
+            r.line(format!("  {said}"));
+        }
+    }
     if let Ok(c) = &config {
         let quick = Config {
             fetch_timeout: timeout.min(c.fetch_timeout),
@@ -142,7 +152,12 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
             }
             OriginConfig::Azure => match &account {
                 None => r.line("  no account given (--account, an az:// URI, or AZURE_STORAGE_ACCOUNT_NAME): endpoint not checked"),
-                Some(acct) => check_azure(&mut r, &quick, acct),
+                Some(acct) => check_azure(
+                    &mut r,
+                    &quick,
+                    acct,
+                    &loc.as_ref().map_or(String::new(), |l| l.account_hint()),
+                ),
             },
         }
         if let (Some(l), Ok(origin)) = (&loc, blobcache_core::origin::from_config(&quick)) {
@@ -177,7 +192,8 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
     }
 }
 
-fn check_azure(r: &mut Report, config: &Config, account: &str) {
+/// `hint`: what to append to a failure when the account was assumed.
+fn check_azure(r: &mut Report, config: &Config, account: &str, hint: &str) {
     let origin = match AzureOrigin::with_env(config, AzureEnv::from_process()) {
         Ok(o) => o,
         Err(e) => return r.problem(e.to_string()),
@@ -204,7 +220,7 @@ fn check_azure(r: &mut Report, config: &Config, account: &str) {
                 ""
             }
         )),
-        Err(e) => r.problem(format!("the endpoint does not answer: {e}")),
+        Err(e) => r.problem(format!("the endpoint does not answer: {e}{hint}")),
     }
     origin.shutdown();
 }
@@ -225,8 +241,10 @@ fn check_listing(r: &mut Report, origin: &dyn Origin, l: &crate::uri::Location) 
             ));
         }
         Err(e) => r.problem(format!(
-            "cannot list az://{}/{container}/{}: {e}",
-            l.account, l.path
+            "cannot list az://{}/{container}/{}: {e}{}",
+            l.account,
+            l.path,
+            l.account_hint()
         )),
     }
     origin.shutdown();
@@ -250,14 +268,13 @@ fn check_dir(r: &mut Report, c: &Config) {
                 Err(e) => r.problem(format!("{} is not writable: {e}", dir.display())),
             }
             if let Some((total, free)) = blobcache_core::store::filesystem_size(s.root()) {
-                let cap = super::cap(c, s.root()).unwrap_or(0);
+                let cap = super::cap(c, s.root()).map_or("?".into(), size);
                 let used = blobcache_core::store::evict::scan(s.root(), s.file_mode()).bytes;
                 r.line(format!(
-                    "  filesystem {} with {} free; cache uses {} of a {} cap",
+                    "  filesystem {} with {} free; cache uses {} of a {cap} cap",
                     size(total),
                     size(free),
                     size(used),
-                    size(cap)
                 ));
                 if free < c.block_size {
                     r.problem("the cache filesystem has less room than one block");
@@ -291,6 +308,12 @@ fn python() -> PathBuf {
 struct PythonReport {
     version: String,
     streamer: Streamer,
+    /// A verdict over the whole report, if the wheel gives one beside the
+    /// streamer's (e.g. settings the library would refuse): both count.
+    #[serde(default)]
+    will_load: Option<bool>,
+    #[serde(default)]
+    reasons: Vec<String>,
 }
 
 /// Whether the streamer installed beside that Python will load the library.
@@ -308,7 +331,9 @@ struct Streamer {
     set_by_startup_hook: bool,
     will_load: bool,
     /// Why it will not load the library.
+    #[serde(default)]
     reasons: Vec<String>,
+    #[serde(default)]
     notes: Vec<String>,
 }
 
@@ -319,7 +344,8 @@ enum Asked {
     NoPython,
     /// That Python has no `blobcache` package.
     NoModule,
-    Report(PythonReport),
+    /// Its report, and its exit status (0: will load, 1: will not).
+    Report(PythonReport, i32),
     /// It failed, or printed no report: why.
     Failed(String),
 }
@@ -343,8 +369,8 @@ fn ask_python(py: &Path) -> Asked {
     let last = stderr.lines().last().unwrap_or("").trim();
     match out.status.code() {
         // 0: the streamer will load the library; 1: it will not (the report says why).
-        Some(0 | 1) => match serde_json::from_slice(&out.stdout) {
-            Ok(report) => Asked::Report(report),
+        Some(code @ (0 | 1)) => match serde_json::from_slice(&out.stdout) {
+            Ok(report) => Asked::Report(report, code),
             Err(e) => Asked::Failed(format!("it printed no report doctor can read ({e})")),
         },
         Some(2) => Asked::Failed(format!(
@@ -357,7 +383,7 @@ fn ask_python(py: &Path) -> Asked {
 
 fn check_streamer(r: &mut Report) {
     let py = python();
-    let report = match ask_python(&py) {
+    let (report, code) = match ask_python(&py) {
         Asked::NoPython => {
             return r.line(format!(
                 "  not checked: no Python ({}) to ask",
@@ -376,7 +402,7 @@ fn check_streamer(r: &mut Report) {
                 py.display()
             ))
         }
-        Asked::Report(report) => report,
+        Asked::Report(report, code) => (report, code),
     };
     r.line(format!(
         "  (from {} -m blobcache, blobcache {})",
@@ -412,17 +438,34 @@ fn check_streamer(r: &mut Report) {
     for n in &s.notes {
         r.line(format!("  note: {n}"));
     }
-    if s.will_load {
+    // The report's verdict decides; its exit status must agree with it.
+    let mut reasons: Vec<&str> = Vec::new();
+    for reason in s.reasons.iter().chain(&report.reasons) {
+        if !reasons.contains(&reason.as_str()) {
+            reasons.push(reason);
+        }
+    }
+    let will_load = s.will_load && report.will_load != Some(false);
+    if will_load && code == 0 {
         return r.line("  will load blobcache: yes, at its first az:// read");
     }
     r.line("  will load blobcache: no");
-    for reason in &s.reasons {
-        r.line(format!("    - {reason}"));
+    for reason in &reasons {
+        r.problem(*reason);
+    }
+    if will_load {
+        r.problem(format!(
+            "{} -m blobcache exited with status {code} although its report says the library will load",
+            py.display()
+        ));
+    } else if reasons.is_empty() {
+        r.problem(format!(
+            "{} -m blobcache says the streamer will not load the library, and gives no reason",
+            py.display()
+        ));
     }
     if s.streamer.is_none() {
-        r.line("  (no streamer installed here: nothing to load the library)")
-    } else {
-        r.problem("the installed streamer will not load the library (reasons above)")
+        r.line("  (no streamer is installed beside this command: a node that only warms the cache can ignore this)");
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use blobcache_core::store::{evict, inventory, Store};
 
-use super::{config, filter, selected, store_or_say_empty};
+use super::{config, filter, say_nothing_cached_under, selected, store_or_say_empty};
 use crate::output::size;
 use crate::{Failure, Outcome};
 
@@ -47,38 +47,42 @@ pub fn run(Args { uri, to, all }: Args, account: Option<&str>) -> Outcome {
         return Ok(());
     };
     let _guard = evict_lock(&store)?;
-    let report = if let Some(target) = to {
-        evict::evict_to(store.root(), store.file_mode(), target, None)
+    // Before and after are the store's usage as scanned on disk (what the
+    // library's cap applies to and `stats` shows), so the difference is
+    // what the command freed (net of any fill by another process meanwhile).
+    let (before, blocks) = if let Some(target) = to {
+        let r = evict::evict_to(store.root(), store.file_mode(), target, None);
+        (r.before, r.blocks_removed)
     } else {
         let items = inventory::inventory(store.root(), store.file_mode());
+        let before = items.iter().map(|c| c.bytes).sum::<u64>();
         let chosen: Vec<_> = if all {
             items.iter().collect()
         } else {
             selected(&items, only.as_ref())
         };
-        if chosen.is_empty() && !all {
-            let _ = writeln!(
-                std::io::stdout(),
-                "nothing cached at or under {}",
-                uri.unwrap_or("")
-            );
+        if let (true, Some(uri), Some(loc)) = (chosen.is_empty(), uri, &only) {
+            say_nothing_cached_under(uri, loc);
             return Ok(());
         }
-        let r = inventory::remove(&chosen);
-        let total = evict::scan(store.root(), store.file_mode()).bytes;
-        evict::EvictReport {
-            before: total + (r.before - r.after),
-            after: total,
-            blocks_removed: r.blocks_removed,
-        }
+        (before, inventory::remove(&chosen).blocks_removed)
+    };
+    let after = evict::scan(store.root(), store.file_mode()).bytes;
+    let change = match after.cmp(&before) {
+        std::cmp::Ordering::Less => format!("{} less", size(before - after)),
+        std::cmp::Ordering::Equal => "unchanged".into(),
+        std::cmp::Ordering::Greater => format!(
+            "{} more: another process filled it meanwhile",
+            size(after - before)
+        ),
     };
     let _ = writeln!(
         std::io::stdout(),
-        "removed {} blocks: {} -> {} in {}",
-        report.blocks_removed,
-        size(report.before),
-        size(report.after),
-        store.root().parent().unwrap_or(store.root()).display()
+        "removed {blocks} block{} from {}: the cache holds {}, was {} ({change})",
+        if blocks == 1 { "" } else { "s" },
+        store.root().parent().unwrap_or(store.root()).display(),
+        size(after),
+        size(before),
     );
     Ok(())
 }

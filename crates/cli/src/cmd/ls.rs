@@ -86,7 +86,12 @@ pub fn run(Args { uri, json }: Args, account: Option<&str>) -> Outcome {
     }
     let mut out = std::io::stdout().lock();
     if items.is_empty() {
-        let _ = writeln!(out, "nothing cached in {}", cache_dir(&config).display());
+        match (&uri, &only) {
+            (Some(uri), Some(loc)) => super::say_nothing_cached_under(uri, loc),
+            _ => {
+                let _ = writeln!(out, "nothing cached in {}", cache_dir(&config).display());
+            }
+        }
         return Ok(());
     }
     let _ = writeln!(

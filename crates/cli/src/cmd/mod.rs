@@ -2,6 +2,11 @@
 //! URI arguments, and the store of the configured cache directory (which
 //! `ls`, `stats`, `verify`, `evict` and `doctor` read without the origin,
 //! through the library's own store code).
+//!
+//! Every command that cannot use the cache directory fails (exit status 1)
+//! saying why: `warm` and `cat` open the store as the library does
+//! ([`open_store`]); the others, which create nothing, accept a directory
+//! not made yet only if the library could make it ([`store`]).
 
 pub mod cat;
 pub mod doctor;
@@ -12,7 +17,7 @@ pub mod verify;
 pub mod warm;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use blobcache_core::config::MaxSize;
 use blobcache_core::store::{inventory, Store};
@@ -40,10 +45,34 @@ fn filter(uri: Option<&str>, account: Option<&str>) -> Result<Option<Location>, 
 
 /// Prints `value` as one line of JSON on stdout (the `--json` outputs).
 fn print_json(value: &impl serde::Serialize) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer(&mut out, value)
+    json_line(&mut std::io::stdout().lock(), value);
+}
+
+/// Writes `value` as one line of JSON to `out` (errors ignored: a closed
+/// pipe is the reader's choice).
+fn json_line(out: &mut impl Write, value: &impl serde::Serialize) {
+    let _ = serde_json::to_writer(&mut *out, value)
         .map_err(std::io::Error::from)
         .and_then(|()| writeln!(out));
+}
+
+/// Says on stderr which account `uri` was read with, when neither
+/// `--account` nor `AZURE_STORAGE_ACCOUNT_NAME` named one (for the commands
+/// that go to the origin, where a wrong account fails with a 404 or 403).
+fn say_assumed_account(loc: &Location, uri: &str) {
+    if let Some(s) = loc.assumed_account(uri) {
+        let _ = writeln!(std::io::stderr(), "blobcache: {s}");
+    }
+}
+
+/// `nothing cached at or under <uri>`, with how the URI was read when its
+/// account was assumed.
+fn say_nothing_cached_under(uri: &str, loc: &Location) {
+    let _ = writeln!(
+        std::io::stdout(),
+        "nothing cached at or under {uri}{}",
+        loc.account_hint()
+    );
 }
 
 /// The configuration from the environment (an invalid value fails the command).
@@ -66,23 +95,87 @@ fn store_or_say_empty(config: &Config) -> Result<Option<Store>, Failure> {
     Ok(store)
 }
 
-/// The store of the configured cache directory, or `None` when there is no
-/// cache there yet (nothing is created).
-fn store(config: &Config) -> Result<Option<Store>, Failure> {
-    let dir = config.dir.clone().ok_or_else(|| {
+/// The configured cache directory.
+fn dir(config: &Config) -> Result<PathBuf, Failure> {
+    config.dir.clone().ok_or_else(|| {
         Failure::Failed(
             "no cache directory: set BLOBCACHE_DIR (HOME and XDG_CACHE_HOME are unset)".into(),
         )
-    })?;
+    })
+}
+
+/// The failure of a command that cannot use the cache directory.
+fn unusable(dir: &Path, why: impl std::fmt::Display) -> Failure {
+    Failure::Failed(format!(
+        "cannot use the cache directory {}: {why}; set BLOBCACHE_DIR to a directory this user can create and write",
+        dir.display()
+    ))
+}
+
+/// The store of the configured cache directory, or `None` when there is no
+/// cache there yet but the library could make one (nothing is created); an
+/// error when the directory cannot be used.
+fn store(config: &Config) -> Result<Option<Store>, Failure> {
+    let dir = dir(config)?;
     if !dir.join(blobcache_core::store::LAYOUT).is_dir() {
+        creatable(&dir).map_err(|why| unusable(&dir, why))?;
         return Ok(None);
     }
-    Ok(Some(Store::open(
-        &dir,
-        config.block_size,
-        config.shared,
-        config.fsync,
-    )?))
+    Store::open(&dir, config.block_size, config.shared, config.fsync)
+        .map(Some)
+        .map_err(|e| unusable(&dir, e))
+}
+
+/// The store of the configured cache directory, opened (created if need
+/// be) as the library opens it: for the commands that fill it. The library
+/// would read straight from the origin without it; a command fails.
+pub fn open_store(config: &Config) -> Result<Store, Failure> {
+    let dir = dir(config)?;
+    Store::open(&dir, config.block_size, config.shared, config.fsync).map_err(|e| unusable(&dir, e))
+}
+
+/// Whether the library could set up its store in `dir`, which has none
+/// yet, found out without leaving anything behind: `dir`, or the nearest
+/// directory above it that exists, must be a directory (not a link, for
+/// `dir` itself, as the store refuses one) in which a directory can be made
+/// (one is made and removed at once).
+fn creatable(dir: &Path) -> Result<(), String> {
+    let at = match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(format!(
+                "{} is a symbolic link, which the cache does not follow",
+                dir.display()
+            ))
+        }
+        Ok(m) if !m.is_dir() => return Err(format!("{} is not a directory", dir.display())),
+        Ok(_) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut at = dir;
+            loop {
+                at = at.parent().unwrap_or(Path::new("/"));
+                match std::fs::metadata(at) {
+                    Ok(m) if m.is_dir() => break at,
+                    Ok(_) => return Err(format!("{} is not a directory", at.display())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && at != Path::new("/") => {}
+                    Err(e) => return Err(format!("{}: {e}", at.display())),
+                }
+            }
+        }
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let probe = at.join(format!(".blobcache-probe.{}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .map_err(|e| format!("cannot create a directory in {}: {e}", at.display()))?;
+    let _ = std::fs::remove_dir(&probe);
+    Ok(())
+}
+
+/// `dir`, or the nearest directory above it that exists (where a cache not
+/// made yet would be, for its filesystem's size).
+fn existing(dir: &Path) -> &Path {
+    dir.ancestors()
+        .find(|p| p.is_dir())
+        .unwrap_or(Path::new("/"))
 }
 
 fn cache_dir(config: &Config) -> PathBuf {

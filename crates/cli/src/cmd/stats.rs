@@ -7,7 +7,7 @@ use blobcache_core::stats::Snapshot;
 use blobcache_core::store::{counters, inventory};
 use serde::Serialize;
 
-use super::{cache_dir, cap, config, print_json, store};
+use super::{cache_dir, cap, config, existing, print_json, store};
 use crate::output::{size, utc};
 use crate::Outcome;
 
@@ -56,20 +56,11 @@ pub fn run(Args { json, reset }: Args) -> Outcome {
         .iter()
         .filter(|c| c.meta.is_ok() && c.blocks_present == c.blocks_total)
         .count();
-    let cap = cap(
-        &config,
-        if dir.exists() {
-            &dir
-        } else {
-            std::path::Path::new("/")
-        },
-    );
-    let free = blobcache_core::store::filesystem_size(if dir.exists() {
-        &dir
-    } else {
-        std::path::Path::new("/")
-    })
-    .map(|(_, free)| free);
+    // A cache not made yet would be on the filesystem of the nearest
+    // directory above it.
+    let fs = existing(&dir);
+    let cap = cap(&config, fs);
+    let free = blobcache_core::store::filesystem_size(fs).map(|(_, free)| free);
     let persisted = match &store {
         Some(s) => counters::read(s.root())?,
         None => None,

@@ -7,7 +7,9 @@ use std::time::Instant;
 use blobcache_core::store::inventory;
 use serde::Serialize;
 
-use super::{config, filter, name_of, print_json, selected, store_or_say_empty};
+use super::{
+    config, filter, name_of, print_json, say_nothing_cached_under, selected, store_or_say_empty,
+};
 use crate::output::size;
 use crate::{Failure, Outcome};
 
@@ -50,6 +52,10 @@ pub fn run(Args { uri, dry_run, json }: Args, account: Option<&str>) -> Outcome 
     };
     let items = inventory::inventory(store.root(), store.file_mode());
     let items = selected(&items, only.as_ref());
+    if let (true, false, Some(uri), Some(loc)) = (items.is_empty(), json, &uri, &only) {
+        say_nothing_cached_under(uri, loc);
+        return Ok(());
+    }
     let t0 = Instant::now();
     let (mut checked, mut bytes, mut busy) = (0u64, 0u64, 0u64);
     let mut bad = Vec::new();

@@ -11,7 +11,7 @@ use blobcache_core::origin::Listed;
 use blobcache_core::{BlobKey, Cache};
 use serde::Serialize;
 
-use super::{config, location, print_json};
+use super::{config, location, open_store, print_json, say_assumed_account};
 use crate::output::{rate, rounded, size};
 use crate::progress::Progress;
 use crate::uri;
@@ -68,20 +68,19 @@ pub fn run(
 ) -> Outcome {
     let (uri, jobs) = (uri.as_str(), jobs as usize);
     let loc = location(uri, account)?;
-    let Some(container) = loc.container.clone() else {
-        return Err(Failure::Usage(format!(
-            "{uri:?} names no container; {}",
-            uri::FORMS
-        )));
-    };
+    let container = loc.container(uri).map_err(Failure::Usage)?.to_string();
     let config = config()?;
+    // The library would read straight from the origin without a store;
+    // warming needs one.
+    open_store(&config)?;
+    say_assumed_account(&loc, uri);
     let cache = Arc::new(Cache::new(config)?);
     // The listing asks for the folder's prefix; `covers` then keeps the
     // exact blob and what is under it as a folder.
     let listed = cache
         .origin()
         .list(&loc.account, &container, &loc.path)
-        .map_err(|e| format!("cannot list {uri}: {e}"))?;
+        .map_err(|e| format!("cannot list {uri}: {e}{}", loc.account_hint()))?;
     let blobs: Vec<_> = listed
         .into_iter()
         .filter(|b| uri::covers_name(&loc.path, &b.name))
@@ -89,7 +88,8 @@ pub fn run(
     if blobs.is_empty() {
         cache.shutdown();
         return Err(Failure::Failed(format!(
-            "nothing to warm: no blob at or under {uri}"
+            "nothing to warm: no blob at or under {uri}{}",
+            loc.account_hint()
         )));
     }
     let r = warm(

@@ -32,6 +32,7 @@ fn four_processes_cold_reading_256_mib_fetch_each_block_from_azure_once() {
                     "az://devstoreaccount1/big/model.safetensors",
                     "--threads",
                     "4",
+                    "--stats",
                 ])
                 .arg("--out")
                 .arg(&out)
@@ -44,14 +45,15 @@ fn four_processes_cold_reading_256_mib_fetch_each_block_from_azure_once() {
     let mut fetched = 0;
     for (out, child) in children {
         let o = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        fetched += stdout
+        // The counters (--stats): one JSON line on stderr.
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stderr}");
+        fetched += stderr
             .split("\"blocks_fetched\":")
             .nth(1)
             .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no blocks_fetched in {stdout}"));
+            .unwrap_or_else(|| panic!("no blocks_fetched in {stderr}"));
         eprintln!("a process finished after {:?}", t0.elapsed());
         assert!(
             std::fs::read(&out).unwrap() == data,
