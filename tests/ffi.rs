@@ -911,3 +911,75 @@ fn a_misconfiguration_is_printed_on_stderr_once_per_process_whatever_fails_on_it
     assert_eq!(error_lines(&stderr, "").len(), 4, "{stderr}");
     assert!(!stderr.contains(key), "the key was printed:\n{stderr}");
 }
+
+#[test]
+fn blobcache_check_config_counts_and_names_every_problem_without_starting_anything() {
+    let fx = Fixture::new("ffi-check");
+    let key = "Q2hlY2tDb25maWdTZWNyZXRLZXlWYWx1ZQ==";
+    let mut env = fx.env("64K");
+    env.push(("BLOBCACHE_ORIGIN".into(), "azure".into()));
+    env.push(("BLOBCACHE_MAX_SIZE".into(), "lots".into()));
+    env.push(("BLOBCACHE_FETCH_TIMEOUT".into(), key.into()));
+    env.push(("AZURE_STORAGE_ACCOUNT_KEY".into(), key.into()));
+    in_own_process(
+        "blobcache_check_config_counts_and_names_every_problem_without_starting_anything",
+        &env,
+        || {
+            std::env::remove_var("AZURE_STORAGE_ACCOUNT_NAME");
+            let f = lib()
+                .handle
+                .symbol("blobcache_check_config")
+                .expect("blobcache_check_config is exported");
+            // SAFETY: `ssize_t (char *, size_t)`, include/blobcache.h.
+            let check = unsafe {
+                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_char, usize) -> isize>(
+                    f.as_ptr(),
+                )
+            };
+            let run = |size: usize| {
+                let mut buf = vec![0x55 as c_char; size + 8];
+                // SAFETY: `buf` holds more than `size` bytes.
+                let n = unsafe { check(buf.as_mut_ptr(), size) };
+                assert!(buf[size..].iter().all(|&b| b == 0x55), "wrote past {size}");
+                let text = if size == 0 {
+                    String::new()
+                } else {
+                    // SAFETY: NUL-terminated within `size` bytes by the call.
+                    unsafe { CStr::from_ptr(buf.as_ptr()) }
+                        .to_str()
+                        .unwrap()
+                        .to_owned()
+                };
+                (n, text)
+            };
+            let (n, text) = run(4096);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(n, 3, "{text}");
+            assert!(
+                lines[0].starts_with("BLOBCACHE_MAX_SIZE=lots is not valid; use "),
+                "{text}"
+            );
+            assert!(
+                lines[1].starts_with("BLOBCACHE_FETCH_TIMEOUT=<redacted> is not valid; use "),
+                "{text}"
+            );
+            assert!(
+                lines[2].starts_with("AZURE_STORAGE_ACCOUNT_NAME is not set: "),
+                "{text}"
+            );
+            assert!(!text.contains(key), "{text}");
+            for size in [0, 1, 10, 100] {
+                assert_eq!(run(size).0, 3);
+            }
+            // SAFETY: NULL with size 0 is allowed.
+            assert_eq!(unsafe { check(std::ptr::null_mut(), 0) }, 3);
+            // Fixed: nothing to report.
+            std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT);
+            std::env::set_var("BLOBCACHE_MAX_SIZE", "1G");
+            std::env::set_var("BLOBCACHE_FETCH_TIMEOUT", "5s");
+            assert_eq!(run(64), (0, String::new()));
+            // Nothing was started: no cache directory made.
+            assert!(fx.cache_files().is_empty());
+        },
+    );
+}
