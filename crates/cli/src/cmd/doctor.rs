@@ -91,6 +91,13 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
         }
         Err(e) => r.problem(format!("the configuration is invalid: {e}")),
     }
+    // The library's own check (python -m blobcache asks the library for the
+    // same list): every invalid setting, and an unset account name.
+    for p in blobcache_core::provider::check_config() {
+        if !r.problems.iter().any(|q| q.contains(&p)) {
+            r.problem(p);
+        }
+    }
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name.starts_with("BLOBCACHE_") && !VARIABLES.contains(&name.as_ref()) {
