@@ -755,6 +755,25 @@ exit {}"#,
 }
 
 #[test]
+fn doctor_like_python_m_blobcache_fails_when_no_streamer_is_installed() {
+    let (_f, env) = dir_fixture("doctor-no-streamer");
+    let script = r#"[ "$*" = "-m blobcache --json" ] || exit 3
+cat <<'END'
+{"version": "9.9.9", "streamer": {"runai-model-streamer": null, "runai-model-streamer-azure": null,
+ "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED": null, "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB": null,
+ "set_by_startup_hook": false, "reasons": ["runai-model-streamer is not installed"], "notes": [],
+ "will_load": false}}
+END
+exit 1"#;
+    let (code, out) = doctor_beside(Some(script), &env);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("PROBLEM: no Run:ai streamer is installed for this Python"),
+        "{out}"
+    );
+}
+
+#[test]
 fn counters_of_a_process_killed_with_sigkill_are_on_disk_up_to_its_last_periodic_flush() {
     use blobcache_testing::proxy::{Fault, Gate};
     let az = Azurite::start();

@@ -426,8 +426,9 @@ fn check_streamer(r: &mut Report) {
     for reason in &s.reasons {
         r.line(format!("    - {reason}"));
     }
+    // A problem either way, as python -m blobcache's exit status says.
     if s.streamer.is_none() {
-        r.line("  (no streamer installed here: nothing to load the library)")
+        r.problem("no Run:ai streamer is installed for this Python: nothing will load the library")
     } else {
         r.problem("the installed streamer will not load the library (reasons above)")
     }
