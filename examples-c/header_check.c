@@ -25,6 +25,7 @@ int main(void)
     (void)blob_read_fn;
     (void)shutdown_fn;
     (void)blobcache_stats_json;
+    (void)blobcache_check_config;
     printf("header_check: blobcache.h compiles with <sys/socket.h>, "
            "<unistd.h> and <stdio.h>\n");
     return abi_version() == 1 ? 0 : 1;

@@ -178,6 +178,24 @@ void blobcache_shutdown(void);
  */
 ssize_t blobcache_stats_json(char *buf, size_t len);
 
+/**
+ * Checks the settings this process's environment gives the library,
+ * without starting anything or printing anything: every `BLOBCACHE_*`
+ * setting (an invalid one fails every read), and, for the Azure origin,
+ * `AZURE_STORAGE_ACCOUNT_NAME` (the streamer passes its value as the
+ * account of every read). Returns the number of problems, 0 when reads can
+ * start; -1 on an internal error.
+ *
+ * Writes the problems' messages into `buf`, one per line (each names the
+ * variable and the fix, never a credential), NUL-terminated and truncated
+ * to `len` bytes; nothing when `buf` is NULL or `len` is 0. An empty
+ * string when there is none.
+ *
+ * # Safety
+ * `buf` must be NULL or point to `len` writable bytes.
+ */
+ssize_t blobcache_check_config(char *buf, size_t len);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -227,6 +227,31 @@ pub unsafe extern "C" fn blobcache_stats_json(buf: *mut c_char, len: usize) -> s
     json.len() as ssize_t
 }
 
+/// Checks the settings this process's environment gives the library,
+/// without starting anything or printing anything: every `BLOBCACHE_*`
+/// setting (an invalid one fails every read), and, for the Azure origin,
+/// `AZURE_STORAGE_ACCOUNT_NAME` (the streamer passes its value as the
+/// account of every read). Returns the number of problems, 0 when reads can
+/// start; -1 on an internal error.
+///
+/// Writes the problems' messages into `buf`, one per line (each names the
+/// variable and the fix, never a credential), NUL-terminated and truncated
+/// to `len` bytes; nothing when `buf` is NULL or `len` is 0. An empty
+/// string when there is none.
+///
+/// # Safety
+/// `buf` must be NULL or point to `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn blobcache_check_config(buf: *mut c_char, len: usize) -> ssize_t {
+    let Ok(problems) = panic::guard(provider::check_config) else {
+        return -1;
+    };
+    // SAFETY: `buf` is NULL or points to `len` writable bytes (this
+    // function's contract).
+    unsafe { ffi::write_message(buf, len, &problems.join("\n")) };
+    problems.len() as ssize_t
+}
+
 #[cfg(test)]
 mod tests {
     //! The checks this layer makes before anything reaches the cache (no

@@ -424,7 +424,12 @@ fn bad_arguments_fail_with_a_clear_message_and_touch_nothing() {
         || {
             type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a str);
             let cases: Vec<Case> = vec![
-                (b"", CONTAINER.as_bytes(), b"m", "account name is empty"),
+                (
+                    b"",
+                    CONTAINER.as_bytes(),
+                    b"m",
+                    "AZURE_STORAGE_ACCOUNT_NAME is not set",
+                ),
                 (ACCOUNT.as_bytes(), b"", b"m", "container name is empty"),
                 (
                     ACCOUNT.as_bytes(),
@@ -778,6 +783,203 @@ fn control_characters_in_names_come_back_escaped_in_a_one_line_message() {
             // The library still reads good names.
             let (ret, msg) = call_cdylib(ACCOUNT, CONTAINER, "m", 1000);
             assert_eq!(ret, 1000, "{}", String::from_utf8_lossy(&msg));
+        },
+    );
+}
+
+/// Runs test `name` of this binary in a child process of its own, with
+/// `env` and `BC_STDERR_CHILD=1` set, and returns what the child wrote on
+/// stderr; panics if the child's test failed.
+fn stderr_of_child_test(name: &str, env: &[(String, String)]) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env_remove("BLOBCACHE_LOG")
+        .env_remove("AZURE_STORAGE_ACCOUNT_NAME")
+        .env("BC_STDERR_CHILD", "1")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child test {name} failed:\n{stdout}{stderr}"
+    );
+    stderr
+}
+
+/// The lines of `stderr` that the library printed at error level and that
+/// contain `what`.
+fn error_lines<'a>(stderr: &'a str, what: &str) -> Vec<&'a str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("blobcache: error: ") && l.contains(what))
+        .collect()
+}
+
+#[test]
+fn a_misconfiguration_is_printed_on_stderr_once_per_process_whatever_fails_on_it() {
+    const NAME: &str =
+        "a_misconfiguration_is_printed_on_stderr_once_per_process_whatever_fails_on_it";
+    let data = bytes(12, 1000);
+    if std::env::var_os("BC_STDERR_CHILD").is_some() {
+        // Many reads, on many threads, over three lifecycles (the streamer
+        // calls shutdown after each session and reads again).
+        for _ in 0..3 {
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        for _ in 0..10 {
+                            let m = read_err(ACCOUNT.as_bytes(), CONTAINER.as_bytes(), b"m", 0, 8);
+                            assert!(m.contains("BLOBCACHE_MAX_SIZE=lots is not valid"), "{m}");
+                        }
+                    });
+                }
+            });
+            shutdown();
+        }
+        // A child forked after the line was printed shares it: no repeat.
+        // SAFETY: the child only calls blob_read and _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut buf = [0u8; 8];
+            let r = call(
+                ACCOUNT.as_bytes(),
+                CONTAINER.as_bytes(),
+                b"m",
+                &mut buf,
+                0,
+                512,
+            );
+            // SAFETY: ends this forked child at once.
+            unsafe { libc::_exit(if r.ret == -1 { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child, a valid status pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        // The streamer passes an empty account when AZURE_STORAGE_ACCOUNT_NAME is unset.
+        for _ in 0..20 {
+            let m = read_err(b"", CONTAINER.as_bytes(), b"m", 0, 8);
+            assert!(m.contains("AZURE_STORAGE_ACCOUNT_NAME is not set"), "{m}");
+        }
+        // Another bad value (the environment changed, the next lifecycle
+        // reads it): news, printed once too.
+        std::env::set_var("BLOBCACHE_MAX_SIZE", "heaps");
+        shutdown();
+        for _ in 0..5 {
+            read_err(ACCOUNT.as_bytes(), CONTAINER.as_bytes(), b"m", 0, 8);
+        }
+        // Fixed: reads work, and nothing more is printed.
+        std::env::set_var("BLOBCACHE_MAX_SIZE", "1G");
+        std::env::remove_var("BLOBCACHE_AZURE_AUTH");
+        shutdown();
+        assert_eq!(read_ok("m", 0, 1000), data);
+        return;
+    }
+    let fx = Fixture::new("ffi-loud");
+    fx.put("m", &data);
+    let key = "U3VwZXJTZWNyZXRBY2NvdW50S2V5VmFsdWU=";
+    let mut env = fx.env("64K");
+    env.push(("BLOBCACHE_MAX_SIZE".into(), "lots".into()));
+    // A key pasted into the wrong variable is still a secret.
+    env.push(("AZURE_STORAGE_ACCOUNT_KEY".into(), key.into()));
+    env.push(("BLOBCACHE_AZURE_AUTH".into(), key.into()));
+    let stderr = stderr_of_child_test(NAME, &env);
+    let lots = error_lines(
+        &stderr,
+        "BLOBCACHE_MAX_SIZE=lots is not valid; use a size such as",
+    );
+    assert_eq!(lots.len(), 1, "{stderr}");
+    assert!(
+        lots[0].ends_with("(every read through blobcache fails until this is fixed; the Run:ai streamer shows such a failure as \"File access error\")"),
+        "{}",
+        lots[0]
+    );
+    let auth = error_lines(
+        &stderr,
+        "BLOBCACHE_AZURE_AUTH=<redacted> is not valid; use auto",
+    );
+    assert_eq!(auth.len(), 1, "{stderr}");
+    let account = error_lines(&stderr, "AZURE_STORAGE_ACCOUNT_NAME is not set: ");
+    assert_eq!(account.len(), 1, "{stderr}");
+    assert_eq!(
+        error_lines(&stderr, "BLOBCACHE_MAX_SIZE=heaps").len(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(error_lines(&stderr, "").len(), 4, "{stderr}");
+    assert!(!stderr.contains(key), "the key was printed:\n{stderr}");
+}
+
+#[test]
+fn blobcache_check_config_counts_and_names_every_problem_without_starting_anything() {
+    let fx = Fixture::new("ffi-check");
+    let key = "Q2hlY2tDb25maWdTZWNyZXRLZXlWYWx1ZQ==";
+    let mut env = fx.env("64K");
+    env.push(("BLOBCACHE_ORIGIN".into(), "azure".into()));
+    env.push(("BLOBCACHE_MAX_SIZE".into(), "lots".into()));
+    env.push(("BLOBCACHE_FETCH_TIMEOUT".into(), key.into()));
+    env.push(("AZURE_STORAGE_ACCOUNT_KEY".into(), key.into()));
+    in_own_process(
+        "blobcache_check_config_counts_and_names_every_problem_without_starting_anything",
+        &env,
+        || {
+            std::env::remove_var("AZURE_STORAGE_ACCOUNT_NAME");
+            let f = lib()
+                .handle
+                .symbol("blobcache_check_config")
+                .expect("blobcache_check_config is exported");
+            // SAFETY: `ssize_t (char *, size_t)`, include/blobcache.h.
+            let check = unsafe {
+                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_char, usize) -> isize>(
+                    f.as_ptr(),
+                )
+            };
+            let run = |size: usize| {
+                let mut buf = vec![0x55 as c_char; size + 8];
+                // SAFETY: `buf` holds more than `size` bytes.
+                let n = unsafe { check(buf.as_mut_ptr(), size) };
+                assert!(buf[size..].iter().all(|&b| b == 0x55), "wrote past {size}");
+                let text = if size == 0 {
+                    String::new()
+                } else {
+                    // SAFETY: NUL-terminated within `size` bytes by the call.
+                    unsafe { CStr::from_ptr(buf.as_ptr()) }
+                        .to_str()
+                        .unwrap()
+                        .to_owned()
+                };
+                (n, text)
+            };
+            let (n, text) = run(4096);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(n, 3, "{text}");
+            assert!(
+                lines[0].starts_with("BLOBCACHE_MAX_SIZE=lots is not valid; use "),
+                "{text}"
+            );
+            assert!(
+                lines[1].starts_with("BLOBCACHE_FETCH_TIMEOUT=<redacted> is not valid; use "),
+                "{text}"
+            );
+            assert!(
+                lines[2].starts_with("AZURE_STORAGE_ACCOUNT_NAME is not set: "),
+                "{text}"
+            );
+            assert!(!text.contains(key), "{text}");
+            for size in [0, 1, 10, 100] {
+                assert_eq!(run(size).0, 3);
+            }
+            // SAFETY: NULL with size 0 is allowed.
+            assert_eq!(unsafe { check(std::ptr::null_mut(), 0) }, 3);
+            // Fixed: nothing to report.
+            std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT);
+            std::env::set_var("BLOBCACHE_MAX_SIZE", "1G");
+            std::env::set_var("BLOBCACHE_FETCH_TIMEOUT", "5s");
+            assert_eq!(run(64), (0, String::new()));
+            // Nothing was started: no cache directory made.
+            assert!(fx.cache_files().is_empty());
         },
     );
 }

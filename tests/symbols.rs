@@ -36,8 +36,9 @@ fn exported_functions(file: &Path) -> Vec<String> {
     exported
 }
 
-const PREFIXED: [&str; 4] = [
+const PREFIXED: [&str; 5] = [
     "blobcache_abi_version",
+    "blobcache_check_config",
     "blobcache_read",
     "blobcache_shutdown",
     "blobcache_stats_json",
@@ -50,6 +51,7 @@ fn exports_are_exactly_the_streamer_interface_and_documented_extras() {
         [
             "blob_read",
             "blobcache_abi_version",
+            "blobcache_check_config",
             "blobcache_read",
             "blobcache_shutdown",
             "blobcache_stats_json",
@@ -95,6 +97,7 @@ fn the_header_declares_the_prefixed_functions_and_types_for_the_streamers_names(
         "ssize_t blobcache_read(const char *account,",
         "void blobcache_shutdown(void);",
         "ssize_t blobcache_stats_json(char *buf, size_t len);",
+        "ssize_t blobcache_check_config(char *buf, size_t len);",
         "typedef uint32_t (*blobcache_abi_version_fn)(void);",
         "typedef ssize_t (*blobcache_blob_read_fn)(const char *account,",
         "typedef void (*blobcache_shutdown_fn)(void);",

@@ -1,8 +1,12 @@
 """``python -m blobcache``: where the library is, how it is configured, and
 whether the installed Run:ai streamer will load it.
 
-Exit status: 0 when the streamer in this environment will load our library,
-1 when it will not (the output says why), 2 on a usage error.
+Exit status: 0 when the streamer in this environment will load our library
+and its reads can work, 1 when it will not or when every read would fail
+(an invalid setting, or no account name for the Azure origin; the output
+names each variable and its fix), 2 on a usage error. The settings are
+checked by the library itself (``blobcache_check_config``), the same check
+``blobcache doctor`` makes.
 Credentials are never printed, only whether they are present.
 
 ``--json`` prints the same facts as one JSON object (``report()``): strings,
@@ -75,7 +79,9 @@ usage: python -m blobcache [--json]
 Prints the path and version of the installed libblobcache.so, the effective
 configuration (BLOBCACHE_* and the Azure variables; credentials only as
 present/absent), and whether the Run:ai streamer installed here will load the
-library. Exit status 0 when it will, 1 when it will not, 2 on a usage error.
+library, and whether the library's settings let its reads work. Exit status 0
+when it will load it and they do, 1 when it will not or a setting fails every
+read (each named with its fix), 2 on a usage error.
 
   --json    the same as one JSON object
 """
@@ -97,10 +103,26 @@ def default_dir():
     return None
 
 
+def _redactor():
+    """Replaces the value of every secret variable set here (8 characters or more, as the
+    library's redact.rs does) wherever it appears: a key pasted into a setting is still a key."""
+    secrets = sorted({v.strip() for v in map(_env, SECRET_VARS) if v and len(v.strip()) >= 8}, key=len, reverse=True)
+
+    def redact(text):
+        if text is None:
+            return None
+        for secret in secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    return redact
+
+
 def configuration():
+    redact = _redactor()
     settings = {}
     for name, default in SETTINGS:
-        value = _env(name)
+        value = redact(_env(name))
         if name == "BLOBCACHE_DIR" and value is None:
             default = default_dir() or "(none: set BLOBCACHE_DIR)"
         settings[name] = {
@@ -109,7 +131,7 @@ def configuration():
         }
     known = {n for n, _ in SETTINGS}
     unknown = sorted(n for n in os.environ if n.startswith("BLOBCACHE_") and n not in known)
-    azure = {n: _env(n) for n in AZURE_SHOWN}
+    azure = {n: redact(_env(n)) for n in AZURE_SHOWN}
     azure.update({n: "present" if _env(n) else "absent" for n in AZURE_SECRET})
     return {"settings": settings, "unknown_settings": unknown, "azure": azure, "credential": credential_kind()}
 
@@ -135,7 +157,8 @@ def probe_library(path):
         out["error"] = f"dlopen failed: {e}"
         return out
     out["loads"] = True
-    for sym in ("cache_abi_version", "runai_cache_abi_version", "blob_read", "shutdown", "blobcache_stats_json"):
+    for sym in ("cache_abi_version", "runai_cache_abi_version", "blob_read", "shutdown", "blobcache_stats_json",
+                "blobcache_check_config"):
         try:
             getattr(lib, sym)
         except AttributeError:
@@ -146,6 +169,25 @@ def probe_library(path):
         fn.restype = ctypes.c_uint32
         out["abi_version"] = int(fn())
     return out
+
+
+def check_settings(path):
+    """The library's own check of this environment's settings (``blobcache_check_config``):
+    a list of problems, each naming the variable and the fix (empty: reads can start), or
+    None when the library cannot be asked (it does not load, or is older than the check)."""
+    try:
+        lib = ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+        fn = lib.blobcache_check_config
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    fn.restype = ctypes.c_ssize_t
+    buf = ctypes.create_string_buffer(1 << 16)
+    n = fn(buf, len(buf))
+    if n < 0:
+        return None
+    problems = buf.value.decode("utf-8", "replace").splitlines()
+    return problems[:n]
 
 
 def _streamer_azure_lib():
@@ -225,12 +267,23 @@ def streamer_check(lib_probe):
 
 def report():
     probe = probe_library(blobcache.library_path())
+    cfg = configuration()
+    # None when the library could not be asked (the streamer's reasons say why).
+    cfg["problems"] = check_settings(probe["path"]) if probe["loads"] else None
+    streamer = streamer_check(probe)
+    if any(p.startswith("AZURE_STORAGE_ACCOUNT_NAME ") for p in cfg["problems"] or []):
+        streamer["notes"] = [n for n in streamer["notes"] if not n.startswith("AZURE_STORAGE_ACCOUNT_NAME ")]
     return {
         "version": blobcache.__version__,
         "library": probe,
-        "configuration": configuration(),
-        "streamer": streamer_check(probe),
+        "configuration": cfg,
+        "streamer": streamer,
     }
+
+
+def reads_will_work(rep):
+    """The verdict: the streamer will load the library and no setting fails its reads."""
+    return rep["streamer"]["will_load"] and rep["configuration"]["problems"] == []
 
 
 def format_text(rep):
@@ -273,6 +326,18 @@ def format_text(rep):
         lines.append("  will load blobcache: no")
         for reason in st["reasons"]:
             lines.append(f"    - {reason}")
+    problems = cfg["problems"]
+    lines.append("")
+    if problems is None:
+        lines.append("settings: not checked (the library could not be asked; see above)")
+    elif problems:
+        n = len(problems)
+        lines.append(f"settings: {n} problem{'s' if n > 1 else ''}; every read through blobcache fails until "
+                     f"{'they are' if n > 1 else 'it is'} fixed:")
+        for p in problems:
+            lines.append(f"  - {p}")
+    else:
+        lines.append("settings: valid")
     return "\n".join(lines) + "\n"
 
 
@@ -293,7 +358,7 @@ def main(argv=None):
         sys.stdout.write(json.dumps(rep, indent=2) + "\n")
     else:
         sys.stdout.write(format_text(rep))
-    return 0 if rep["streamer"]["will_load"] else 1
+    return 0 if reads_will_work(rep) else 1
 
 
 if __name__ == "__main__":

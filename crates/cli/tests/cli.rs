@@ -690,13 +690,13 @@ fn doctor_beside(python: Option<&str>, env: &[(&'static str, String)]) -> (Optio
 /// A `python3` script printing a `python -m blobcache --json` report whose
 /// streamer part says `will_load` with `reasons` (JSON strings, comma
 /// separated), with `streamer` as the installed version (JSON), `extra`
-/// members at the top, and exit status `exit`.
+/// members of its `configuration` (e.g. `"problems": [...]`), and exit status `exit`.
 fn python_report(will_load: bool, reasons: &str, streamer: &str, extra: &str, exit: u8) -> String {
     format!(
         r#"[ "$*" = "-m blobcache --json" ] || exit 3
 cat <<'END'
 {{"version": "9.9.9", "library": {{"path": "/x/libblobcache.so", "loads": true, "abi_version": 1}},
- "configuration": {{}}, {extra} "streamer": {{"runai-model-streamer": {streamer}, "runai-model-streamer-azure": {streamer},
+ "configuration": {{{extra}}}, "streamer": {{"runai-model-streamer": {streamer}, "runai-model-streamer-azure": {streamer},
  "libstreamerazure": "/x/libstreamerazure.so", "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_ENABLED": null,
  "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB": "/x/libblobcache.so", "set_by_startup_hook": true,
  "startup_hook_ran": true, "reasons": [{reasons}], "notes": ["a note"], "will_load": {will_load}}}}}
@@ -784,14 +784,14 @@ fn doctor_agrees_with_python_m_blobcache_and_makes_every_reason_a_problem() {
                 "runai-model-streamer-azure is not installed (it carries",
             ],
         ),
-        // A verdict beside the streamer's (settings the library would
-        // refuse): its reasons count too.
+        // The library's check of the settings beside the streamer's
+        // verdict: its problems count too.
         (
             python_report(
                 true,
                 "",
                 "\"0.17.0\"",
-                r#""will_load": false, "reasons": ["BLOBCACHE_MAX_SIZE=lots is not a size"],"#,
+                r#""problems": ["BLOBCACHE_MAX_SIZE=lots is not a size"]"#,
                 1,
             ),
             vec!["BLOBCACHE_MAX_SIZE=lots is not a size"],
@@ -802,7 +802,7 @@ fn doctor_agrees_with_python_m_blobcache_and_makes_every_reason_a_problem() {
                 false,
                 r#""BLOBCACHE_MAX_SIZE=lots is not a size""#,
                 "\"0.17.0\"",
-                r#""will_load": false, "reasons": ["BLOBCACHE_MAX_SIZE=lots is not a size"],"#,
+                r#""problems": ["BLOBCACHE_MAX_SIZE=lots is not a size"]"#,
                 1,
             ),
             vec!["BLOBCACHE_MAX_SIZE=lots is not a size"],

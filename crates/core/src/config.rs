@@ -350,6 +350,71 @@ pub const VARIABLES: [&str; SETTINGS.len()] = {
     names
 };
 
+/// The variable whose value the Run:ai streamer passes as the account of
+/// every read (and without which it reads no `az://` path at all).
+pub const ACCOUNT_VAR: &str = "AZURE_STORAGE_ACCOUNT_NAME";
+
+/// Why a read whose account name is empty fails, and the fix: the streamer
+/// passes [`ACCOUNT_VAR`]'s value, so an empty account means it is not set.
+pub fn account_not_set() -> String {
+    format!(
+        "{ACCOUNT_VAR} is not set: the Run:ai streamer passes its value as \
+         the storage account of every az:// read; set it to the name of the \
+         storage account that holds the models, e.g. {ACCOUNT_VAR}=mystorageaccount"
+    )
+}
+
+/// The message of every invalid setting `get` returns, in the order of
+/// [`SETTINGS`]: not only the first, where [`Config::from_lookup`] stops.
+/// Empty exactly when `from_lookup` succeeds.
+pub fn invalid_settings(get: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    parse_all(&get).1
+}
+
+/// Every reason reads through the library would fail with the environment
+/// `get` returns, each naming the variable and the fix: every invalid
+/// setting, and, for the Azure origin, an unset [`ACCOUNT_VAR`]. Empty when
+/// reads can start. The one check behind the library's
+/// `blobcache_check_config` (which `python -m blobcache` calls) and
+/// `blobcache doctor`.
+pub fn check(get: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let (c, mut problems) = parse_all(&get);
+    let account = get(ACCOUNT_VAR).filter(|v| !v.trim().is_empty());
+    if c.origin == OriginConfig::Azure && account.is_none() {
+        problems.push(account_not_set());
+    }
+    problems
+}
+
+/// The configuration from the valid settings, and the messages of the
+/// invalid ones.
+fn parse_all(get: &impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut c = Config::default();
+    for s in SETTINGS {
+        if let Some(v) = get(s.name).filter(|v| !v.trim().is_empty()) {
+            if (s.parse)(&mut c, &v).is_none() {
+                problems.push(s.invalid(&v).message().to_string());
+            }
+        }
+    }
+    (c, problems)
+}
+
+/// [`check`] of the process environment.
+pub fn check_env() -> Vec<String> {
+    check(env_var)
+}
+
+/// [`invalid_settings`] of the process environment.
+pub fn invalid_settings_env() -> Vec<String> {
+    invalid_settings(env_var)
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -375,7 +440,7 @@ impl Default for Config {
 impl Config {
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config> {
-        Config::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+        Config::from_lookup(env_var)
     }
 
     /// Reads the configuration through `get`, which returns a variable's
@@ -576,6 +641,59 @@ mod tests {
             assert!(e.message().contains(var), "{e}");
             assert!(e.message().contains("use"), "{e}");
         }
+    }
+
+    fn check_of(vars: &[(&str, &str)]) -> Vec<String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        check(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn check_names_every_invalid_setting_as_from_lookup_names_the_first() {
+        let vars = [
+            ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+            ("BLOBCACHE_MAX_SIZE", "lots"),
+            ("BLOBCACHE_LOG", "loud"),
+        ];
+        let problems = check_of(&vars);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0], cfg(&vars).unwrap_err().message());
+        let m: HashMap<&str, &str> = vars.iter().copied().collect();
+        assert_eq!(
+            invalid_settings(|k| m.get(k).map(|v| v.to_string())),
+            problems
+        );
+        assert!(problems[1].starts_with("BLOBCACHE_LOG=loud is not valid; use "));
+        // Valid settings and an account: nothing to report, and from_lookup agrees.
+        let good = [
+            ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+            ("BLOBCACHE_MAX_SIZE", "10G"),
+            ("BLOBCACHE_LOG", " "),
+        ];
+        assert_eq!(check_of(&good), Vec::<String>::new());
+        assert!(cfg(&good).is_ok());
+    }
+
+    #[test]
+    fn check_reports_an_unset_account_name_for_the_azure_origin_only() {
+        for account in [None, Some(""), Some("  ")] {
+            let mut vars = vec![];
+            if let Some(a) = account {
+                vars.push(("AZURE_STORAGE_ACCOUNT_NAME", a));
+            }
+            assert_eq!(check_of(&vars), [account_not_set()], "{account:?}");
+        }
+        assert!(account_not_set().starts_with("AZURE_STORAGE_ACCOUNT_NAME is not set"));
+        assert!(account_not_set().contains("set it to the name of the storage account"));
+        assert_eq!(
+            check_of(&[("BLOBCACHE_ORIGIN", "file:///srv/models")]),
+            Vec::<String>::new()
+        );
+        // An invalid origin is reported, and Azure (the default) still needs the name.
+        assert_eq!(check_of(&[("BLOBCACHE_ORIGIN", "s3://x")]).len(), 2);
     }
 
     #[test]

@@ -110,6 +110,38 @@ pub(crate) fn log_once_per_process(level: Level, key: &str, message: &str) {
     }
 }
 
+/// Reports a misconfiguration that fails every read (an invalid setting,
+/// an unset account name) on stderr: at error level, so it shows at every
+/// `BLOBCACHE_LOG` level, the default `warn` included; and once per process
+/// per distinct `message`, however many reads fail on it. Returns whether
+/// it printed the line.
+///
+/// Once per process, not per lifecycle: the streamer calls `shutdown` at
+/// the end of every session and reads again in the next, so a per-lifecycle
+/// message would repeat with every session of a load. A different message
+/// (another value, another variable: the environment changed and the next
+/// lifecycle read it) is printed in its turn. A child forked after the line
+/// was printed inherits this memory with its parent's stderr and does not
+/// repeat it.
+///
+/// The message also goes, with the read's context, into the caller's error
+/// buffer; this line is for hosts that do not show that buffer (the Run:ai
+/// streamer shows only "File access error" unless
+/// `RUNAI_STREAMER_LOG_TO_STDERR=1`).
+pub(crate) fn misconfigured(message: &str) -> bool {
+    if !first_time(&PROCESS_ONCE, &format!("misconfigured:{message}")) {
+        return false;
+    }
+    log(
+        Level::Error,
+        &format!(
+            "{message} (every read through blobcache fails until this is fixed; \
+             the Run:ai streamer shows such a failure as \"File access error\")"
+        ),
+    );
+    true
+}
+
 /// Forgets which one-time messages were logged (called at shutdown, so a new
 /// session warns again).
 pub(crate) fn reset_once() {
@@ -126,3 +158,40 @@ macro_rules! debug { ($($t:tt)*) => {
 } }
 #[allow(unused_imports)]
 pub(crate) use {debug, info, warning};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misconfiguration_is_printed_once_per_process_and_survives_shutdown() {
+        // Messages unique to this test (the set is process-wide).
+        let a = "BLOBCACHE_TEST_ONLY=x is not valid; use y (log.rs test)";
+        let b = "BLOBCACHE_TEST_ONLY=z is not valid; use y (log.rs test)";
+        assert!(misconfigured(a));
+        for _ in 0..100 {
+            assert!(!misconfigured(a));
+        }
+        // A shutdown forgets the per-lifecycle messages, not these.
+        reset_once();
+        assert!(!misconfigured(a));
+        // Another value: the environment changed, so it is news.
+        assert!(misconfigured(b));
+        assert!(!misconfigured(b));
+    }
+
+    #[test]
+    fn many_threads_failing_at_once_print_a_misconfiguration_once() {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    (0..50)
+                        .filter(|_| misconfigured("BLOBCACHE_TEST_RACE=1 (log.rs test)"))
+                        .count()
+                })
+            })
+            .collect();
+        let printed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(printed, 1, "printed by {printed} of 400 concurrent calls");
+    }
+}

@@ -65,6 +65,12 @@ impl ReadRequest<'_> {
     }
 
     fn run(&self, dst: Destination<'_>) -> Result<()> {
+        if self.account == Some(b"") {
+            // The streamer passes AZURE_STORAGE_ACCOUNT_NAME's value.
+            let message = crate::config::account_not_set();
+            crate::log::misconfigured(&message);
+            return Err(Error::config(message));
+        }
         let key = BlobKey::new(
             name(self.account, "account")?,
             name(self.container, "container")?,
@@ -141,6 +147,17 @@ fn describe(account: &str, container: &str, blob: &str, offset: usize, length: u
     )
 }
 
+/// Every reason reads would fail with this process's environment (see
+/// [`crate::config::check`]), each message on one line, without secrets.
+/// Starts nothing and prints nothing.
+pub fn check_config() -> Vec<String> {
+    crate::state::register_secrets();
+    crate::config::check_env()
+        .iter()
+        .map(|m| crate::escape::controls(&crate::redact::redact(m)).into_owned())
+        .collect()
+}
+
 /// Releases the process-wide cache: stops its threads and drops its
 /// mappings. Idempotent and quick; never waits on the network. The next
 /// read starts the cache again.
@@ -205,6 +222,26 @@ mod tests {
             .unwrap_err();
         assert_eq!(f.kind(), ErrorKind::OutOfRange);
         assert_eq!(request(names, 7, 0).read(Destination::Null), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_account_name_says_which_variable_is_not_set() {
+        let names: [Option<&[u8]>; 3] = [Some(b""), Some(b"models"), Some(b"m")];
+        for length in [8, 0] {
+            let f = request(names, 0, length)
+                .read(Destination::Null)
+                .unwrap_err();
+            assert_eq!(f.kind(), ErrorKind::Config);
+            assert!(
+                f.message().starts_with(
+                    "blobcache: AZURE_STORAGE_ACCOUNT_NAME is not set: the Run:ai streamer passes its value"
+                ),
+                "{}",
+                f.message()
+            );
+            let context = format!("[blob /models/m bytes 0..{length}]");
+            assert!(f.message().ends_with(&context), "{}", f.message());
+        }
     }
 
     #[test]

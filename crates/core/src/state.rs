@@ -125,9 +125,16 @@ fn start() -> Result<()> {
         // Inherited across fork: its threads are gone; do not run its Drop.
         std::mem::forget(old);
     }
-    let config = Config::from_env()?;
-    log::set_level(config.log_level);
+    // Before the settings are read: a secret pasted into the wrong variable
+    // must not reach the message that names it.
     register_secrets();
+    let config = Config::from_env().inspect_err(|_| {
+        // Every invalid setting at once, so one restart can fix them all.
+        for message in crate::config::invalid_settings_env() {
+            log::misconfigured(&message);
+        }
+    })?;
+    log::set_level(config.log_level);
     warn_unknown_variables();
     let cache = Cache::new(config)?;
     let old = replace(Some(Arc::new(Instance {
@@ -155,7 +162,9 @@ fn warn_unknown_variables() {
     }
 }
 
-fn register_secrets() {
+/// Registers the secrets of the process environment (see
+/// [`register_secrets_from`]).
+pub(crate) fn register_secrets() {
     register_secrets_from(|name| std::env::var(name).ok());
 }
 

@@ -96,6 +96,13 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
         }
         Err(e) => r.problem(format!("the configuration is invalid: {e}")),
     }
+    // The library's own check (python -m blobcache asks the library for the
+    // same list): every invalid setting, and an unset account name.
+    for p in blobcache_core::provider::check_config() {
+        if !r.problems.iter().any(|q| q.contains(&p)) {
+            r.problem(p);
+        }
+    }
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name.starts_with("BLOBCACHE_") && !VARIABLES.contains(&name.as_ref()) {
@@ -308,12 +315,23 @@ fn python() -> PathBuf {
 struct PythonReport {
     version: String,
     streamer: Streamer,
-    /// A verdict over the whole report, if the wheel gives one beside the
-    /// streamer's (e.g. settings the library would refuse): both count.
+    /// The settings as the library checked them.
     #[serde(default)]
-    will_load: Option<bool>,
-    #[serde(default)]
-    reasons: Vec<String>,
+    configuration: Configuration,
+}
+
+/// The `configuration` member of the report.
+#[derive(Debug, Default, Deserialize)]
+struct Configuration {
+    /// What the library says is wrong with the settings (each fails every
+    /// read); `None` when the library could not be asked. Only an empty
+    /// list lets `python -m blobcache` say yes.
+    #[serde(default = "no_problems")]
+    problems: Option<Vec<String>>,
+}
+
+fn no_problems() -> Option<Vec<String>> {
+    Some(vec![])
 }
 
 /// Whether the streamer installed beside that Python will load the library.
@@ -438,20 +456,29 @@ fn check_streamer(r: &mut Report) {
     for n in &s.notes {
         r.line(format!("  note: {n}"));
     }
-    // The report's verdict decides; its exit status must agree with it.
+    // The report's verdict decides (the streamer's, and the library's check
+    // of the settings); its exit status must agree with it.
+    let unchecked = "the library could not be asked to check the settings".to_string();
+    let settings: Vec<String> = match &report.configuration.problems {
+        Some(list) => list.clone(),
+        None => vec![unchecked],
+    };
     let mut reasons: Vec<&str> = Vec::new();
-    for reason in s.reasons.iter().chain(&report.reasons) {
+    for reason in s.reasons.iter().chain(&settings) {
         if !reasons.contains(&reason.as_str()) {
             reasons.push(reason);
         }
     }
-    let will_load = s.will_load && report.will_load != Some(false);
+    let will_load = s.will_load && settings.is_empty();
     if will_load && code == 0 {
         return r.line("  will load blobcache: yes, at its first az:// read");
     }
     r.line("  will load blobcache: no");
     for reason in &reasons {
-        r.problem(*reason);
+        // A setting the configuration check above reported already.
+        if !r.problems.iter().any(|q| q.contains(reason)) {
+            r.problem(*reason);
+        }
     }
     if will_load {
         r.problem(format!(
@@ -464,6 +491,7 @@ fn check_streamer(r: &mut Report) {
             py.display()
         ));
     }
+    // A problem either way, as python -m blobcache's exit status says.
     if s.streamer.is_none() {
         r.line("  (no streamer is installed beside this command: a node that only warms the cache can ignore this)");
     }
