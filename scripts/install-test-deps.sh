@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # Installs what the tests need, or confirms it is there (a few seconds when up
-# to date): cargo-nextest, clippy/rustfmt, valgrind, binutils and g++ (Debian),
-# the Rust dependencies, Azurite (npm) and the Python venv with the pinned
-# streamer wheels (PyPI). scripts/test calls it first, so the test command
-# works on a fresh machine; slow downloads are cached (see the scripts it calls).
+# to date): cargo-nextest, cargo-fuzz, clippy/rustfmt, valgrind, binutils and
+# g++ (Debian), the Rust dependencies, Azurite (npm) and the Python venv with
+# the pinned streamer wheels and the wheel's build tools (PyPI). scripts/test
+# calls it first, so the test command works on a fresh machine; slow downloads
+# are cached (see the scripts it calls). It does not install the nightly
+# toolchain (the fuzz targets need it): it says so when it is missing.
+#
+# Each install is marked `# installs: NAME...`; the README lists them all
+# (Requirements), and tests/e2e/test_readme.py checks the two agree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "=== tools"
-command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked --quiet
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked --quiet  # installs: cargo-nextest
 # The fuzz targets (fuzz/, scripts/fuzz) build with cargo-fuzz on nightly.
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet  # installs: cargo-fuzz
 rustup toolchain list | grep -q '^nightly' || { echo "install-test-deps: the nightly toolchain is missing (scripts/fuzz needs it)" >&2; exit 1; }
 apt=()
-command -v valgrind >/dev/null || apt+=(valgrind)
-command -v nm >/dev/null || apt+=(binutils)
+command -v valgrind >/dev/null || apt+=(valgrind)  # installs: valgrind
+command -v nm >/dev/null || apt+=(binutils)  # installs: binutils
 # scripts/test-c.sh also compiles the header as C++ (examples-c/header_check.c).
-command -v c++ >/dev/null || apt+=(g++)
+command -v c++ >/dev/null || apt+=(g++)  # installs: g++
 if (( ${#apt[@]} )); then
     [[ $(id -u) == 0 ]] || { echo "install-test-deps: needs root to install ${apt[*]}" >&2; exit 1; }
     apt-get update -qq && apt-get install -y -qq "${apt[@]}"
 fi
+# installs: clippy rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 cargo fetch --locked --quiet
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# End-to-end tests with the released Run:ai streamer: builds our wheel with its
-# PEP 517 backend (cargo build --release semantics), installs it into the test
-# venv, and runs tests/e2e with pytest inside a private network namespace that
-# has only a loopback interface (Azurite runs there; nothing leaves the machine).
+# End-to-end tests with the released Run:ai streamer: builds the wheel users
+# install (scripts/wheel: manylinux, checked by auditwheel), installs it into
+# the test venv, and runs tests/e2e with pytest inside a private network
+# namespace that has only a loopback interface (Azurite runs there; nothing
+# leaves the machine).
 #
 #   scripts/test-e2e.sh                      the whole suite (a few minutes)
 #   scripts/test-e2e.sh -k cold              extra arguments go to pytest
@@ -10,7 +11,7 @@
 #   BLOBCACHE_E2E_ORIGIN=directory,azurite scripts/test-e2e.sh   both origins
 #   BLOBCACHE_E2E_PROFILE=ci scripts/test-e2e.sh   build the wheel's Rust code
 #                                            with that cargo profile (default
-#                                            release, as `pip wheel .` does)
+#                                            release, as scripts/wheel does)
 #
 # Origin (BLOBCACHE_E2E_ORIGIN): auto (default) uses Azurite (installed here by
 # scripts/install-azurite.sh), or the directory origin when Azurite is missing
@@ -36,19 +37,16 @@ work=$(mktemp -d /tmp/blobcache-e2e.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 profile=${BLOBCACHE_E2E_PROFILE:-release}
-step "wheel (setuptools-rust, cargo profile $profile)"
+step "wheel (scripts/wheel, cargo profile $profile)"
 t=$(date +%s)
 # scripts/test passes its own profile (ci): the wheel then packs the build
-# the other tests ran, instead of a second optimised build of every crate
-# (about ten minutes on two cores). The packaging is the same either way.
-[[ $profile == release ]] || export SETUPTOOLS_RUST_CARGO_PROFILE=$profile
-# setuptools' staging directories: a file left there by an older build would
-# otherwise end up in the wheel.
-rm -rf build/lib.* build/bdist.* build/scripts-*
-"$py" -m pip wheel . --no-build-isolation --no-deps --quiet --disable-pip-version-check --wheel-dir "$work/dist"
+# the other tests ran (only the two final links are redone), instead of a
+# second optimised build of every crate (about ten minutes on two cores).
+# The packaging and the checks are the same either way.
+scripts/wheel --profile "$profile" --out-dir "$work/dist"
 wheel=$(echo "$work"/dist/blobcache-*.whl)
 "$py" -m pip install --no-deps --no-index --force-reinstall --quiet --disable-pip-version-check "$wheel"
-echo "built and installed $(basename "$wheel") in $(( $(date +%s) - t ))s"
+echo "installed $(basename "$wheel") in the test venv; $(( $(date +%s) - t ))s in all"
 
 step "end-to-end tests (pytest, private network namespace)"
 export BLOBCACHE_E2E_WHEEL=$wheel BLOBCACHE_E2E_WORK=$work/run BLOBCACHE_E2E_RESULTS=$work/results.json

@@ -1,11 +1,14 @@
-"""The wheel: what it contains, what installing and uninstalling it does, the
-start-up hook, and `python -m blobcache`."""
+"""The wheel: what it contains, its manylinux tag, installing it where there is
+no Rust, what installing and uninstalling it does, the start-up hook, and
+`python -m blobcache`."""
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from conftest import NOTES, REPO, clean_env, record_time
 
 LIB_VAR = "RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB"
 HOOK = "_blobcache_autoregister"
+# scripts/wheel's policy: glibc 2.17 or later (manylinux2014 is its old name).
+PLATFORM = "manylinux_2_17_x86_64"
 
 
 def cargo_version():
@@ -51,7 +56,8 @@ def python_in_clean_env(code, **env):
 
 def test_wheel_holds_only_our_files(wheel):
     version = cargo_version()
-    names = set(zipfile.ZipFile(wheel).namelist())
+    # (auditwheel writes directory entries too)
+    names = {n for n in zipfile.ZipFile(wheel).namelist() if not n.endswith("/")}
     dist = f"blobcache-{version}"
     assert names == {
         "_blobcache_autoregister.py",
@@ -66,9 +72,95 @@ def test_wheel_holds_only_our_files(wheel):
         f"{dist}.dist-info/top_level.txt",
         f"{dist}.dist-info/RECORD",
     }, sorted(names)
-    assert wheel.name == f"{dist}-py3-none-linux_x86_64.whl"
+    assert wheel.name == f"{dist}-py3-none-manylinux2014_x86_64.{PLATFORM}.whl"
     pth = zipfile.ZipFile(wheel).read("blobcache-autoregister.pth").decode()
     assert pth == f"import {HOOK}\n"
+
+
+def test_wheel_is_tagged_manylinux_and_auditwheel_accepts_it(wheel):
+    meta = zipfile.ZipFile(wheel).read(f"blobcache-{cargo_version()}.dist-info/WHEEL").decode()
+    tags = sorted(line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Tag:"))
+    assert tags == ["py3-none-manylinux2014_x86_64", f"py3-none-{PLATFORM}"], meta
+    auditwheel = Path(sys.executable).parent / "auditwheel"
+    p = subprocess.run([str(auditwheel), "show", str(wheel)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    text = " ".join(p.stdout.split())
+    assert f'is consistent with the following platform tag: "{PLATFORM}"' in text, p.stdout
+    # Only glibc's and libgcc's versioned symbols, none newer than 2.17.
+    libs = re.findall(r"(\S+\.so\.\d+) with versions", text)
+    assert libs and set(libs) <= {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
+                                  "libgcc_s.so.1", "ld-linux-x86-64.so.2"}, p.stdout
+    glibc = [tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_(\d+\.\d+(?:\.\d+)?)", text)]
+    assert glibc and max(glibc) <= (2, 17), p.stdout
+
+
+# -- installing it where there is no Rust ----------------------------------------
+
+
+def test_a_clean_venv_without_rust_installs_the_wheel_and_runs_it(wheel, tmp_path):
+    """What a user does in an image: python -m venv, pip install the wheel (no
+    index, no Rust anywhere), then import it, `python -m blobcache` and the
+    command."""
+    t0 = time.monotonic()
+    # PATH without any directory that holds cargo, rustc or rustup, and a HOME
+    # without ~/.cargo or ~/.rustup.
+    path = [d for d in os.environ["PATH"].split(os.pathsep)
+            if d and not any(os.path.exists(os.path.join(d, t)) for t in ("cargo", "rustc", "rustup"))]
+    venv = tmp_path / "venv"
+    path = os.pathsep.join([str(venv / "bin"), *path])
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "cache").mkdir(mode=0o700)
+    env = {k: v for k, v in clean_env().items()
+           if not k.startswith(("CARGO", "RUSTUP", "RUSTC", "RUSTFLAGS", "VIRTUAL_ENV", "PYTHON"))}
+    env.update(PATH=path, HOME=str(home), PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+               BLOBCACHE_DIR=str(tmp_path / "cache"))
+    for tool in ("cargo", "rustc", "rustup"):
+        assert shutil.which(tool, path=path) is None, f"{tool} is reachable on {path}"
+    p = subprocess.run(["sh", "-c", "command -v cargo || command -v rustc || command -v rustup"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode != 0, f"Rust is reachable: {p.stdout}"
+
+    # A venv of the base Python, without system site packages. pip comes from
+    # the test venv (`pip --python` runs it with the new venv's interpreter):
+    # ensurepip would spend 8 s of CPU copying pip in, which tests nothing of ours.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], env=env, check=True, timeout=120)
+    assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
+    py = str(venv / "bin" / "python")
+    p = subprocess.run([sys.executable, "-m", "pip", "--python", py, "install", "--no-index", "-q", str(wheel)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"], env=env,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    lib = os.path.join(site, "blobcache", "libblobcache.so")
+
+    # import blobcache finds the library in that venv.
+    p = subprocess.run([py, "-c", "import blobcache, os; p = blobcache.library_path(); print(p, os.path.isfile(p))"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.split() == [lib, "True"], p.stdout + p.stderr
+
+    # python -m blobcache --json: the library loads (the streamer is not
+    # installed there, so the verdict on the streamer is no).
+    p = subprocess.run([py, "-m", "blobcache", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    rep = json.loads(p.stdout)
+    assert rep["version"] == cargo_version(), rep
+    assert rep["library"]["path"] == lib and rep["library"]["loads"] is True, rep["library"]
+    assert rep["library"]["abi_version"] == 1, rep["library"]
+
+    # The command runs, from the venv's bin.
+    blobcache_cmd = shutil.which("blobcache", path=path)
+    assert blobcache_cmd == str(venv / "bin" / "blobcache"), blobcache_cmd
+    p = subprocess.run(["blobcache", "--version"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and cargo_version() in p.stdout, p.stdout + p.stderr
+    p = subprocess.run(["blobcache", "stats", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    json.loads(p.stdout)
+
+    seconds = time.monotonic() - t0
+    NOTES.append(f"clean venv without Rust: venv, pip install --no-index of the wheel and the checks in {seconds:.1f} s")
+    record_time("-", "clean venv: create, pip install the wheel, check it", seconds, 0)
+    # Seconds, not minutes: nothing is compiled.
+    assert seconds < 90, seconds
 
 
 def test_installing_and_uninstalling_leaves_the_environment_as_it_was(wheel, tmp_path):
