@@ -19,7 +19,6 @@ pub mod warm;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use blobcache_core::config::MaxSize;
 use blobcache_core::store::{inventory, Store};
 use blobcache_core::Config;
 
@@ -184,12 +183,7 @@ fn cache_dir(config: &Config) -> PathBuf {
 
 /// The cap as the library computes it.
 pub fn cap(config: &Config, dir: &std::path::Path) -> Option<u64> {
-    match config.max_size {
-        MaxSize::Bytes(b) => Some(b),
-        MaxSize::PercentOfFilesystem(p) => {
-            blobcache_core::store::filesystem_size(dir).map(|(total, _)| total / 100 * p as u64)
-        }
-    }
+    blobcache_core::store::cap(config.max_size, dir)
 }
 
 /// The cached versions at or under `only` (all of them without it).

@@ -18,9 +18,7 @@ use crate::sync::{CondvarExt, MutexExt, RwLockExt};
 pub(super) fn cap(store: Option<&Store>, max_size: MaxSize) -> u64 {
     match (store, max_size) {
         (_, MaxSize::Bytes(b)) => b,
-        (Some(s), MaxSize::PercentOfFilesystem(p)) => crate::store::filesystem_size(s.root())
-            .map(|(total, _)| total / 100 * p as u64)
-            .unwrap_or(u64::MAX),
+        (Some(s), _) => crate::store::cap(max_size, s.root()).unwrap_or(u64::MAX),
         (None, _) => 0,
     }
 }

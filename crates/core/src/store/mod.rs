@@ -74,6 +74,18 @@ pub fn filesystem_size(path: &Path) -> Option<(u64, u64)> {
     crate::sys::filesystem_size(path)
 }
 
+/// The cap on a store at `path` that `max_size` sets: the size itself, or
+/// the share of the filesystem holding `path`; `None` when that filesystem
+/// cannot be asked. The cache and the command both compute it here.
+pub fn cap(max_size: crate::config::MaxSize, path: &Path) -> Option<u64> {
+    match max_size {
+        crate::config::MaxSize::Bytes(b) => Some(b),
+        crate::config::MaxSize::PercentOfFilesystem(p) => {
+            filesystem_size(path).map(|(total, _)| total / 100 * p as u64)
+        }
+    }
+}
+
 /// Creates `path` and any missing parents with `mode`; refuses a symlink in
 /// place of the final directory.
 pub(crate) fn create_dir(path: &Path, mode: u32) -> Result<()> {
