@@ -69,7 +69,7 @@ fn files_named(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     v
 }
 
-/// Every published block under `cache` is whole (size, trailer, SHA-256)
+/// Every published block under `cache` is whole (size, trailer, checksum)
 /// and no block lock is held. Returns the number of blocks checked.
 fn check_store(cache: &Path, block: u64, size: u64) -> Result<usize, String> {
     let mut n = 0;
@@ -81,7 +81,7 @@ fn check_store(cache: &Path, block: u64, size: u64) -> Result<usize, String> {
         let len = (size - i * block).min(block);
         match open_block(dir, i, len) {
             Ok(Some(b)) if b.verify() => n += 1,
-            Ok(Some(_)) => return Err(format!("{} does not match its SHA-256", p.display())),
+            Ok(Some(_)) => return Err(format!("{} does not match its checksum", p.display())),
             Ok(None) => {}
             Err(e) => return Err(format!("partial or damaged block visible: {e}")),
         }

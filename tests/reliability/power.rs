@@ -1,7 +1,7 @@
 //! Power loss: what a power cut during a fill can leave on disk, simulated
 //! by damaging the cache's files directly (docs/RELIABILITY.md lists the
 //! cases and why each is caught). After a cut, published blocks date from
-//! before the boot: those are checked against their SHA-256, so a torn one
+//! before the boot: those are checked against their checksum, so a torn one
 //! is refetched, never served.
 
 use std::path::{Path, PathBuf};

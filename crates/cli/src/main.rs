@@ -63,7 +63,7 @@ enum Command {
     /// cache directory and survive the processes that counted them; each
     /// process adds its counts every few seconds and at shutdown.
     Stats(cmd::stats::Args),
-    /// Re-check every cached block against its recorded SHA-256 and remove the bad ones
+    /// Re-check every cached block against the checksum in its trailer and remove the bad ones
     ///
     /// Exit status 0 when every block is good, 1 when bad blocks were found
     /// (they are removed unless --dry-run; the next read fetches them again).

@@ -1,5 +1,5 @@
-//! `blobcache verify`: every cached block checked against its SHA-256; bad
-//! ones removed unless `--dry-run`.
+//! `blobcache verify`: every cached block checked against the checksum in
+//! its trailer; bad ones removed unless `--dry-run`.
 
 use std::io::Write;
 use std::time::Instant;

@@ -1,6 +1,8 @@
 //! One cached block: a file `b.<index>` holding the block's bytes followed by
-//! a 64-byte trailer (magic, length, index, SHA-256 of the bytes, and a check
-//! over the trailer itself).
+//! a 64-byte trailer (magic, length, index, a checksum of the bytes, and a
+//! check over the trailer itself). The magic says which checksum (see
+//! [`checksum`]): XXH3-128 for the blocks written now, SHA-256 for blocks
+//! written before issue 14, which are still read and checked.
 //!
 //! A block is written to a private temporary file and published by rename, so
 //! a reader sees either no block or the whole block; a crash mid-write leaves
@@ -16,15 +18,24 @@ use std::path::{Path, PathBuf};
 use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 
+use super::checksum::{self, Hasher, Kind};
 use crate::error::{io_error, Error, ErrorKind, Result};
 
 pub(crate) const TRAILER_LEN: usize = 64;
-const MAGIC: &[u8; 8] = b"BCBLK\0\0\x01";
+/// The magic of a trailer recording an XXH3-128: what blocks are written
+/// with.
+const MAGIC_XXH3: &[u8; 8] = b"BCBLK\0\0\x02";
+/// The magic of a trailer recording a SHA-256 (blocks written before
+/// issue 14).
+const MAGIC_SHA256: &[u8; 8] = b"BCBLK\0\0\x01";
+/// The checksum blocks are written with.
+const WRITTEN_WITH: Kind = Kind::Xxh3;
 
 /// A published block, mapped read-only for the life of this value.
 pub struct Block {
     map: Mmap,
     len: usize,
+    kind: Kind,
 }
 
 impl Block {
@@ -33,41 +44,55 @@ impl Block {
         &self.map[..self.len]
     }
 
-    /// The SHA-256 recorded when the block was filled.
-    pub fn recorded_sha256(&self) -> [u8; 32] {
+    /// The checksum recorded when the block was filled (its kind's bytes as
+    /// the trailer holds them).
+    fn recorded(&self) -> [u8; 32] {
         let t = &self.map[self.len..];
-        t[24..56].try_into().expect("trailer holds 32 hash bytes")
+        t[24..56]
+            .try_into()
+            .expect("trailer holds 32 checksum bytes")
     }
 
-    /// Recomputes the bytes' SHA-256 and compares it with the recorded one.
+    /// The name of the checksum the block's trailer records.
+    pub fn checksum_name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Recomputes the bytes' checksum and compares it with the recorded one.
     pub fn verify(&self) -> bool {
-        Sha256::digest(self.data()).as_slice() == self.recorded_sha256()
+        checksum::of(self.kind, self.data()) == self.recorded()
     }
 }
 
-fn trailer(len: u64, index: u64, sha: &[u8; 32]) -> [u8; TRAILER_LEN] {
+fn trailer(len: u64, index: u64, kind: Kind, sum: &[u8; 32]) -> [u8; TRAILER_LEN] {
     let mut t = [0u8; TRAILER_LEN];
-    t[0..8].copy_from_slice(MAGIC);
+    t[0..8].copy_from_slice(match kind {
+        Kind::Xxh3 => MAGIC_XXH3,
+        Kind::Sha256 => MAGIC_SHA256,
+    });
     t[8..16].copy_from_slice(&len.to_le_bytes());
     t[16..24].copy_from_slice(&index.to_le_bytes());
-    t[24..56].copy_from_slice(sha);
+    t[24..56].copy_from_slice(sum);
     let check = Sha256::digest(&t[..56]);
     t[56..64].copy_from_slice(&check[..8]);
     t
 }
 
-/// Checks a trailer; returns a reason when it is not the trailer of block
-/// `index` with `len` bytes.
-pub fn check_trailer(t: &[u8], len: u64, index: u64) -> std::result::Result<(), String> {
+/// Checks a trailer; returns the kind of checksum it records, or a reason
+/// when it is not the trailer of block `index` with `len` bytes.
+pub fn check_trailer(t: &[u8], len: u64, index: u64) -> std::result::Result<Kind, String> {
     if t.len() != TRAILER_LEN {
         return Err(format!(
             "trailer is {} bytes, expected {TRAILER_LEN}",
             t.len()
         ));
     }
-    if &t[0..8] != MAGIC {
-        return Err("bad magic".into());
-    }
+    let magic: &[u8; 8] = t[0..8].try_into().expect("8 bytes");
+    let kind = match magic {
+        MAGIC_XXH3 => Kind::Xxh3,
+        MAGIC_SHA256 => Kind::Sha256,
+        _ => return Err("bad magic".into()),
+    };
     let check = Sha256::digest(&t[..56]);
     if t[56..64] != check[..8] {
         return Err("trailer check mismatch".into());
@@ -79,7 +104,7 @@ pub fn check_trailer(t: &[u8], len: u64, index: u64) -> std::result::Result<(), 
             "trailer says block {got_index} of {got_len} bytes, expected block {index} of {len} bytes"
         ));
     }
-    Ok(())
+    Ok(kind)
 }
 
 pub fn block_path(dir: &Path, index: u64) -> PathBuf {
@@ -129,7 +154,7 @@ pub(crate) fn map_block(
         return Ok(None);
     };
     let map = map_file(&file, &path, len, populate)?;
-    check_trailer(&map[len as usize..], len, index).map_err(|why| {
+    let kind = check_trailer(&map[len as usize..], len, index).map_err(|why| {
         OpenError::Damaged(Error::store(format!(
             "cached block {} is damaged: {why}",
             path.display()
@@ -138,10 +163,11 @@ pub(crate) fn map_block(
     let block = Block {
         map,
         len: len as usize,
+        kind,
     };
     if written_before_boot(&meta) {
         if !block.verify() {
-            return Err(torn(&path));
+            return Err(torn(&path, kind));
         }
         mark_checked(&file);
     }
@@ -166,10 +192,11 @@ fn map_file(file: &File, path: &Path, len: u64, populate: bool) -> Result<Mmap, 
         .map_err(|e| OpenError::CannotMap(io_error("cannot map cached block", path, &e)))
 }
 
-fn torn(path: &Path) -> OpenError {
+fn torn(path: &Path, kind: Kind) -> OpenError {
     OpenError::Damaged(Error::store(format!(
-        "cached block {} is damaged: its bytes do not match the SHA-256 recorded when it was filled (torn by a power cut?)",
-        path.display()
+        "cached block {} is damaged: its bytes do not match the {} recorded when it was filled (torn by a power cut?)",
+        path.display(),
+        kind.name()
     )))
 }
 
@@ -241,14 +268,14 @@ impl FileBlock {
         let mut t = [0u8; TRAILER_LEN];
         file.read_exact_at(&mut t, len)
             .map_err(|e| OpenError::Io(io_error("cannot read cached block", &path, &e)))?;
-        check_trailer(&t, len, index).map_err(|why| {
+        let kind = check_trailer(&t, len, index).map_err(|why| {
             OpenError::Damaged(Error::store(format!(
                 "cached block {} is damaged: {why}",
                 path.display()
             )))
         })?;
         if written_before_boot(&meta) {
-            let mut h = Sha256::new();
+            let mut h = Hasher::new(kind);
             let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
             let mut pos = 0u64;
             while pos < len {
@@ -258,8 +285,8 @@ impl FileBlock {
                 h.update(&buf[..n]);
                 pos += n as u64;
             }
-            if h.finalize().as_slice() != &t[24..56] {
-                return Err(torn(&path));
+            if h.finish()[..] != t[24..56] {
+                return Err(torn(&path, kind));
             }
             mark_checked(&file);
         }
@@ -349,7 +376,7 @@ pub(crate) struct BlockWriter {
     index: u64,
     len: u64,
     written: u64,
-    hasher: Sha256,
+    hasher: Hasher,
     fsync: bool,
 }
 
@@ -390,9 +417,24 @@ impl BlockWriter {
             index,
             len,
             written: 0,
-            hasher: Sha256::new(),
+            hasher: Hasher::new(WRITTEN_WITH),
             fsync,
         })
+    }
+
+    /// A second descriptor of the file being written, for reading the
+    /// bytes written so far (they stay readable through it after the file
+    /// is published or removed).
+    pub(crate) fn reader(&self) -> std::io::Result<File> {
+        self.file
+            .as_ref()
+            .expect("file present until publish")
+            .try_clone()
+    }
+
+    /// The bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
@@ -421,9 +463,9 @@ impl BlockWriter {
                 self.index, self.written, self.len
             )));
         }
-        let sha: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        let sum = std::mem::replace(&mut self.hasher, Hasher::new(WRITTEN_WITH)).finish();
         let mut file = self.file.take().expect("file present until publish");
-        file.write_all(&trailer(self.len, self.index, &sha))
+        file.write_all(&trailer(self.len, self.index, WRITTEN_WITH, &sum))
             .map_err(|e| io_error("cannot write block file", &self.tmp, &e))?;
         if self.fsync {
             file.sync_data()
@@ -437,6 +479,7 @@ impl BlockWriter {
             Ok(map) => Ok(Published::Mapped(Block {
                 map,
                 len: self.len as usize,
+                kind: WRITTEN_WITH,
             })),
             Err(OpenError::CannotMap(_)) => {
                 drop(file);
@@ -537,6 +580,52 @@ mod tests {
         );
     }
 
+    /// A block as a version before issue 14 wrote it: SHA-256 trailer.
+    fn write_sha256_block(dir: &Path, index: u64, data: &[u8]) -> PathBuf {
+        let p = block_path(dir, index);
+        let sum = checksum::of(Kind::Sha256, data);
+        let mut bytes = data.to_vec();
+        bytes.extend_from_slice(&trailer(data.len() as u64, index, Kind::Sha256, &sum));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn blocks_written_with_sha256_before_are_still_read_and_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
+        let p = write_sha256_block(&d, 3, b"older format");
+        let b = open_block(&d, 3, 12).unwrap().unwrap();
+        assert_eq!(b.data(), b"older format");
+        assert_eq!(b.checksum_name(), "SHA-256");
+        assert!(b.verify());
+        drop(b);
+        // Damaged and from before the boot: its SHA-256 catches it, through
+        // a mapping and through pread alike.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[5] ^= 0x40;
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(!open_block(&d, 3, 12).unwrap().unwrap().verify());
+        set_mtime(&p, 1_000_000_000);
+        let e = open_block(&d, 3, 12)
+            .err()
+            .expect("a torn block is refused");
+        assert!(e.message().contains("do not match the SHA-256"), "{e}");
+        assert!(matches!(
+            FileBlock::open(&d, 3, 12),
+            Err(OpenError::Damaged(_))
+        ));
+        // New blocks are written with XXH3-128, whose trailer says so.
+        let mut w = BlockWriter::create(&d, 4, 3, 0o600, false).unwrap();
+        w.write(b"new").unwrap();
+        let b = w.publish().unwrap().mapped().unwrap();
+        assert_eq!(b.checksum_name(), "XXH3-128");
+        let raw = std::fs::read(block_path(&d, 4)).unwrap();
+        assert_eq!(check_trailer(&raw[3..], 3, 4), Ok(Kind::Xxh3));
+        assert_eq!(&raw[3..11], MAGIC_XXH3);
+    }
+
     #[test]
     fn unpublished_writer_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
@@ -570,7 +659,7 @@ mod tests {
         // boot: open_block checks its hash and refuses it.
         set_mtime(&p, 1_000_000_000);
         let e = open_block(&d, 1, 4).err().expect("a torn block is refused");
-        assert!(e.message().contains("do not match the SHA-256"), "{e}");
+        assert!(e.message().contains("do not match the XXH3-128"), "{e}");
         // Flipped trailer byte → check mismatch.
         bytes[0] ^= 1;
         bytes[4 + 9] ^= 1;

@@ -1,6 +1,6 @@
 //! What the store holds, for the `blobcache` command: every blob version with
 //! its meta, blocks present and last use ([`inventory`]); checking every
-//! block's SHA-256 again and removing bad ones ([`verify`]); removing the
+//! block's checksum again and removing bad ones ([`verify`]); removing the
 //! versions of chosen blobs ([`remove`]).
 //!
 //! Removal takes the block's lock (the one fills hold), so a block being
@@ -82,7 +82,7 @@ pub struct VerifyReport {
 /// How long `verify` waits for a block's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// Checks every block of `c` against the SHA-256 in its trailer (and the
+/// Checks every block of `c` against the checksum in its trailer (and the
 /// trailer against the meta); removes the bad ones when `remove` is set.
 pub fn verify(c: &Cached, remove: bool) -> VerifyReport {
     let mut r = VerifyReport::default();
@@ -111,8 +111,10 @@ pub fn verify(c: &Cached, remove: bool) -> VerifyReport {
                         r.blocks_checked += 1;
                         r.bytes_checked += len;
                         (!b.verify()).then(|| {
-                            "its bytes do not match the SHA-256 recorded when it was filled"
-                                .to_string()
+                            format!(
+                                "its bytes do not match the {} recorded when it was filled",
+                                b.checksum_name()
+                            )
                         })
                     }
                     Err(e) => Some(e.into_error().to_string()),

@@ -29,6 +29,7 @@
 //! not expect.
 
 pub(crate) mod block;
+pub(crate) mod checksum;
 mod checksummed;
 pub mod counters;
 pub mod evict;

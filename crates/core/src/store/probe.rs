@@ -3,4 +3,5 @@
 //! disk left behind. Not used by the cache; nothing here writes a block.
 
 pub use super::block::{block_path, check_trailer, open_block, Block};
+pub use super::checksum::Kind as ChecksumKind;
 pub use super::lock::{try_lock_block, BlockLock};
