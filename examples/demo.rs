@@ -140,6 +140,9 @@ struct Counters {
     /// Bytes copied to readers out of cached blocks, those filled during
     /// this very read included.
     bytes_from_cache: u64,
+    /// Bytes copied to readers out of blocks still being filled, as they
+    /// arrived.
+    bytes_from_fills: u64,
     /// Bytes fetched from the origin, into the cache or straight to readers.
     bytes_from_origin: u64,
     blocks_fetched: u64,
@@ -170,6 +173,7 @@ impl Counters {
             hits: n("hits"),
             misses: n("misses"),
             bytes_from_cache: n("bytes_from_cache"),
+            bytes_from_fills: n("bytes_from_fills"),
             bytes_from_origin: n("bytes_from_origin"),
             blocks_fetched: n("blocks_fetched"),
             readahead_blocks: n("readahead_blocks"),
@@ -231,11 +235,18 @@ fn describe(title: &str, load: &Load) -> String {
             mib(c.bytes_from_cache)
         )
     } else {
-        format!(
+        let mut s = format!(
             "{} copied out of the cache as its blocks arrived: {} of {reads} reads waited for a fetch",
-            mib(c.bytes_from_cache),
+            mib(c.bytes_from_cache + c.bytes_from_fills),
             c.misses
-        )
+        );
+        if c.bytes_from_fills > 0 {
+            s += &format!(
+                "; {} of it taken from blocks still being filled, as the bytes came in",
+                mib(c.bytes_from_fills)
+            );
+        }
+        s
     };
     out += &format!("  {:<24}{served}\n", "to the readers");
     let wait = c.origin_wait_ms as f64 / 1000.0;
@@ -389,7 +400,8 @@ mod tests {
             counters: Counters {
                 hits: 4,
                 misses: 28,
-                bytes_from_cache: 256 * MIB,
+                bytes_from_cache: 192 * MIB,
+                bytes_from_fills: 64 * MIB,
                 bytes_from_origin: 256 * MIB,
                 blocks_fetched: 16,
                 readahead_blocks: 4,
@@ -417,7 +429,8 @@ mod tests {
         let json = concat!(
             r#"{"hits":1,"misses":2,"bytes_from_cache":3,"bytes_from_origin":4,"#,
             r#""blocks_fetched":5,"readahead_blocks":6,"passthrough_reads":7,"#,
-            r#""origin_errors":8,"read_errors":9,"origin_wait_ms":10,"blocks_evicted":11}"#
+            r#""origin_errors":8,"read_errors":9,"origin_wait_ms":10,"blocks_evicted":11,"#,
+            r#""bytes_from_fills":12}"#
         );
         assert_eq!(
             Counters::parse(json),
@@ -425,6 +438,7 @@ mod tests {
                 hits: 1,
                 misses: 2,
                 bytes_from_cache: 3,
+                bytes_from_fills: 12,
                 bytes_from_origin: 4,
                 blocks_fetched: 5,
                 readahead_blocks: 6,
@@ -444,7 +458,7 @@ mod tests {
             [
                 "cold load (empty cache):  256.0 MiB in 1.23 s = 0.22 GB/s",
                 "  from the origin         256.0 MiB: 16 blocks fetched into the cache (4 of them by readahead)",
-                "  to the readers          256.0 MiB copied out of the cache as its blocks arrived: 28 of 32 reads waited for a fetch",
+                "  to the readers          256.0 MiB copied out of the cache as its blocks arrived: 28 of 32 reads waited for a fetch; 64.0 MiB of it taken from blocks still being filled, as the bytes came in",
                 "  waiting on the origin   9.61 s summed over the 8 reader threads, 1.20 s per thread on average, in a 1.23 s load",
             ]
         );

@@ -454,6 +454,7 @@ fn every_json_output_keeps_its_members_and_the_counters_their_names() {
         "read_errors",
         "origin_wait_ns",
         "blocks_evicted",
+        "bytes_from_fills",
     ];
     // cat --stats: the counters as blobcache_stats_json reports them (ms),
     // one JSON line on stderr after the bytes.

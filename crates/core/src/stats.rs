@@ -143,6 +143,7 @@ counters! {
     read_errors: Count, summary = false, "Reads that failed.";
     origin_wait_ns: Nanoseconds, summary = true, "Time readers spent waiting for the origin (fills and version checks).";
     blocks_evicted: Count, summary = false, "Cached blocks removed to keep the cache under its cap.";
+    bytes_from_fills: Bytes, summary = false, "Bytes served from blocks still being filled, as they arrived (before the whole block was in).";
 }
 
 impl Snapshot {
@@ -306,6 +307,7 @@ mod tests {
                 "read_errors",
                 "origin_wait_ns",
                 "blocks_evicted",
+                "bytes_from_fills",
             ]
         );
         assert_eq!(
@@ -315,7 +317,8 @@ mod tests {
                 r#""bytes_from_origin":4000000028,"blocks_fetched":5000000035,"#,
                 r#""readahead_blocks":6000000042,"passthrough_reads":7000000049,"#,
                 r#""origin_errors":8000000056,"read_errors":9000000063,"#,
-                r#""origin_wait_ns":10000000070,"blocks_evicted":11000000077}"#
+                r#""origin_wait_ns":10000000070,"blocks_evicted":11000000077,"#,
+                r#""bytes_from_fills":12000000084}"#
             )
         );
     }
@@ -331,7 +334,8 @@ mod tests {
                 r#""bytes_from_origin":4000000028,"blocks_fetched":5000000035,"#,
                 r#""readahead_blocks":6000000042,"passthrough_reads":7000000049,"#,
                 r#""origin_errors":8000000056,"read_errors":9000000063,"#,
-                r#""origin_wait_ms":10000,"blocks_evicted":11000000077}"#
+                r#""origin_wait_ms":10000,"blocks_evicted":11000000077,"#,
+                r#""bytes_from_fills":12000000084}"#
             )
         );
         assert_eq!(
@@ -339,7 +343,8 @@ mod tests {
             concat!(
                 r#"{"hits":0,"misses":0,"bytes_from_cache":0,"bytes_from_origin":0,"#,
                 r#""blocks_fetched":0,"readahead_blocks":0,"passthrough_reads":0,"#,
-                r#""origin_errors":0,"read_errors":0,"origin_wait_ms":0,"blocks_evicted":0}"#
+                r#""origin_errors":0,"read_errors":0,"origin_wait_ms":0,"blocks_evicted":0,"#,
+                r#""bytes_from_fills":0}"#
             )
         );
         assert_eq!(

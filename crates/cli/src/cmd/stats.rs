@@ -121,8 +121,9 @@ pub fn run(Args { json, reset }: Args) -> Outcome {
             );
             let _ = writeln!(
                 out,
-                "bytes            {} served from the cache, {} fetched from the origin",
-                size(c.bytes_from_cache),
+                "bytes            {} served from the cache ({} of them as fills brought them in), {} fetched from the origin",
+                size(c.bytes_from_cache + c.bytes_from_fills),
+                size(c.bytes_from_fills),
                 size(c.bytes_from_origin)
             );
             let _ = writeln!(

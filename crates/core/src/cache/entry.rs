@@ -54,21 +54,85 @@ impl Entry {
 /// the block. Jobs of two kinds may be queued for it (a readahead job, then a
 /// demand job when a reader needs the block before readahead got to it); the
 /// first to start runs the fill, the other finds it started and returns.
+///
+/// While the fill writes the block, readers need not wait for all of it: the
+/// fill shows the block's file and how many bytes of it are written
+/// ([`Flight::wait_for`]), and a reader whose bytes are in takes them from
+/// there. Only fills from an origin whose bytes are final as they arrive
+/// ([`crate::origin::Origin::streams_final_bytes`]) show them.
 #[derive(Default)]
 pub(super) struct Flight {
     pub(super) started: AtomicBool,
-    /// The fill's result, and whether a readahead job ran it.
-    result: Mutex<Option<(Result<()>, bool)>>,
+    state: Mutex<FlightState>,
     cv: Condvar,
 }
 
+#[derive(Default)]
+struct FlightState {
+    /// The fill's result, and whether a readahead job ran it.
+    result: Option<(Result<()>, bool)>,
+    /// The block's file while the fill writes it, the bytes written, and
+    /// the block's length.
+    growing: Option<(Arc<std::fs::File>, u64, u64)>,
+    /// Readers waiting for bytes of `growing`.
+    waiting: usize,
+}
+
+/// What a reader waiting on a flight got.
+pub(super) enum Landed {
+    /// The fill ended: its result, and whether a readahead job ran it.
+    Done(Result<()>, bool),
+    /// The fill is still writing the block, and the first bytes asked for
+    /// are in this file (the block's, read with `pread`).
+    Partly(Arc<std::fs::File>),
+}
+
 impl Flight {
-    pub(super) fn wait(&self) -> (Result<()>, bool) {
-        let mut g = self.result.locked();
-        while g.is_none() {
+    /// Waits until the fill ended, or (with `Some(n)`) until the first `n`
+    /// bytes of the block are written, whichever comes first. Once every
+    /// byte is written the fill is about to end (publishing the block), and
+    /// that end is waited for: a reader returns early only while the block
+    /// is still coming in.
+    pub(super) fn wait_for(&self, first: Option<u64>) -> Landed {
+        let mut g = self.state.locked();
+        loop {
+            if let Some((r, ahead)) = &g.result {
+                return Landed::Done(r.clone(), *ahead);
+            }
+            if let (Some(n), Some((file, written, len))) = (first, &g.growing) {
+                if *written >= n && *written < *len {
+                    return Landed::Partly(file.clone());
+                }
+            }
+            g.waiting += 1;
             g = self.cv.wait_on(g);
+            g.waiting -= 1;
         }
-        g.clone().expect("checked above")
+    }
+
+    /// The fill began writing the block (`len` bytes) into `file`.
+    pub(super) fn growing(&self, file: std::fs::File, len: u64) {
+        self.state.locked().growing = Some((Arc::new(file), 0, len));
+    }
+
+    /// The fill has written the block's first `written` bytes.
+    pub(super) fn written(&self, written: u64) {
+        let mut g = self.state.locked();
+        if let Some((_, w, _)) = &mut g.growing {
+            *w = written;
+        }
+        if g.waiting > 0 {
+            drop(g);
+            self.cv.notify_all();
+        }
+    }
+
+    fn end(&self, r: Result<()>, ahead: bool) {
+        let mut g = self.state.locked();
+        g.result = Some((r, ahead));
+        g.growing = None;
+        drop(g);
+        self.cv.notify_all();
     }
 }
 
@@ -93,7 +157,9 @@ impl FlightJob {
             return;
         }
         self.running = true;
-        let r = self.inner.fill_block(&self.entry, self.index);
+        let r = self
+            .inner
+            .fill_block(&self.entry, self.index, Some(&self.flight));
         match &r {
             Ok(true) if self.ahead => self.inner.stats.readahead_blocks.add(1),
             Err(e) if self.ahead => log::debug!(
@@ -117,8 +183,7 @@ impl FlightJob {
                 flights.remove(&self.index);
             }
         }
-        *self.flight.result.locked() = Some((r, self.ahead));
-        self.flight.cv.notify_all();
+        self.flight.end(r, self.ahead);
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::entry::{Entry, Flight};
+use super::entry::{Entry, Flight, Landed};
 use super::mapped::Open;
 use super::Inner;
 use crate::error::{Error, ErrorKind, Result};
@@ -17,75 +17,104 @@ use crate::origin;
 use crate::store::block::OpenError;
 use crate::store::{BlockWriter, Fill, Filled, VersionDir};
 use crate::sync::MutexExt;
+/// A missing block a reader waits for: its fill in this process, or why
+/// there is none.
+pub(super) enum Pending {
+    Flight(Arc<Flight>),
+    Refused(Error),
+}
+
+/// What a reader of a missing block got from [`Inner::land`].
+pub(super) enum Got {
+    /// The block, filled and open.
+    Block(Arc<Open>),
+    /// The block's file while its fill is still writing it, with the bytes
+    /// the reader asked for already in.
+    Partly(Arc<std::fs::File>),
+}
+
 impl Inner {
-    /// Fills `indices` in parallel; returns one result per index: the block,
-    /// open. A block already being filled in this process is waited for,
-    /// not fetched again; if a readahead fill of it failed, it is tried once
-    /// more here.
-    pub(super) fn fill_each(
+    /// Starts filling `indices` (in parallel, through the pool; a block
+    /// already being filled in this process is joined, not fetched again).
+    /// Returns what to wait on per index.
+    pub(super) fn start_fills(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         indices: &[u64],
-    ) -> Vec<Result<Arc<Open>>> {
-        if self.config.offline {
-            return indices
-                .iter()
-                .map(|&i| {
+    ) -> Vec<Pending> {
+        indices
+            .iter()
+            .map(|&i| {
+                if self.config.offline {
                     let (s, e) = entry.block_range(i);
-                    Err(Error::new(
+                    return Pending::Refused(Error::new(
                         ErrorKind::Offline,
                         format!(
                             "bytes {s}..{e} (block {i}) are not in the cache and BLOBCACHE_OFFLINE=1 forbids contacting the origin"
                         ),
-                    ))
-                })
-                .collect();
-        }
-        if entry.dir.is_none() {
-            let why = self
-                .store_problem
-                .clone()
-                .unwrap_or_else(|| "the blob's cache directory is unusable".into());
-            return indices
-                .iter()
-                .map(|_| Err(Error::store(why.clone())))
-                .collect();
-        }
-        let flights: Vec<Arc<Flight>> = indices
-            .iter()
-            .map(|&i| self.join_flight(entry, i, false))
-            .collect();
-        flights
-            .iter()
-            .zip(indices)
-            .map(|(f, &i)| {
-                let r = match f.wait() {
-                    (Err(e), true) if e.kind() != ErrorKind::Shutdown => {
-                        if self.block(entry, i).is_some() {
-                            Ok(())
-                        } else {
-                            self.join_flight(entry, i, false).wait().0
-                        }
-                    }
-                    (r, _) => r,
-                };
-                r?;
-                // The fill put it in its slot; the budget may have closed it
-                // since (then it is opened again from disk).
-                self.block(entry, i).ok_or_else(|| {
-                    Error::store(format!(
-                        "block {i} was filled but is not readable (removed by another process?); retry the read"
-                    ))
-                })
+                    ));
+                }
+                if entry.dir.is_none() {
+                    return Pending::Refused(Error::store(
+                        self.store_problem
+                            .clone()
+                            .unwrap_or_else(|| "the blob's cache directory is unusable".into()),
+                    ));
+                }
+                Pending::Flight(self.join_flight(entry, i, false))
             })
             .collect()
     }
 
+    /// Waits for block `index` from `pending`: until it is filled, or, with
+    /// `first = Some(n)`, until its first `n` bytes are written if that
+    /// comes sooner. If a readahead fill of it failed, it is tried once
+    /// more here.
+    pub(super) fn land(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        index: u64,
+        pending: Pending,
+        first: Option<u64>,
+    ) -> Result<Got> {
+        let flight = match pending {
+            Pending::Refused(e) => return Err(e),
+            Pending::Flight(f) => f,
+        };
+        let r = match flight.wait_for(first) {
+            Landed::Partly(file) => return Ok(Got::Partly(file)),
+            Landed::Done(Err(e), true) if e.kind() != ErrorKind::Shutdown => {
+                if self.block(entry, index).is_some() {
+                    Ok(())
+                } else {
+                    match self.join_flight(entry, index, false).wait_for(first) {
+                        Landed::Partly(file) => return Ok(Got::Partly(file)),
+                        Landed::Done(r, _) => r,
+                    }
+                }
+            }
+            Landed::Done(r, _) => r,
+        };
+        r?;
+        // The fill put it in its slot; the budget may have closed it since
+        // (then it is opened again from disk).
+        self.block(entry, index).map(Got::Block).ok_or_else(|| {
+            Error::store(format!(
+                "block {index} was filled but is not readable (removed by another process?); retry the read"
+            ))
+        })
+    }
+
+    /// Fills `indices` in parallel and waits for all of them.
     pub(super) fn fill(self: &Arc<Self>, entry: &Arc<Entry>, indices: &[u64]) -> Result<()> {
-        for r in self.fill_each(entry, indices) {
-            r?;
+        let pending = self.start_fills(entry, indices);
+        let mut first_error = None;
+        for (&i, p) in indices.iter().zip(pending) {
+            if let Err(e) = self.land(entry, i, p, None) {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     pub(super) fn readahead(self: &Arc<Self>, entry: &Arc<Entry>, first: u64, last: u64) {
@@ -120,9 +149,15 @@ impl Inner {
     }
 
     /// Makes block `index` of `entry` present through the store's fill-once
-    /// protocol, and puts it in its slot. Returns whether it fetched the
+    /// protocol, and puts it in its slot; shows its bytes as they are
+    /// written to the readers of `flight`. Returns whether it fetched the
     /// block from the origin.
-    pub(super) fn fill_block(&self, entry: &Entry, index: u64) -> Result<bool> {
+    pub(super) fn fill_block(
+        &self,
+        entry: &Entry,
+        index: u64,
+        flight: Option<&Flight>,
+    ) -> Result<bool> {
         // Open already (filled by another flight meanwhile): no disk lookup.
         if entry.slots[index as usize].get().is_some() {
             return Ok(false);
@@ -135,6 +170,7 @@ impl Inner {
         let len = end - start;
         let t0 = Instant::now();
         let mut fill = BlockFill::new(self, entry, index);
+        fill.flight = flight.filter(|_| self.origin.streams_final_bytes());
         let r = dir.fill_once(&entry.key, index, len, &mut fill);
         let block = match r {
             Err(e) => {
@@ -176,6 +212,8 @@ struct BlockFill<'a> {
     inner: &'a Inner,
     entry: &'a Entry,
     index: u64,
+    /// The readers to show the bytes to as they are written.
+    flight: Option<&'a Flight>,
     /// Another process's fill of this block stalled recently: do not wait
     /// for it again.
     recently_stalled: bool,
@@ -202,6 +240,7 @@ impl<'a> BlockFill<'a> {
             inner,
             entry,
             index,
+            flight: None,
         }
     }
 }
@@ -269,13 +308,24 @@ impl Fill for BlockFill<'_> {
 
     fn write(&mut self, w: &mut BlockWriter) -> Result<()> {
         let (start, end) = self.entry.block_range(self.index);
+        // Readers may take the bytes from the file as they are written.
+        // (Without a second descriptor they wait for the whole block.)
+        let flight = self
+            .flight
+            .filter(|f| w.reader().map(|file| f.growing(file, end - start)).is_ok());
         let r = origin::read_exact(
             &*self.inner.origin,
             &self.entry.key,
             &self.entry.info,
             start,
             end - start,
-            &mut |c: &[u8]| w.write(c),
+            &mut |c: &[u8]| {
+                w.write(c)?;
+                if let Some(f) = flight {
+                    f.written(w.written());
+                }
+                Ok(())
+            },
         );
         if let Err(e) = &r {
             if e.kind() != ErrorKind::Store {

@@ -4,9 +4,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::entry::Entry;
+use super::fill::{Got, Pending};
 use super::mapped::Open;
 use super::{now_secs, Inner, TOUCH_EVERY_SECS};
 use crate::error::{Error, ErrorKind, Result};
@@ -97,7 +98,8 @@ impl Inner {
         let first = offset / bs;
         let last = (end - 1) / bs;
 
-        // The blocks, open; `None` for those still missing.
+        // The blocks, open; `None` for those still missing, whose fills
+        // start now, all at once (they run in parallel).
         let mut blocks: Vec<Option<Arc<Open>>> =
             (first..=last).map(|i| self.block(&entry, i)).collect();
         let missing: Vec<u64> = (first..=last)
@@ -105,56 +107,83 @@ impl Inner {
             .filter(|(_, b)| b.is_none())
             .map(|(i, _)| i)
             .collect();
-        let mut passthrough = Vec::new();
-        if !missing.is_empty() {
-            self.stats.misses.add(1);
-            let t0 = Instant::now();
-            let results = self.fill_each(&entry, &missing);
-            self.stats
-                .origin_wait_ns
-                .add(t0.elapsed().as_nanos() as u64);
-            for (i, r) in missing.iter().zip(results) {
-                match r {
-                    Ok(b) => blocks[(i - first) as usize] = Some(b),
-                    Err(e) if e.kind() == ErrorKind::Store => {
-                        self.warn_store(&e);
-                        passthrough.push(*i);
-                    }
-                    Err(e) if e.kind() == ErrorKind::PeerStalled => {
-                        log::log_once(
-                            Level::Warn,
-                            &format!("stalled:{}:{i}", entry.key),
-                            &format!("block {i} of {}: {e}", entry.key),
-                        );
-                        passthrough.push(*i);
-                    }
-                    Err(e) => {
-                        if e.kind() == ErrorKind::Changed {
-                            self.invalidate(&entry);
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-        } else {
+        let mut pending: Vec<Option<Pending>> = blocks.iter().map(|_| None).collect();
+        if missing.is_empty() {
             self.stats.hits.add(1);
+        } else {
+            self.stats.misses.add(1);
+            for (&i, p) in missing.iter().zip(self.start_fills(&entry, &missing)) {
+                pending[(i - first) as usize] = Some(p);
+            }
         }
 
-        // Copy out.
-        let mut from_cache = 0u64;
-        for (i, block) in (first..=last).zip(&blocks) {
+        // Copy out, block by block: a missing block's bytes as soon as its
+        // fill has them (from the file it writes), or once it is filled;
+        // straight from the origin when it cannot be cached.
+        let (mut from_cache, mut from_fills) = (0u64, 0u64);
+        let mut waited = Duration::ZERO;
+        let mut outcome = Ok(());
+        for i in first..=last {
+            let slot = (i - first) as usize;
             let (bstart, bend) = entry.block_range(i);
             let s = offset.max(bstart);
             let e = end.min(bend);
             let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
-            match block {
+            if let Some(p) = pending[slot].take() {
+                let t0 = Instant::now();
+                // A reader of a block's first bytes takes them as they
+                // arrive; one that needs the block to its end waits for the
+                // fill to end.
+                let got = self.land(&entry, i, p, Some(e - bstart));
+                waited += t0.elapsed();
+                let got = match got {
+                    Ok(Got::Partly(file)) => match read_growing(&file, s - bstart, dst) {
+                        Ok(()) => {
+                            from_fills += e - s;
+                            continue;
+                        }
+                        Err(err) => Err(err),
+                    },
+                    Ok(Got::Block(b)) => {
+                        blocks[slot] = Some(b);
+                        Ok(())
+                    }
+                    Err(err) => Err(err),
+                };
+                match got {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == ErrorKind::Store => {
+                        self.warn_store(&err);
+                    }
+                    Err(err) if err.kind() == ErrorKind::PeerStalled => {
+                        log::log_once(
+                            Level::Warn,
+                            &format!("stalled:{}:{i}", entry.key),
+                            &format!("block {i} of {}: {err}", entry.key),
+                        );
+                    }
+                    Err(err) => {
+                        if err.kind() == ErrorKind::Changed {
+                            self.invalidate(&entry);
+                        }
+                        outcome = Err(err);
+                        break;
+                    }
+                }
+            }
+            match &blocks[slot] {
+                // Present, or (from here on) cannot be cached.
                 Some(b) => {
-                    b.copy_to((s - bstart) as usize, dst)?;
+                    if let Err(err) = b.copy_to((s - bstart) as usize, dst) {
+                        outcome = Err(err);
+                        break;
+                    }
                     from_cache += e - s;
                 }
-                None if passthrough.contains(&i) => {
+                None => {
                     self.stats.passthrough_reads.add(1);
                     let mut pos = 0usize;
+                    let t0 = Instant::now();
                     let r = origin::read_exact(
                         &*self.origin,
                         key,
@@ -167,24 +196,26 @@ impl Inner {
                             Ok(())
                         },
                     );
+                    waited += t0.elapsed();
                     if let Err(err) = r {
                         self.stats.origin_errors.add(1);
                         if err.kind() == ErrorKind::Changed {
                             self.invalidate(&entry);
                         }
-                        return Err(err);
+                        outcome = Err(err);
+                        break;
                     }
                     self.stats.bytes_from_origin.add(e - s);
                 }
-                None => {
-                    return Err(Error::internal(format!(
-                        "block {i} was neither filled nor read from the origin"
-                    )))
-                }
             }
         }
-        drop(blocks);
+        if !waited.is_zero() {
+            self.stats.origin_wait_ns.add(waited.as_nanos() as u64);
+        }
         self.stats.bytes_from_cache.add(from_cache);
+        self.stats.bytes_from_fills.add(from_fills);
+        outcome?;
+        drop(blocks);
         self.readahead(&entry, first, last);
         let now = now_secs();
         if now.saturating_sub(entry.last_touch.load(Ordering::Relaxed)) >= TOUCH_EVERY_SECS {
@@ -195,4 +226,15 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Reads bytes `[at, at + dst.len())` of a block whose fill is still
+/// writing it (they are written already) from its file.
+fn read_growing(file: &std::fs::File, at: u64, dst: &mut [u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(dst, at).map_err(|e| {
+        Error::store(format!(
+            "cannot read the bytes of a block being filled from its file: {e}"
+        ))
+    })
 }

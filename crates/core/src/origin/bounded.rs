@@ -289,6 +289,10 @@ impl Origin for Bounded {
         }
     }
 
+    fn streams_final_bytes(&self) -> bool {
+        self.inner.streams_final_bytes()
+    }
+
     fn shutdown(&self) {
         self.stopped.store(true, Ordering::Release);
         self.inner.shutdown();

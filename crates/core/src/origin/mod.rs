@@ -63,6 +63,15 @@ pub trait Origin: Send + Sync {
         sink: &mut Sink<'_>,
     ) -> Result<()>;
 
+    /// Whether the bytes [`Origin::read`] delivers are final as they
+    /// arrive: all of the version asked for, even when the read fails later
+    /// (Azure: every answer is conditional on the ETag). Then readers may be
+    /// served from a fill before it ends. A directory's file can change
+    /// under a read, which is found only at its end: not final.
+    fn streams_final_bytes(&self) -> bool {
+        false
+    }
+
     /// Cancels work in flight and stops background threads (called at
     /// shutdown; must not block on the network).
     fn shutdown(&self) {}

@@ -10,7 +10,8 @@
 //! - `processes`: several processes sharing one cache directory;
 //! - `reads`: cold and warm reads, ranges at the end, missing blobs;
 //! - `endpoints`: endpoints as the streamer writes them;
-//! - `shutdown`: shutdown with a request in flight.
+//! - `shutdown`: shutdown with a request in flight;
+//! - `streaming`: readers served from a fill in flight.
 //!
 //! Credentials are always explicit (an `AzureEnv` given to the origin, or a
 //! cleared environment for child processes), so nothing here can reach the
@@ -26,6 +27,7 @@ mod names;
 mod processes;
 mod reads;
 mod shutdown;
+mod streaming;
 mod versions;
 
 use std::path::Path;

@@ -259,6 +259,12 @@ impl Origin for AzureOrigin {
         })
     }
 
+    /// Every GET is `If-Match` the ETag, and its answer's ETag and
+    /// Content-Range are checked before a byte of it is delivered.
+    fn streams_final_bytes(&self) -> bool {
+        true
+    }
+
     fn shutdown(&self) {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
