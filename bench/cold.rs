@@ -5,9 +5,16 @@
 //!    reads, a fresh cache directory) against the best plain download of the
 //!    same blob from the same Azurite: parallel 8 MiB ranged GETs into
 //!    memory at several concurrency levels, interleaved with it. With each,
-//!    the CPU time per GiB of the reader and of Azurite; and the Azure fetch
-//!    path alone (`AzureOrigin::read` into a counting sink: no cache, no
-//!    hashing, no disk), to tell the origin's cost from the cache's.
+//!    the CPU time per GiB of the reader and of Azurite, and the ratio of
+//!    the readers'; and the Azure fetch path alone (`AzureOrigin::read` into
+//!    a counting sink: no cache, no hashing, no disk), to tell the origin's
+//!    cost from the cache's.
+//!    First bytes: the first 8 MiB read of a cold blob in a fresh host
+//!    process whose library has started (`bench first`), against one 8 MiB
+//!    ranged GET from a fresh process that has a connection (`bench
+//!    first-get`).
+//!    Far: the same comparison as the first, both through a far link
+//!    (crates/testing/src/farlink.rs) in front of the same Azurite.
 //! 7: 4 host processes sharing a fresh cache directory start together and
 //!    each load the whole blob; the counting proxy in front of Azurite adds
 //!    up the bytes of every answer.
@@ -17,12 +24,13 @@
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use blobcache_core::origin::azure::AzureOrigin;
 use blobcache_core::origin::Origin;
 use blobcache_core::BlobKey;
 use blobcache_testing::azurite::{self, plain_ranged_download, Azurite, ACCOUNT, KEY};
+use blobcache_testing::farlink::FarLink;
 use blobcache_testing::proxy::Proxy;
 use blobcache_testing::{bytes, tempdir, TempDir};
 
@@ -31,11 +39,17 @@ use crate::{self_exe, Args, Json, Summary};
 const CONTAINER: &str = "bench";
 const MODEL_SEED: u64 = 16;
 const BIG_SEED: u64 = 17;
+const GET_SEED: u64 = 18;
+const SMALL_SEED: u64 = 19;
 
 pub fn run(args: &Args) -> String {
     let size = args.num("--mib", 1024) << 20;
     let big = args.num("--rss-mib", 2048) << 20;
     let reps = args.num("--reps", 5);
+    let first_reps = args.num("--first-reps", 11);
+    let far_reps = args.num("--far-reps", reps);
+    let far_rtt = Duration::from_millis(args.num("--far-rtt-ms", 20) as u64);
+    let far_window = args.num("--far-window-kib", 4096) << 10;
     let lib = args.req("--lib");
     let levels = levels(args);
 
@@ -45,13 +59,14 @@ pub fn run(args: &Args) -> String {
     let t0 = Instant::now();
     az.put(CONTAINER, "model.bin", &bytes(MODEL_SEED, size));
     az.put(CONTAINER, "big.bin", &bytes(BIG_SEED, big));
+    az.put(CONTAINER, "get.bin", &bytes(GET_SEED, size));
+    az.put(CONTAINER, "small.bin", &bytes(SMALL_SEED, 64 << 10));
     let upload_s = t0.elapsed().as_secs_f64();
-    let host = |blob: &str, len: usize, endpoint: &str, cache: &TempDir, extra: &[&str]| {
+    // A host process (`bench <sub> --lib L ...`) reading through the library
+    // from `endpoint` into `cache`.
+    let host_of = |sub: &str, endpoint: &str, cache: &TempDir| {
         let mut c = Command::new(self_exe());
-        c.args(["load", "--lib", &lib, "--size", &len.to_string()])
-            .arg("--blob")
-            .arg(format!("{ACCOUNT}/{CONTAINER}/{blob}"))
-            .args(extra);
+        c.args([sub, "--lib", &lib]);
         for (k, _) in std::env::vars() {
             if k.starts_with("BLOBCACHE_") || k.starts_with("AZURE_") {
                 c.env_remove(k);
@@ -65,6 +80,14 @@ pub fn run(args: &Args) -> String {
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .stdout(Stdio::piped());
+        c
+    };
+    let host = |blob: &str, len: usize, endpoint: &str, cache: &TempDir, extra: &[&str]| {
+        let mut c = host_of("load", endpoint, cache);
+        c.args(["--size", &len.to_string()])
+            .arg("--blob")
+            .arg(format!("{ACCOUNT}/{CONTAINER}/{blob}"))
+            .args(extra);
         c
     };
     let finish = |c: std::process::Child| -> serde_like::Obj {
@@ -97,6 +120,8 @@ pub fn run(args: &Args) -> String {
     // process for the fetch path alone.
     let (mut ours_cpu, mut plain_cpu, mut alone_cpu) =
         (Pairs::default(), Pairs::default(), Pairs::default());
+    // The host process's CPU per GiB over the best plain download's.
+    let mut cpu_ratio = vec![];
     let (mut alone, mut alone_ratio) = (vec![], vec![]);
     for _ in 0..reps {
         let mut best = (0.0f64, (0.0, 0.0));
@@ -118,6 +143,7 @@ pub fn run(args: &Args) -> String {
                 .unwrap(),
         );
         ours_cpu.push(cpu.per_gib(gib));
+        cpu_ratio.push(ours_cpu.reader.last().unwrap() / plain_cpu.reader.last().unwrap());
         let gbs = size as f64 / r.get("seconds") / 1e9;
         ours.push(gbs);
         ratio.push(gbs / best.0);
@@ -127,20 +153,10 @@ pub fn run(args: &Args) -> String {
         alone.push(gbs);
         alone_ratio.push(gbs / best.0);
     }
-    let mut plain_json = Json::default();
-    let mut best_level = (0usize, 0.0f64);
-    for (i, &c) in levels.iter().enumerate() {
-        let s = Summary::of(&plain[i]);
-        if s.median > best_level.1 {
-            best_level = (c, s.median);
-        }
-        plain_json = plain_json.sum(&c.to_string(), s);
-    }
-    let item5 = Json::default()
-        .raw("plain_gbs", plain_json.done())
-        .num("best_plain_concurrency", best_level.0 as f64)
+    let item5 = plain_levels(&levels, &plain)
         .sum("library_gbs", Summary::of(&ours))
         .sum("library_vs_best_plain", Summary::of(&ratio))
+        .sum("library_cpu_vs_best_plain", Summary::of(&cpu_ratio))
         .sum("library_cpu_s_per_gib", Summary::of(&ours_cpu.reader))
         .sum(
             "library_azurite_cpu_s_per_gib",
@@ -159,6 +175,67 @@ pub fn run(args: &Args) -> String {
             Summary::of(&alone_cpu.azurite),
         )
         .done();
+
+    // Item 5, first bytes: baseline and subject each in a fresh process,
+    // the library with a fresh cache directory (so the blob is cold to it).
+    let (mut get_ms, mut first_ms, mut first_ratio) = (vec![], vec![], vec![]);
+    for _ in 0..first_reps {
+        let url = |blob: &str| format!("{}/{CONTAINER}/{blob}", az.endpoint());
+        let mut c = Command::new(self_exe());
+        c.args(["first-get", "--warm-url", &url("small.bin")])
+            .args(["--url", &url("get.bin")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        let get = finish(c.spawn().unwrap()).get("ms");
+        let cache = tempdir("bench-first");
+        let mut c = host_of("first", &az.template(), &cache);
+        c.args(["--warm", &format!("{ACCOUNT}/{CONTAINER}/small.bin")])
+            .args(["--blob", &format!("{ACCOUNT}/{CONTAINER}/model.bin")]);
+        let ours = finish(c.spawn().unwrap()).get("ms");
+        get_ms.push(get);
+        first_ms.push(ours);
+        first_ratio.push(ours / get);
+    }
+    let first = Json::default()
+        .num("read_mib", (crate::first::READ >> 20) as f64)
+        .sum("library_ms", Summary::of(&first_ms))
+        .sum("get_ms", Summary::of(&get_ms))
+        .sum("library_vs_get", Summary::of(&first_ratio))
+        .done();
+
+    // Item 5, far: the same comparison through a far link.
+    let far = FarLink::with_max_window(az.port, far_rtt, far_window);
+    let far_url = format!(
+        "http://127.0.0.1:{}/{ACCOUNT}/{CONTAINER}/model.bin",
+        far.port()
+    );
+    let mut far_plain: Vec<Vec<f64>> = vec![vec![]; levels.len()];
+    let (mut far_ours, mut far_ratio) = (vec![], vec![]);
+    for _ in 0..far_reps {
+        let mut best = 0.0f64;
+        for (i, &c) in levels.iter().enumerate() {
+            let gbs = size as f64 / plain_download(&far_url, None, size, c) / 1e9;
+            far_plain[i].push(gbs);
+            best = best.max(gbs);
+        }
+        let cache = tempdir("bench-far");
+        let r = finish(
+            host("model.bin", size, &far.template(), &cache, &[])
+                .spawn()
+                .unwrap(),
+        );
+        let gbs = size as f64 / r.get("seconds") / 1e9;
+        far_ours.push(gbs);
+        far_ratio.push(gbs / best);
+    }
+    let item5_far = plain_levels(&levels, &far_plain)
+        .num("rtt_ms", far_rtt.as_secs_f64() * 1e3)
+        .num("max_window_kib", (far_window >> 10) as f64)
+        .num("connections", far.connections() as f64)
+        .sum("library_gbs", Summary::of(&far_ours))
+        .sum("library_vs_best_plain", Summary::of(&far_ratio))
+        .done();
+    drop(far);
 
     // Item 7.
     let proxy = Proxy::start(az.port);
@@ -244,9 +321,28 @@ pub fn run(args: &Args) -> String {
         .num("reps", reps as f64)
         .num("upload_seconds", upload_s)
         .raw("item5", item5)
+        .raw("first_read", first)
+        .raw("item5_far", item5_far)
         .raw("item7", item7)
         .raw("item8", item8)
         .done()
+}
+
+/// The plain downloads' rates per concurrency level (`plain_gbs`) and the
+/// level with the best median (`best_plain_concurrency`).
+fn plain_levels(levels: &[usize], plain: &[Vec<f64>]) -> Json {
+    let mut plain_json = Json::default();
+    let mut best_level = (0usize, 0.0f64);
+    for (i, &c) in levels.iter().enumerate() {
+        let s = Summary::of(&plain[i]);
+        if s.median > best_level.1 {
+            best_level = (c, s.median);
+        }
+        plain_json = plain_json.sum(&c.to_string(), s);
+    }
+    Json::default()
+        .raw("plain_gbs", plain_json.done())
+        .num("best_plain_concurrency", best_level.0 as f64)
 }
 
 /// Item 5's fetch path alone, in this process: `AzureOrigin::read` of
@@ -361,6 +457,31 @@ fn range_len(r: &str, size: u64) -> u64 {
     let a: u64 = a.trim().parse().unwrap_or(0);
     let b: u64 = b.trim().parse().map_or(size - 1, |b: u64| b.min(size - 1));
     (b + 1).saturating_sub(a)
+}
+
+/// `bench farlink`: a far link (crates/testing/src/farlink.rs) in front of
+/// `127.0.0.1:--upstream`, for bench/streamer.py. Prints `{"port":P}` at
+/// once, runs until stdin closes, then answers its counters.
+pub fn farlink(args: &Args) -> String {
+    use std::io::Write as _;
+    let upstream: u16 = args
+        .req("--upstream")
+        .parse()
+        .expect("--upstream takes a port");
+    let rtt = Duration::from_millis(args.num("--rtt-ms", 20) as u64);
+    let window = args.num("--max-window-kib", 4096) << 10;
+    let link = FarLink::with_max_window(upstream, rtt, window);
+    println!(
+        "{}",
+        Json::default().raw("port", link.port().to_string()).done()
+    );
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+    Json::default()
+        .num("connections", link.connections() as f64)
+        .num("bytes_to_client", link.bytes_to_client() as f64)
+        .num("bytes_to_upstream", link.bytes_to_upstream() as f64)
+        .done()
 }
 
 fn levels(args: &Args) -> Vec<usize> {

@@ -4,18 +4,26 @@
 //!
 //!   bench hits --lib L --pread P [--mib N] [--reps R]        items 1, 2, 3
 //!   bench cold --lib L [--mib N] [--rss-mib N] [--reps R]    items 5, 7, 8 (Azurite)
+//!       [--first-reps R] [--far-reps R] [--far-rtt-ms N] [--far-window-kib K]
 //!   bench footprint --lib L --pread P [--reps R]             item 9
 //!   bench load --lib L --blob ACCOUNT/CONTAINER/BLOB --size BYTES [--threads N]
 //!       one host process loading one blob (spawned by `cold`)
+//!   bench first --lib L --warm A/C/SMALL --blob A/C/BLOB
+//!   bench first-get --warm-url URL --url URL
+//!       the first 8 MiB read of a cold blob, and its baseline (spawned by `cold`)
 //!   bench dlopen-once L                                       (spawned by `footprint`)
 //!   bench plain --url URL [--ca PEM] --size BYTES [--concurrency 4,8,16]
 //!       plain parallel ranged GETs of one blob (used by bench/streamer.py)
+//!   bench farlink --upstream PORT [--rtt-ms N] [--max-window-kib K]
+//!       a far link in front of a loopback port: prints {"port":P}, runs until
+//!       stdin closes (used by bench/streamer.py)
 //!
 //! Every figure is measured against its baseline in the same run, the two
 //! interleaved (baseline, subject, baseline, subject, ...) so that load on
 //! the machine falls on both.
 
 mod cold;
+mod first;
 mod footprint;
 mod hits;
 mod load;
@@ -140,7 +148,7 @@ pub fn self_exe() -> std::path::PathBuf {
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first().cloned() else {
-        eprintln!("usage: bench hits|cold|footprint|load|dlopen-once ... (see bench/main.rs)");
+        eprintln!("usage: bench hits|cold|footprint|load|first|first-get|plain|farlink|dlopen-once ... (see bench/main.rs)");
         std::process::exit(2);
     };
     let args = Args(argv[1..].to_vec());
@@ -150,6 +158,9 @@ fn main() {
         "footprint" => footprint::run(&args),
         "load" => load::run(&args),
         "plain" => cold::plain(&args),
+        "farlink" => cold::farlink(&args),
+        "first" => first::library(&args),
+        "first-get" => first::get(&args),
         "dlopen-once" => footprint::dlopen_once(&argv[1]),
         other => {
             eprintln!("unknown subcommand {other}");

@@ -15,6 +15,9 @@ Baseline and subject alternate (A B A B ...).
    blobs from Azurite over HTTPS (see TlsAzurite). The library reads the same
    HTTPS Azurite with the same settings (like for like), and, for scale, a
    plain-HTTP Azurite holding the same blobs.
+   Far: the same like-for-like comparison with both going through a far link
+   (`bench farlink`, crates/testing/src/farlink.rs) in front of the HTTPS
+   Azurite: the streamer and the library are pointed at the link's port.
 
 Runs inside a network namespace with only loopback (bench/run sees to it).
 """
@@ -156,6 +159,23 @@ class TlsAzurite:
         self.log.close()
 
 
+class FarLink:
+    """`bench farlink`: a far link in front of a loopback port, in a process
+    of its own that runs until its stdin closes."""
+
+    def __init__(self, bench_bin, upstream, rtt_ms):
+        self.proc = subprocess.Popen([bench_bin, "farlink", "--upstream", str(upstream), "--rtt-ms", str(rtt_ms)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.port = json.loads(self.proc.stdout.readline())["port"]
+
+    def close(self):
+        """Stops the link; returns its counters."""
+        self.proc.stdin.close()
+        out = self.proc.stdout.read()
+        self.proc.wait(10)
+        return json.loads(out.strip().splitlines()[-1])
+
+
 def summary(v):
     s = sorted(v)
     n = len(s)
@@ -169,7 +189,7 @@ def plain_best(bench_bin, url, size, ca=None):
     return json.loads(subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout)["best_gbs"]
 
 
-def run(lib, bench_bin, work, mib, warm_reps, reps, log=print):
+def run(lib, bench_bin, work, mib, warm_reps, reps, far_rtt_ms=20, log=print):
     work = Path(work)
     model_dir = work / "model"
     files = write_model(model_dir, mib)
@@ -239,6 +259,35 @@ def run(lib, bench_bin, work, mib, warm_reps, reps, log=print):
                         "library_tls_vs_direct": summary([a / b for a, b in zip(ours_tls, theirs)]),
                         "plain_http_gbs": summary(http), "plain_https_gbs": summary(https),
                         "plain_https_vs_http": summary([a / b for a, b in zip(https, http)])}
+
+        # Item 6, far: the same like-for-like comparison, both through a far
+        # link in front of the HTTPS Azurite.
+        far = FarLink(bench_bin, secure.port, far_rtt_ms)
+        try:
+            far_env = {**secure.streamer_env(), "AZURE_STORAGE_ENDPOINT_SUFFIX": f"blob.localhost:{far.port}"}
+            far_direct_env = loader_env(**far_env)
+            lib_far = {k: v for k, v in far_env.items() if not k.startswith("RUNAI_")}
+            far_ours, far_theirs = [], []
+            for i in range(reps):
+                t_direct, _, mapped = load(far_direct_env, uris, model_dir, warmup, wrap=secure.wrap())
+                assert not mapped, f"the direct load mapped no provider: {mapped}"
+                cache = work / f"cache-far-{i}"
+                env = loader_env(BLOBCACHE_DIR=str(cache), RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB=lib,
+                                 SSL_CERT_FILE=str(secure.ca), **lib_far)
+                t_lib, stats, _ = load(env, uris, model_dir, warmup)
+                assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
+                subprocess.run(["rm", "-rf", str(cache)], check=True)
+                far_theirs.append(total / t_direct / 1e9)
+                far_ours.append(total / t_lib / 1e9)
+                log(f"item 6 far rep {i + 1}: streamer direct {t_direct:.3f} s, library cold {t_lib:.3f} s "
+                    f"(HTTPS, far link of {far_rtt_ms} ms)")
+        finally:
+            counters = far.close()
+        # Both loads of every repetition went through the link.
+        assert counters["bytes_to_client"] >= 2 * reps * total, f"the far link carried too little: {counters}"
+        out["item6_far"] = {"rtt_ms": far_rtt_ms, "connections": counters["connections"],
+                            "direct_gbs": summary(far_theirs), "library_gbs": summary(far_ours),
+                            "library_vs_direct": summary([a / b for a, b in zip(far_ours, far_theirs)])}
     finally:
         secure.close()
         plain.close()
@@ -255,5 +304,7 @@ if __name__ == "__main__":
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--warm-reps", type=int, default=9)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--far-rtt-ms", type=int, default=20)
     a = ap.parse_args()
-    print(json.dumps(run(a.lib, a.bin, a.work, a.mib, a.warm_reps, a.reps, log=lambda m: print(m, file=sys.stderr))))
+    print(json.dumps(run(a.lib, a.bin, a.work, a.mib, a.warm_reps, a.reps, a.far_rtt_ms,
+                         log=lambda m: print(m, file=sys.stderr))))

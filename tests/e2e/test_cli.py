@@ -170,7 +170,10 @@ def test_bench_smoke_table_judges_no_target_and_fails_on_figures_that_make_no_se
     r = {"hits": _Figures(), "cold": _Figures(mib=64), "streamer": _Figures(model_bytes=64 << 20),
          "footprint": _Figures(needed=["libc.so.6"], stripped_bytes=5 << 20, unstripped_bytes=6 << 20)}
     r["cold"]["item5"]["best_plain_concurrency"] = 8
+    r["cold"]["item5_far"].update(best_plain_concurrency=8, rtt_ms=20)
+    r["cold"]["first_read"]["read_mib"] = 8
     r["cold"]["item8"]["mib"] = 128
+    r["streamer"]["item6_far"]["rtt_ms"] = 20
     m.rows(r)  # fills in every figure the table reads
     r = json.loads(json.dumps(r))  # as bench/main.rs reports them: plain JSON, nothing filled in later
     smoke = m.rows(r, smoke=True)

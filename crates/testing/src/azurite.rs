@@ -264,15 +264,11 @@ pub async fn plain_ranged_download(
 ) -> f64 {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let cred = Arc::new(AzureCredential::AccessKey(
-        AzureAccessKey::try_new(KEY).unwrap(),
-    ));
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..conns)
         .map(|_| {
-            let (client, next, url, cred) =
-                (client.clone(), next.clone(), url.to_string(), cred.clone());
+            let (client, next, url) = (client.clone(), next.clone(), url.to_string());
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(chunk);
                 loop {
@@ -281,25 +277,7 @@ pub async fn plain_ranged_download(
                         return;
                     }
                     let end = (off + chunk).min(size) - 1;
-                    let mut req = http::Request::builder()
-                        .method("GET")
-                        .uri(&url)
-                        .header("range", format!("bytes={off}-{end}"))
-                        .body(HttpRequestBody::empty())
-                        .unwrap();
-                    AzureAuthorizer::new(&cred, ACCOUNT).authorize(&mut req);
-                    let mut resp = client
-                        .get(req.uri().to_string())
-                        .headers(req.headers().clone())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), 206);
-                    buf.clear();
-                    while let Some(c) = resp.chunk().await.unwrap() {
-                        buf.extend_from_slice(&c);
-                    }
-                    assert_eq!(buf.len(), end + 1 - off);
+                    ranged_get(&client, &url, off, end, &mut buf).await;
                 }
             })
         })
@@ -308,6 +286,38 @@ pub async fn plain_ranged_download(
         t.await.unwrap();
     }
     t0.elapsed().as_secs_f64()
+}
+
+/// One GET of bytes `off..=end` of the blob at `url`, signed with the
+/// emulator's key, its body read into `buf` (cleared first); panics unless
+/// the answer is a 206 of exactly that length.
+pub async fn ranged_get(
+    client: &reqwest::Client,
+    url: &str,
+    off: usize,
+    end: usize,
+    buf: &mut Vec<u8>,
+) {
+    let cred = AzureCredential::AccessKey(AzureAccessKey::try_new(KEY).unwrap());
+    let mut req = http::Request::builder()
+        .method("GET")
+        .uri(url)
+        .header("range", format!("bytes={off}-{end}"))
+        .body(HttpRequestBody::empty())
+        .unwrap();
+    AzureAuthorizer::new(&cred, ACCOUNT).authorize(&mut req);
+    let mut resp = client
+        .get(req.uri().to_string())
+        .headers(req.headers().clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206, "GET {url} bytes={off}-{end}");
+    buf.clear();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        buf.extend_from_slice(&c);
+    }
+    assert_eq!(buf.len(), end + 1 - off);
 }
 
 impl Drop for Azurite {

@@ -4,6 +4,8 @@
 //!   free loopback port, with uploads and signed requests;
 //! - [`proxy`]: a counting, fault-injecting loopback proxy, and a token
 //!   server;
+//! - [`farlink`]: a loopback TCP proxy that delays and window-limits every
+//!   connection as a long, fat network link would (a far origin);
 //! - [`fixture`]: temporary directories, deterministic blob contents, and a
 //!   directory origin;
 //! - [`cdylib`]: the one loader of a built cache provider library, loaded
@@ -15,6 +17,7 @@
 pub mod azurite;
 pub mod built;
 pub mod cdylib;
+pub mod farlink;
 pub mod fixture;
 pub mod isolate;
 pub mod proxy;
