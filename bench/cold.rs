@@ -64,8 +64,25 @@ pub fn run(args: &Args) -> String {
     let upload_s = t0.elapsed().as_secs_f64();
     // A host process (`bench <sub> --lib L ...`) reading through the library
     // from `endpoint` into `cache`.
+    // Two aids for work on the cold path (bench/run sets neither): with
+    // BENCH_PERF_DIR set, each host process runs under `perf record` (a
+    // profile per process in that directory); BENCH_EXTRA_ENV=K=V,K=V adds
+    // settings to every host process's environment.
+    let perf_dir = std::env::var_os("BENCH_PERF_DIR").map(std::path::PathBuf::from);
+    let perf_runs = AtomicUsize::new(0);
     let host_of = |sub: &str, endpoint: &str, cache: &TempDir| {
-        let mut c = Command::new(self_exe());
+        let mut c = match &perf_dir {
+            Some(d) => {
+                let n = perf_runs.fetch_add(1, Ordering::Relaxed);
+                let mut c = Command::new("perf");
+                c.args(["record", "-q", "-F", "1999", "-o"])
+                    .arg(d.join(format!("{sub}-{n}.data")))
+                    .arg("--")
+                    .arg(self_exe());
+                c
+            }
+            None => Command::new(self_exe()),
+        };
         c.args([sub, "--lib", &lib]);
         for (k, _) in std::env::vars() {
             if k.starts_with("BLOBCACHE_") || k.starts_with("AZURE_") {
@@ -76,6 +93,12 @@ pub fn run(args: &Args) -> String {
             .env("BLOBCACHE_ORIGIN", "azure")
             .env("BLOBCACHE_AZURE_ENDPOINT", endpoint)
             .env("BLOBCACHE_MAX_SIZE", "90%")
+            .envs(std::env::var("BENCH_EXTRA_ENV").ok().iter().flat_map(|v| {
+                v.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>()
+            }))
             .env("AZURE_STORAGE_ACCOUNT_KEY", KEY)
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())

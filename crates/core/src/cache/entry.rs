@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log::{self, Level};
 use crate::names::BlobKey;
 use crate::origin::ObjectInfo;
+use crate::store::block::Growing;
 use crate::store::VersionDir;
 use crate::sync::{CondvarExt, MutexExt, RwLockExt};
 
@@ -71,9 +72,8 @@ pub(super) struct Flight {
 struct FlightState {
     /// The fill's result, and whether a readahead job ran it.
     result: Option<(Result<()>, bool)>,
-    /// The block's file while the fill writes it, the bytes written, and
-    /// the block's length.
-    growing: Option<(Arc<std::fs::File>, u64, u64)>,
+    /// The block while the fill writes it.
+    growing: Option<Arc<Growing>>,
     /// Readers waiting for bytes of `growing`.
     waiting: usize,
 }
@@ -83,8 +83,8 @@ pub(super) enum Landed {
     /// The fill ended: its result, and whether a readahead job ran it.
     Done(Result<()>, bool),
     /// The fill is still writing the block, and the first bytes asked for
-    /// are in this file (the block's, read with `pread`).
-    Partly(Arc<std::fs::File>),
+    /// are in.
+    Partly(Arc<Growing>),
 }
 
 impl Flight {
@@ -99,9 +99,10 @@ impl Flight {
             if let Some((r, ahead)) = &g.result {
                 return Landed::Done(r.clone(), *ahead);
             }
-            if let (Some(n), Some((file, written, len))) = (first, &g.growing) {
-                if *written >= n && *written < *len {
-                    return Landed::Partly(file.clone());
+            if let (Some(n), Some(growing)) = (first, &g.growing) {
+                let written = growing.written();
+                if written >= n && written < growing.len() {
+                    return Landed::Partly(growing.clone());
                 }
             }
             g.waiting += 1;
@@ -110,17 +111,14 @@ impl Flight {
         }
     }
 
-    /// The fill began writing the block (`len` bytes) into `file`.
-    pub(super) fn growing(&self, file: std::fs::File, len: u64) {
-        self.state.locked().growing = Some((Arc::new(file), 0, len));
+    /// The fill began writing the block.
+    pub(super) fn growing(&self, growing: Arc<Growing>) {
+        self.state.locked().growing = Some(growing);
     }
 
-    /// The fill has written the block's first `written` bytes.
-    pub(super) fn written(&self, written: u64) {
-        let mut g = self.state.locked();
-        if let Some((_, w, _)) = &mut g.growing {
-            *w = written;
-        }
+    /// The fill has written more bytes: wakes the readers waiting for some.
+    pub(super) fn wrote(&self) {
+        let g = self.state.locked();
         if g.waiting > 0 {
             drop(g);
             self.cv.notify_all();

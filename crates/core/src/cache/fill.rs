@@ -14,7 +14,7 @@ use super::Inner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 use crate::origin;
-use crate::store::block::OpenError;
+use crate::store::block::{Growing, OpenError};
 use crate::store::{BlockWriter, Fill, Filled, VersionDir};
 use crate::sync::MutexExt;
 /// A missing block a reader waits for: its fill in this process, or why
@@ -28,9 +28,9 @@ pub(super) enum Pending {
 pub(super) enum Got {
     /// The block, filled and open.
     Block(Arc<Open>),
-    /// The block's file while its fill is still writing it, with the bytes
-    /// the reader asked for already in.
-    Partly(Arc<std::fs::File>),
+    /// The block while its fill is still writing it, with the bytes the
+    /// reader asked for already in.
+    Partly(Arc<Growing>),
 }
 
 impl Inner {
@@ -308,11 +308,11 @@ impl Fill for BlockFill<'_> {
 
     fn write(&mut self, w: &mut BlockWriter) -> Result<()> {
         let (start, end) = self.entry.block_range(self.index);
-        // Readers may take the bytes from the file as they are written.
-        // (Without a second descriptor they wait for the whole block.)
+        // Readers may take the bytes as they are written. (When the block
+        // cannot be mapped for them, they wait for all of it.)
         let flight = self
             .flight
-            .filter(|f| w.reader().map(|file| f.growing(file, end - start)).is_ok());
+            .filter(|f| w.growing().map(|g| f.growing(g)).is_some());
         let r = origin::read_exact(
             &*self.inner.origin,
             &self.entry.key,
@@ -322,7 +322,7 @@ impl Fill for BlockFill<'_> {
             &mut |c: &[u8]| {
                 w.write(c)?;
                 if let Some(f) = flight {
-                    f.written(w.written());
+                    f.wrote();
                 }
                 Ok(())
             },

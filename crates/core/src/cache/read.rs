@@ -137,7 +137,7 @@ impl Inner {
                 let got = self.land(&entry, i, p, Some(e - bstart));
                 waited += t0.elapsed();
                 let got = match got {
-                    Ok(Got::Partly(file)) => match read_growing(&file, s - bstart, dst) {
+                    Ok(Got::Partly(growing)) => match growing.copy_to(s - bstart, dst) {
                         Ok(()) => {
                             from_fills += e - s;
                             continue;
@@ -226,15 +226,4 @@ impl Inner {
         }
         Ok(())
     }
-}
-
-/// Reads bytes `[at, at + dst.len())` of a block whose fill is still
-/// writing it (they are written already) from its file.
-fn read_growing(file: &std::fs::File, at: u64, dst: &mut [u8]) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(dst, at).map_err(|e| {
-        Error::store(format!(
-            "cannot read the bytes of a block being filled from its file: {e}"
-        ))
-    })
 }

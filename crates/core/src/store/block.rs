@@ -14,8 +14,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Mmap, MmapOptions, MmapRaw};
 use sha2::{Digest, Sha256};
 
 use super::checksum::{self, Hasher, Kind};
@@ -378,6 +380,57 @@ pub(crate) struct BlockWriter {
     written: u64,
     hasher: Hasher,
     fsync: bool,
+    growing: Option<Arc<Growing>>,
+}
+
+/// A block being written, mapped for its readers: the bytes written so far
+/// can be copied out while the rest is still coming in.
+pub(crate) struct Growing {
+    map: MmapRaw,
+    len: u64,
+    /// Bytes written, all of them through `write` calls that returned.
+    written: AtomicU64,
+}
+
+impl Growing {
+    /// The block's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Copies bytes `[at, at + dst.len())` into `dst`; fails unless all of
+    /// them are written.
+    #[allow(unsafe_code)]
+    pub(crate) fn copy_to(&self, at: u64, dst: &mut [u8]) -> Result<()> {
+        let end = at.checked_add(dst.len() as u64);
+        if !end.is_some_and(|e| e <= self.written()) {
+            return Err(Error::internal(
+                "read past the bytes written of a block being filled",
+            ));
+        }
+        // SAFETY: `[at, at + dst.len())` lies inside the mapping (it is
+        // within `written` <= `len`, the mapping's length) and every byte
+        // of it was written by a `write` that returned before `written`
+        // was stored (Release, read above with Acquire): the file's bytes
+        // there no longer change (a block file is written once, front to
+        // back, and never truncated: it is removed by unlink only, which
+        // keeps the mapping valid). Within the file's size, so backed. Only
+        // that range is read, through a raw pointer: no reference covers
+        // the bytes still being written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(at as usize),
+                dst.as_mut_ptr(),
+                dst.len(),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl BlockWriter {
@@ -419,22 +472,27 @@ impl BlockWriter {
             written: 0,
             hasher: Hasher::new(WRITTEN_WITH),
             fsync,
+            growing: None,
         })
     }
 
-    /// A second descriptor of the file being written, for reading the
-    /// bytes written so far (they stay readable through it after the file
-    /// is published or removed).
-    pub(crate) fn reader(&self) -> std::io::Result<File> {
-        self.file
-            .as_ref()
-            .expect("file present until publish")
-            .try_clone()
-    }
-
-    /// The bytes written so far.
-    pub(crate) fn written(&self) -> u64 {
-        self.written
+    /// The block as it is being written, for readers of the bytes written
+    /// so far (mapped on the first call; `None` when it cannot be mapped).
+    /// It stays readable after the file is published or removed.
+    pub(crate) fn growing(&mut self) -> Option<Arc<Growing>> {
+        if self.growing.is_none() {
+            let file = self.file.as_ref().expect("file present until publish");
+            let map = MmapOptions::new()
+                .len(self.len as usize)
+                .map_raw_read_only(file)
+                .ok()?;
+            self.growing = Some(Arc::new(Growing {
+                map,
+                len: self.len,
+                written: AtomicU64::new(self.written),
+            }));
+        }
+        self.growing.clone()
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
@@ -450,6 +508,9 @@ impl BlockWriter {
             .write_all(data)
             .map_err(|e| io_error("cannot write block file", &self.tmp, &e))?;
         self.written += data.len() as u64;
+        if let Some(g) = &self.growing {
+            g.written.store(self.written, Ordering::Release);
+        }
         Ok(())
     }
 
