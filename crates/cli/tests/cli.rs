@@ -355,7 +355,7 @@ fn stats_survive_processes_verify_drops_corrupt_blocks_and_evict_trims() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
     assert!(out.contains("\"block\":1,"), "{out}");
-    assert!(out.contains("SHA-256"), "{out}");
+    assert!(out.contains("do not match the XXH3-128"), "{out}");
     assert!(err.contains("1 bad blocks removed"), "{err}");
     assert!(!p.exists(), "the bad block is still there");
     ok(&run(&env, &["verify"]));
