@@ -14,7 +14,7 @@ use super::Inner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 use crate::origin;
-use crate::store::block::{Growing, OpenError};
+use crate::store::block::OpenError;
 use crate::store::{BlockWriter, Fill, Filled, VersionDir};
 use crate::sync::MutexExt;
 /// A missing block a reader waits for: its fill in this process, or why
@@ -24,13 +24,13 @@ pub(super) enum Pending {
     Refused(Error),
 }
 
-/// What a reader of a missing block got from [`Inner::land`].
-pub(super) enum Got {
-    /// The block, filled and open.
+/// What a reader of a missing block got from [`Inner::take`].
+pub(super) enum Took {
+    /// The block, filled and open; nothing copied yet.
     Block(Arc<Open>),
-    /// The block while its fill is still writing it, with the bytes the
-    /// reader asked for already in.
-    Partly(Arc<Growing>),
+    /// The bytes asked for, copied: some or all of them as the fill
+    /// brought them in.
+    Copied,
 }
 
 impl Inner {
@@ -66,43 +66,93 @@ impl Inner {
             .collect()
     }
 
-    /// Waits for block `index` from `pending`: until it is filled, or, with
-    /// `first = Some(n)`, until its first `n` bytes are written if that
-    /// comes sooner. If a readahead fill of it failed, it is tried once
-    /// more here.
-    pub(super) fn land(
+    /// Waits for the fill of block `index` to end; if it was a readahead
+    /// fill and failed, it is tried once more (as a demand fill). Returns
+    /// the block, open.
+    fn land(
         self: &Arc<Self>,
         entry: &Arc<Entry>,
         index: u64,
         pending: Pending,
-        first: Option<u64>,
-    ) -> Result<Got> {
+    ) -> Result<Arc<Open>> {
         let flight = match pending {
             Pending::Refused(e) => return Err(e),
             Pending::Flight(f) => f,
         };
-        let r = match flight.wait_for(first) {
-            Landed::Partly(file) => return Ok(Got::Partly(file)),
-            Landed::Done(Err(e), true) if e.kind() != ErrorKind::Shutdown => {
-                if self.block(entry, index).is_some() {
-                    Ok(())
-                } else {
-                    match self.join_flight(entry, index, false).wait_for(first) {
-                        Landed::Partly(file) => return Ok(Got::Partly(file)),
-                        Landed::Done(r, _) => r,
+        match flight.wait_for(None) {
+            Landed::Done(r, ahead) => self.landed(entry, index, r, ahead),
+            Landed::Partly(_) => unreachable!("waiting for the end"),
+        }
+    }
+
+    /// The block after its fill ended with `r` (run by a readahead job if
+    /// `ahead`): open, or the error; a failed readahead is tried once more.
+    fn landed(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        index: u64,
+        r: Result<()>,
+        ahead: bool,
+    ) -> Result<Arc<Open>> {
+        match r {
+            Err(e) if ahead && e.kind() != ErrorKind::Shutdown => {
+                if self.block(entry, index).is_none() {
+                    match self.join_flight(entry, index, false).wait_for(None) {
+                        Landed::Done(r, _) => r?,
+                        Landed::Partly(_) => unreachable!("waiting for the end"),
                     }
                 }
             }
-            Landed::Done(r, _) => r,
-        };
-        r?;
+            r => r?,
+        }
         // The fill put it in its slot; the budget may have closed it since
         // (then it is opened again from disk).
-        self.block(entry, index).map(Got::Block).ok_or_else(|| {
+        self.block(entry, index).ok_or_else(|| {
             Error::store(format!(
                 "block {index} was filled but is not readable (removed by another process?); retry the read"
             ))
         })
+    }
+
+    /// Bytes `[at, at + dst.len())` of block `index`, from its fill
+    /// (`pending`): copied into `dst` piece by piece as the fill brings them
+    /// in, when it shows them ([`Flight::wait_for`]); otherwise the block,
+    /// open, once filled.
+    pub(super) fn take(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        index: u64,
+        pending: Pending,
+        at: u64,
+        dst: &mut [u8],
+    ) -> Result<Took> {
+        let flight = match pending {
+            Pending::Refused(e) => return Err(e),
+            Pending::Flight(f) => f,
+        };
+        let need = at + dst.len() as u64;
+        let mut copied = 0usize;
+        loop {
+            match flight.wait_for(Some(at + copied as u64 + 1)) {
+                Landed::Partly(growing) => {
+                    let upto = growing.written().min(need);
+                    let end = (upto - at) as usize;
+                    growing.copy_to(at + copied as u64, &mut dst[copied..end])?;
+                    copied = end;
+                    if copied == dst.len() {
+                        return Ok(Took::Copied);
+                    }
+                }
+                Landed::Done(r, ahead) => {
+                    let block = self.landed(entry, index, r, ahead)?;
+                    if copied == 0 {
+                        return Ok(Took::Block(block));
+                    }
+                    block.copy_to((at as usize) + copied, &mut dst[copied..])?;
+                    return Ok(Took::Copied);
+                }
+            }
+        }
     }
 
     /// Fills `indices` in parallel and waits for all of them.
@@ -110,7 +160,7 @@ impl Inner {
         let pending = self.start_fills(entry, indices);
         let mut first_error = None;
         for (&i, p) in indices.iter().zip(pending) {
-            if let Err(e) = self.land(entry, i, p, None) {
+            if let Err(e) = self.land(entry, i, p) {
                 first_error.get_or_insert(e);
             }
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::entry::Entry;
-use super::fill::{Got, Pending};
+use super::fill::{Pending, Took};
 use super::mapped::Open;
 use super::{now_secs, Inner, TOUCH_EVERY_SECS};
 use crate::error::{Error, ErrorKind, Result};
@@ -117,9 +117,9 @@ impl Inner {
             }
         }
 
-        // Copy out, block by block: a missing block's bytes as soon as its
-        // fill has them (from the file it writes), or once it is filled;
-        // straight from the origin when it cannot be cached.
+        // Copy out, block by block: a missing block's bytes as its fill
+        // brings them in, or once it is filled; straight from the origin
+        // when it cannot be cached.
         let (mut from_cache, mut from_fills) = (0u64, 0u64);
         let mut waited = Duration::ZERO;
         let mut outcome = Ok(());
@@ -131,20 +131,17 @@ impl Inner {
             let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
             if let Some(p) = pending[slot].take() {
                 let t0 = Instant::now();
-                // A reader of a block's first bytes takes them as they
-                // arrive; one that needs the block to its end waits for the
-                // fill to end.
-                let got = self.land(&entry, i, p, Some(e - bstart));
+                // The bytes are copied as the fill brings them in; a reader
+                // that needs the block to its end returns once the fill
+                // has ended.
+                let took = self.take(&entry, i, p, s - bstart, &mut *dst);
                 waited += t0.elapsed();
-                let got = match got {
-                    Ok(Got::Partly(growing)) => match growing.copy_to(s - bstart, dst) {
-                        Ok(()) => {
-                            from_fills += e - s;
-                            continue;
-                        }
-                        Err(err) => Err(err),
-                    },
-                    Ok(Got::Block(b)) => {
+                let got = match took {
+                    Ok(Took::Copied) => {
+                        from_fills += e - s;
+                        continue;
+                    }
+                    Ok(Took::Block(b)) => {
                         blocks[slot] = Some(b);
                         Ok(())
                     }
