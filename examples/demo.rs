@@ -257,7 +257,7 @@ fn describe(title: &str, load: &Load) -> String {
     );
     if c.misses == 0 && c.origin_wait_ms > 0 {
         waited += &format!(
-            "\n  {:<24}(no read waited for data: this is the version check at each blob's first reads in the session,\n  {:<24}one request per reader thread that gets there first, and, for Azure, starting the session's client)",
+            "\n  {:<24}(no read waited for data: this is the version check at each blob's first reads in the session,\n  {:<24}one request per blob that every reader thread arriving meanwhile waits for, and, for Azure, starting the session's client)",
             "", ""
         );
     }

@@ -57,9 +57,10 @@ impl Entry {
 /// first to start runs the fill, the other finds it started and returns.
 ///
 /// While the fill writes the block, readers need not wait for all of it: the
-/// fill shows the block's file and how many bytes of it are written
-/// ([`Flight::wait_for`]), and a reader whose bytes are in takes them from
-/// there. Only fills from an origin whose bytes are final as they arrive
+/// fill shows the block as it is written ([`Growing`]: mapped, with the
+/// count of bytes written), and readers copy the bytes they need out of it
+/// as they come in ([`Flight::wait_for`]). Only fills from an origin whose
+/// bytes are final as they arrive
 /// ([`crate::origin::Origin::streams_final_bytes`]) show them.
 #[derive(Default)]
 pub(super) struct Flight {
@@ -202,17 +203,57 @@ impl Drop for FlightJob {
 }
 
 impl Inner {
+    /// The entry of `key`, looked up at the origin on first use. One
+    /// lookup per blob at a time: readers that come meanwhile (the
+    /// streamer's threads start on a file together) wait for it and share
+    /// its answer, entry or error, instead of each asking the origin.
     pub(super) fn entry(&self, key: &BlobKey) -> Result<Arc<Entry>> {
         if let Some(e) = self.shard(key).read_locked().get(key) {
             return Ok(e.clone());
         }
         // The version check of a first access waits on the origin too.
         let t0 = Instant::now();
-        let entry = self.open_entry(key);
+        let r = self.entry_once(key);
         self.stats
             .origin_wait_ns
             .add(t0.elapsed().as_nanos() as u64);
-        let entry = Arc::new(entry?);
+        r
+    }
+
+    fn entry_once(&self, key: &BlobKey) -> Result<Arc<Entry>> {
+        let slot = Arc::new(Mutex::new(None));
+        let mut answer = slot.locked();
+        let joined = {
+            let mut opening = self.opening.locked();
+            match opening.get(key) {
+                Some(other) => Some(other.clone()),
+                None => {
+                    opening.insert(key.clone(), slot.clone());
+                    None
+                }
+            }
+        };
+        if let Some(other) = joined {
+            drop(answer);
+            // Its opener holds it until the answer is in (`None` only if
+            // the opener panicked: then look it up here).
+            if let Some(r) = other.locked().clone() {
+                return r;
+            }
+            return self.open_and_share(key);
+        }
+        let r = self.open_and_share(key);
+        *answer = Some(r.clone());
+        self.opening.locked().remove(key);
+        r
+    }
+
+    /// Looks `key` up at the origin and puts its entry in the shard.
+    fn open_and_share(&self, key: &BlobKey) -> Result<Arc<Entry>> {
+        if let Some(e) = self.shard(key).read_locked().get(key) {
+            return Ok(e.clone());
+        }
+        let entry = Arc::new(self.open_entry(key)?);
         let mut shard = self.shard(key).write_locked();
         Ok(shard.entry(key.clone()).or_insert(entry).clone())
     }

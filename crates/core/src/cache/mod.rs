@@ -53,6 +53,8 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 const JANITOR_PERIOD: Duration = Duration::from_secs(5);
 
 type Shard = RwLock<HashMap<BlobKey, Arc<Entry>>>;
+/// Where one lookup of a blob at the origin puts its answer.
+type Opening = Arc<Mutex<Option<Result<Arc<Entry>>>>>;
 
 struct Inner {
     config: Config,
@@ -60,6 +62,9 @@ struct Inner {
     store_problem: Option<String>,
     origin: Arc<dyn Origin>,
     entries: Box<[Shard]>,
+    /// Lookups of blobs at the origin in progress, each with the slot its
+    /// answer goes to (see `Inner::entry`).
+    opening: Mutex<HashMap<BlobKey, Opening>>,
     hasher: std::collections::hash_map::RandomState,
     pool: Pool,
     stats: Stats,
@@ -126,6 +131,7 @@ impl Cache {
             store_problem,
             origin,
             entries: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            opening: Mutex::new(HashMap::new()),
             hasher: Default::default(),
             pool,
             stats: Stats::default(),

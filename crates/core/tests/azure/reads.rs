@@ -9,7 +9,7 @@ use blobcache_core::origin::Origin;
 use blobcache_core::ErrorKind;
 
 use blobcache_testing::azurite::{self, Azurite, KEY};
-use blobcache_testing::proxy::Proxy;
+use blobcache_testing::proxy::{Fault, Proxy};
 use blobcache_testing::{blobcache_cmd, bytes, tempdir};
 
 use crate::{cache, cat_env, key, read_all};
@@ -143,4 +143,65 @@ fn a_missing_blob_is_not_found_with_a_hint() {
     );
     let e = read_all(&c, &key("nocontainer", "x.bin"), 10).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn readers_starting_on_a_blob_together_share_one_lookup_at_the_origin() {
+    let az = Azurite::start();
+    az.create_container("models");
+    let data = bytes(41, (2 << 20) + 5);
+    az.put("models", "m.bin", &data);
+    let proxy = Proxy::start(az.port);
+    let dir = tempdir("one-lookup");
+    let cfg = azurite::config(&proxy.template(), dir.path());
+    let c = std::sync::Arc::new(cache(&cfg, azurite::key_env()));
+    let heads = |blob: &str| {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "HEAD" && s.target.contains(blob))
+            .count()
+    };
+    // Eight readers released together on a blob: each gets its bytes; the
+    // blob is looked up once (a reader that comes after the lookup finds
+    // the entry).
+    let together = |blob: &'static str| -> Vec<blobcache_core::Result<Vec<u8>>> {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let readers: Vec<_> = (0..8u64)
+            .map(|i| {
+                let (c, barrier) = (c.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let k = key("models", blob);
+                    barrier.wait();
+                    let mut buf = vec![0u8; 4096];
+                    c.read(&k, i * 100_000, &mut buf).map(|()| buf)
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    };
+    for (i, r) in together("m.bin").into_iter().enumerate() {
+        let at = i * 100_000;
+        assert_eq!(r.unwrap(), data[at..at + 4096], "reader {i}");
+    }
+    assert_eq!(heads("m.bin"), 1, "{:?}", proxy.seen());
+    // A lookup that fails is shared too: its answer is held for 3 s (then
+    // the connection breaks and the lookup is retried), long enough for all
+    // eight readers to come; every one gets the same not-found error.
+    proxy.inject(
+        "HEAD",
+        Fault::StallHead {
+            stall: Duration::from_secs(3),
+        },
+    );
+    for (i, r) in together("gone.bin").into_iter().enumerate() {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "reader {i}: {e}");
+    }
+    assert_eq!(
+        heads("gone.bin"),
+        2,
+        "one lookup, its request tried twice: {:?}",
+        proxy.seen()
+    );
 }
