@@ -210,7 +210,9 @@ impl Inner {
             self.stats.origin_wait_ns.add(waited.as_nanos() as u64);
         }
         self.stats.bytes_from_cache.add(from_cache);
-        self.stats.bytes_from_fills.add(from_fills);
+        if from_fills > 0 {
+            self.stats.bytes_from_fills.add(from_fills);
+        }
         outcome?;
         drop(blocks);
         self.readahead(&entry, first, last);
