@@ -219,6 +219,15 @@ def run(lib, bench_bin, work, mib, warm_reps, reps, far_rtt_ms=20, log=print):
     out["item4"] = {"local_s": summary(theirs), "library_s": summary(ours),
                     "library_vs_local": summary([a / b for a, b in zip(ours, theirs)])}
 
+    def cold_through_library(cache, **settings):
+        """One load through the library into the fresh cache directory
+        `cache` (removed after), with these origin settings; its seconds."""
+        env = loader_env(BLOBCACHE_DIR=str(cache), RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB=lib, **settings)
+        t, stats, _ = load(env, uris, model_dir, warmup)
+        assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
+        subprocess.run(["rm", "-rf", str(cache)], check=True)
+        return t
+
     # Item 6: cold, library (HTTP Azurite) vs the streamer's own client (HTTPS Azurite).
     tls = tls_material(work / "tls")
     plain = origins.AzuriteOrigin(str(work / "azurite-http"), str(model_dir), files, str(REPO))
@@ -234,15 +243,8 @@ def run(lib, bench_bin, work, mib, warm_reps, reps, far_rtt_ms=20, log=print):
             t_direct, _, mapped = load(direct_env, uris, model_dir, warmup, wrap=secure.wrap())
             assert not mapped, f"the direct load mapped no provider: {mapped}"
             cache = work / f"cache-cold-{i}"
-            env = loader_env(BLOBCACHE_DIR=str(cache), RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB=lib, **plain.env)
-            t_lib, stats, _ = load(env, uris, model_dir, warmup)
-            assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
-            subprocess.run(["rm", "-rf", str(cache)], check=True)
-            env = loader_env(BLOBCACHE_DIR=str(cache), RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB=lib,
-                             SSL_CERT_FILE=str(secure.ca), **tls_env)
-            t_tls, stats, _ = load(env, uris, model_dir, warmup)
-            assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
-            subprocess.run(["rm", "-rf", str(cache)], check=True)
+            t_lib = cold_through_library(cache, **plain.env)
+            t_tls = cold_through_library(cache, SSL_CERT_FILE=str(secure.ca), **tls_env)
             ours_tls.append(total / t_tls / 1e9)
             # What TLS costs this Azurite: the same plain download both ways.
             http.append(plain_best(bench_bin, f"{plain.endpoint}/{origins.CONTAINER}/{first}", first_size))
@@ -271,12 +273,7 @@ def run(lib, bench_bin, work, mib, warm_reps, reps, far_rtt_ms=20, log=print):
             for i in range(reps):
                 t_direct, _, mapped = load(far_direct_env, uris, model_dir, warmup, wrap=secure.wrap())
                 assert not mapped, f"the direct load mapped no provider: {mapped}"
-                cache = work / f"cache-far-{i}"
-                env = loader_env(BLOBCACHE_DIR=str(cache), RUNAI_STREAMER_EXPERIMENTAL_AZURE_CACHE_LIB=lib,
-                                 SSL_CERT_FILE=str(secure.ca), **lib_far)
-                t_lib, stats, _ = load(env, uris, model_dir, warmup)
-                assert stats["bytes_from_origin"] >= total, f"a cold load fetches every byte: {stats}"
-                subprocess.run(["rm", "-rf", str(cache)], check=True)
+                t_lib = cold_through_library(work / f"cache-far-{i}", SSL_CERT_FILE=str(secure.ca), **lib_far)
                 far_theirs.append(total / t_direct / 1e9)
                 far_ours.append(total / t_lib / 1e9)
                 log(f"item 6 far rep {i + 1}: streamer direct {t_direct:.3f} s, library cold {t_lib:.3f} s "

@@ -346,7 +346,7 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
             match fault {
                 Some(Fault::CutBody { .. }) => return Ok(()),
                 Some(Fault::Reset { .. }) => {
-                    reset(&to_client);
+                    reset_on_close(&to_client);
                     return Ok(());
                 }
                 Some(Fault::StallBody { stall, .. }) => {
@@ -388,8 +388,9 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
     }
 }
 
-/// Makes the coming close send RST instead of FIN (SO_LINGER of 0).
-fn reset(s: &TcpStream) {
+/// Makes the coming close send RST instead of FIN (SO_LINGER of 0); for
+/// test servers that reset their connections too.
+pub fn reset_on_close(s: &TcpStream) {
     use std::os::unix::io::AsRawFd;
     let l = libc::linger {
         l_onoff: 1,

@@ -46,22 +46,8 @@ fn eight_mib_per_byte(mut s: TcpStream) {
 
 /// Resets the connection (RST, not FIN) once it has read a byte.
 fn reset_after_a_byte(mut s: TcpStream) {
-    use std::os::unix::io::AsRawFd;
     let _ = s.read(&mut [0u8; 1]);
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid linger struct for a socket this function owns.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    blobcache_testing::proxy::reset_on_close(&s);
 }
 
 fn connect(link: &FarLink) -> TcpStream {

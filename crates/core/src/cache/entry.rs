@@ -112,6 +112,15 @@ impl Flight {
         }
     }
 
+    /// Waits until the fill ended: its result, and whether a readahead job
+    /// ran it.
+    pub(super) fn wait_end(&self) -> (Result<()>, bool) {
+        match self.wait_for(None) {
+            Landed::Done(r, ahead) => (r, ahead),
+            Landed::Partly(_) => unreachable!("wait_for(None) waits for the end"),
+        }
+    }
+
     /// The fill began writing the block.
     pub(super) fn growing(&self, growing: Arc<Growing>) {
         self.state.locked().growing = Some(growing);

@@ -79,10 +79,8 @@ impl Inner {
             Pending::Refused(e) => return Err(e),
             Pending::Flight(f) => f,
         };
-        match flight.wait_for(None) {
-            Landed::Done(r, ahead) => self.landed(entry, index, r, ahead),
-            Landed::Partly(_) => unreachable!("waiting for the end"),
-        }
+        let (r, ahead) = flight.wait_end();
+        self.landed(entry, index, r, ahead)
     }
 
     /// The block after its fill ended with `r` (run by a readahead job if
@@ -97,10 +95,7 @@ impl Inner {
         match r {
             Err(e) if ahead && e.kind() != ErrorKind::Shutdown => {
                 if self.block(entry, index).is_none() {
-                    match self.join_flight(entry, index, false).wait_for(None) {
-                        Landed::Done(r, _) => r?,
-                        Landed::Partly(_) => unreachable!("waiting for the end"),
-                    }
+                    self.join_flight(entry, index, false).wait_end().0?;
                 }
             }
             r => r?,
