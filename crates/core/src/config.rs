@@ -208,7 +208,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "BLOBCACHE_FETCH_CONCURRENCY",
-        default: DefaultValue::Value("16"),
+        default: DefaultValue::Value("32"),
         form: "a whole number from 1 to 256",
         description: "blocks fetched from the origin at once (1–256)",
         parse: |c, v| {
@@ -219,7 +219,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "BLOBCACHE_READAHEAD",
-        default: DefaultValue::Value("4"),
+        default: DefaultValue::Value("16"),
         form: "a number of blocks from 0 (off) to 64",
         description: "blocks fetched ahead of a front-to-back reader; `0` turns readahead off",
         parse: |c, v| {
@@ -423,8 +423,8 @@ impl Default for Config {
             block_size: DEFAULT_BLOCK_SIZE,
             origin: OriginConfig::Azure,
             log_level: Level::Warn,
-            fetch_concurrency: 16,
-            readahead_blocks: 4,
+            fetch_concurrency: 32,
+            readahead_blocks: 16,
             fetch_timeout: Duration::from_secs(30),
             offline: false,
             azure_endpoint: None,

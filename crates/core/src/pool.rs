@@ -50,8 +50,8 @@ impl Pool {
                 live: threads,
             }),
             cv: Condvar::new(),
-            // Leave at least half the workers for demand reads.
-            max_ahead: (threads / 2).max(1),
+            // Leave a quarter of the workers for demand reads.
+            max_ahead: (threads - threads / 4).max(1),
         });
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
@@ -230,6 +230,48 @@ mod tests {
             rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         }
         assert_eq!(n.load(Ordering::SeqCst), 20);
+        p.stop(std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn readahead_takes_three_quarters_of_the_workers_and_demand_the_rest() {
+        // 8 workers: at most 6 readahead jobs run at once, and a demand job
+        // queued behind 20 blocked readahead jobs still runs at once.
+        let p = Pool::new(8, "t").unwrap();
+        let gate = Arc::new(Mutex::new(()));
+        let g = gate.locked();
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..20 {
+            let (gate, running, peak, tx) =
+                (gate.clone(), running.clone(), peak.clone(), tx.clone());
+            p.ahead(Box::new(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tx.send(()).unwrap();
+                drop(gate.locked());
+                running.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        for _ in 0..6 {
+            rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        }
+        let (dtx, drx) = mpsc::channel();
+        p.demand(Probe::task(&dtx));
+        assert_eq!(
+            drx.recv_timeout(std::time::Duration::from_secs(5)),
+            Ok(true)
+        );
+        // No seventh readahead job started meanwhile.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        assert_eq!(peak.load(Ordering::SeqCst), 6);
+        drop(g);
+        for _ in 6..20 {
+            rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 6);
         p.stop(std::time::Duration::from_secs(5));
     }
 

@@ -139,3 +139,70 @@ fn readers_still_waiting_when_a_fill_fails_get_its_error_and_early_bytes_were_th
     h.cache.read(&h.key, 0, &mut buf).unwrap();
     assert!(buf == new, "the next read must be the new version's bytes");
 }
+
+#[test]
+fn readahead_starts_with_the_miss_not_when_the_read_is_served() {
+    // On a far origin a fill takes many round trips: a stream that asked for
+    // the next blocks only once its read was served kept too few requests in
+    // flight. Here the first block's answer is held, and the readahead GETs
+    // must go out while its reader still waits.
+    let az = Azurite::start();
+    az.create_container("models");
+    let data = bytes(62, 4 * MIB);
+    az.put("models", "m.bin", &data);
+    let proxy = Proxy::start(az.port);
+    let gate = Gate::default();
+    proxy.inject(
+        "GET",
+        Fault::PauseBody {
+            after: 0,
+            gate: gate.clone(),
+        },
+    );
+    let dir = tempdir("readahead-early");
+    let cfg = Config {
+        readahead_blocks: 2,
+        fetch_timeout: Duration::from_secs(60),
+        ..azurite::config(&proxy.template(), dir.path())
+    };
+    let c = Arc::new(cache(&cfg, azurite::key_env()));
+    let k = key("models", "m.bin");
+    let reader = read_in_thread(&c, &k, 0, MIB);
+    assert!(
+        gate.wait_paused(Duration::from_secs(20)),
+        "the proxy never held the answer"
+    );
+    let ranges = || -> Vec<String> {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "GET")
+            .filter_map(|s| s.range.clone())
+            .collect()
+    };
+    let want = [
+        format!("bytes={}-{}", MIB, 2 * MIB - 1),
+        format!("bytes={}-{}", 2 * MIB, 3 * MIB - 1),
+    ];
+    let t0 = std::time::Instant::now();
+    while !want.iter().all(|w| ranges().contains(w)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no readahead while the first read waits: {:?}",
+            ranges()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!reader.is_finished(), "the first block's answer is held");
+    // Two blocks ahead, not three.
+    assert!(
+        !ranges().contains(&format!("bytes={}-{}", 3 * MIB, 4 * MIB - 1)),
+        "{:?}",
+        ranges()
+    );
+    gate.open();
+    assert_eq!(reader.join().unwrap().unwrap(), data[..MIB]);
+    let mut all = vec![0u8; 4 * MIB];
+    c.read(&k, 0, &mut all).unwrap();
+    assert!(all == data);
+}
