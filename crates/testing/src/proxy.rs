@@ -87,7 +87,7 @@ type Rule = (String, Vec<Option<Fault>>, usize);
 
 struct State {
     upstream: u16,
-    faults: Mutex<VecDeque<(String, Fault)>>,
+    faults: Mutex<VecDeque<(String, Option<String>, Fault)>>,
     /// Per method: faults applied in turn, round and round, to requests
     /// that no queued fault claims (`None`: pass the request untouched).
     rules: Mutex<Vec<Rule>>,
@@ -146,7 +146,17 @@ impl Proxy {
             .faults
             .lock()
             .unwrap()
-            .push_back((method.to_string(), fault));
+            .push_back((method.to_string(), None, fault));
+    }
+
+    /// Queues a fault for the next request with this method and exactly this
+    /// Range header (`bytes=first-last`).
+    pub fn inject_for_range(&self, method: &str, range: &str, fault: Fault) {
+        self.state.faults.lock().unwrap().push_back((
+            method.to_string(),
+            Some(range.to_string()),
+            fault,
+        ));
     }
 
     /// Applies `cycle` in turn to every later request with this method
@@ -261,8 +271,10 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
         }
         let fault = {
             let mut q = st.faults.lock().unwrap();
-            let i = q.iter().position(|(m, _)| *m == method);
-            i.and_then(|i| q.remove(i)).map(|(_, f)| f).or_else(|| {
+            let i = q
+                .iter()
+                .position(|(m, r, _)| *m == method && (r.is_none() || *r == range));
+            i.and_then(|i| q.remove(i)).map(|(_, _, f)| f).or_else(|| {
                 let mut rules = st.rules.lock().unwrap();
                 let (_, cycle, next) = rules.iter_mut().find(|(m, _, _)| *m == method)?;
                 let f = cycle[*next % cycle.len()].clone();

@@ -32,6 +32,10 @@ pub struct Entry {
     /// without waiting again.
     pub(super) stalled: Mutex<HashMap<u64, Instant>>,
     pub(super) last_touch: AtomicU64,
+    /// Blocks this process's fills of this entry have landed (fetched or
+    /// found published): how far readahead started with a miss may reach
+    /// ([`Inner::readahead`]).
+    pub(super) landed: AtomicU64,
     pub(super) block_size: u64,
 }
 
@@ -329,6 +333,7 @@ impl Inner {
             flights: Mutex::new(HashMap::new()),
             stalled: Mutex::new(HashMap::new()),
             last_touch: AtomicU64::new(now_secs()),
+            landed: AtomicU64::new(0),
             block_size,
         })
     }

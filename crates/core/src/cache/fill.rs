@@ -162,8 +162,24 @@ impl Inner {
         first_error.map_or(Ok(()), Err)
     }
 
-    pub(super) fn readahead(self: &Arc<Self>, entry: &Arc<Entry>, first: u64, last: u64) {
-        let n = self.config.readahead_blocks;
+    /// Starts fills of the blocks after `last` (up to `BLOBCACHE_READAHEAD`
+    /// of them) when reads of `entry` move front to back. Called when a
+    /// read is served, and (`at_miss`) as soon as a read misses: then the
+    /// reach ramps up with the blocks landed so far (0, 1, 3, 7, 15, ...),
+    /// so that a cold blob's first read does not share the origin's
+    /// bandwidth with a full window of readahead.
+    pub(super) fn readahead(
+        self: &Arc<Self>,
+        entry: &Arc<Entry>,
+        first: u64,
+        last: u64,
+        at_miss: bool,
+    ) {
+        let mut n = self.config.readahead_blocks;
+        if at_miss {
+            let landed = entry.landed.load(Ordering::Relaxed).min(16);
+            n = n.min((1u64 << landed) - 1);
+        }
         if n == 0 || entry.dir.is_none() || self.config.offline {
             return;
         }
@@ -226,10 +242,12 @@ impl Inner {
             }
             Ok(Filled::Found(b)) => {
                 self.budget.insert(&entry.slots, index as usize, b);
+                entry.landed.fetch_add(1, Ordering::Relaxed);
                 return Ok(false);
             }
             Ok(Filled::Written(block)) => block,
         };
+        entry.landed.fetch_add(1, Ordering::Relaxed);
         log::debug!(
             "filled block {index} of {} ({len} bytes) in {:.1} ms",
             entry.key,

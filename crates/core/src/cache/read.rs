@@ -115,12 +115,12 @@ impl Inner {
             for (&i, p) in missing.iter().zip(self.start_fills(&entry, &missing)) {
                 pending[(i - first) as usize] = Some(p);
             }
-            // Readahead starts with the miss, not when it is served: on a
-            // far origin a fill takes many round trips, and a stream whose
-            // window moved only as reads finished kept too few requests in
-            // flight (the pool runs demand fills first, so these wait
-            // behind the blocks just asked for).
-            self.readahead(&entry, first, last);
+            // Readahead starts with the miss too, not only when it is
+            // served: on a far origin a fill takes many round trips, and a
+            // stream whose window moved only as reads finished kept too few
+            // requests in flight (the pool runs demand fills first, so
+            // these wait behind the blocks just asked for).
+            self.readahead(&entry, first, last, true);
         }
 
         // Copy out, block by block: a missing block's bytes as its fill
@@ -221,7 +221,7 @@ impl Inner {
         }
         outcome?;
         drop(blocks);
-        self.readahead(&entry, first, last);
+        self.readahead(&entry, first, last, false);
         let now = now_secs();
         if now.saturating_sub(entry.last_touch.load(Ordering::Relaxed)) >= TOUCH_EVERY_SECS {
             entry.last_touch.store(now, Ordering::Relaxed);

@@ -141,24 +141,18 @@ fn readers_still_waiting_when_a_fill_fails_get_its_error_and_early_bytes_were_th
 }
 
 #[test]
-fn readahead_starts_with_the_miss_not_when_the_read_is_served() {
+fn readahead_starts_with_the_miss_once_the_stream_is_under_way() {
     // On a far origin a fill takes many round trips: a stream that asked for
     // the next blocks only once its read was served kept too few requests in
-    // flight. Here the first block's answer is held, and the readahead GETs
-    // must go out while its reader still waits.
+    // flight. Once a few blocks of a stream have landed, a miss starts the
+    // readahead at once: here block 8's answer is held, and the GETs of
+    // blocks 9 and 10 must go out while its reader still waits. A cold
+    // blob's first read starts none (it would share the origin's bandwidth).
     let az = Azurite::start();
     az.create_container("models");
-    let data = bytes(62, 4 * MIB);
+    let data = bytes(62, 12 * MIB);
     az.put("models", "m.bin", &data);
     let proxy = Proxy::start(az.port);
-    let gate = Gate::default();
-    proxy.inject(
-        "GET",
-        Fault::PauseBody {
-            after: 0,
-            gate: gate.clone(),
-        },
-    );
     let dir = tempdir("readahead-early");
     let cfg = Config {
         readahead_blocks: 2,
@@ -167,11 +161,7 @@ fn readahead_starts_with_the_miss_not_when_the_read_is_served() {
     };
     let c = Arc::new(cache(&cfg, azurite::key_env()));
     let k = key("models", "m.bin");
-    let reader = read_in_thread(&c, &k, 0, MIB);
-    assert!(
-        gate.wait_paused(Duration::from_secs(20)),
-        "the proxy never held the answer"
-    );
+    let range = |b: usize| format!("bytes={}-{}", b * MIB, (b + 1) * MIB - 1);
     let ranges = || -> Vec<String> {
         proxy
             .seen()
@@ -180,29 +170,70 @@ fn readahead_starts_with_the_miss_not_when_the_read_is_served() {
             .filter_map(|s| s.range.clone())
             .collect()
     };
-    let want = [
-        format!("bytes={}-{}", MIB, 2 * MIB - 1),
-        format!("bytes={}-{}", 2 * MIB, 3 * MIB - 1),
-    ];
-    let t0 = std::time::Instant::now();
-    while !want.iter().all(|w| ranges().contains(w)) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "no readahead while the first read waits: {:?}",
-            ranges()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!reader.is_finished(), "the first block's answer is held");
-    // Two blocks ahead, not three.
-    assert!(
-        !ranges().contains(&format!("bytes={}-{}", 3 * MIB, 4 * MIB - 1)),
-        "{:?}",
-        ranges()
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !done() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{what}: {:?}",
+                ranges()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // The first read of the cold blob: no readahead until it is served.
+    let gate0 = Gate::default();
+    proxy.inject_for_range(
+        "GET",
+        &range(0),
+        Fault::PauseBody {
+            after: 0,
+            gate: gate0.clone(),
+        },
     );
+    let first = read_in_thread(&c, &k, 0, MIB);
+    assert!(gate0.wait_paused(Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ranges(),
+        [range(0)],
+        "readahead with a cold blob's first read"
+    );
+    gate0.open();
+    assert_eq!(first.join().unwrap().unwrap(), data[..MIB]);
+    // Served: blocks 1 and 2 are read ahead. Then block 7 (not in
+    // sequence: no readahead); 4 blocks have landed.
+    wait_until("readahead after the first read", &|| {
+        c.cached_bytes(&k).unwrap() == 3 * MIB as u64
+    });
+    let mut b7 = vec![0u8; MIB];
+    c.read(&k, 7 * MIB as u64, &mut b7).unwrap();
+    assert!(b7 == data[7 * MIB..8 * MIB]);
+
+    let gate = Gate::default();
+    proxy.inject_for_range(
+        "GET",
+        &range(8),
+        Fault::PauseBody {
+            after: 0,
+            gate: gate.clone(),
+        },
+    );
+    let reader = read_in_thread(&c, &k, 8 * MIB, MIB);
+    assert!(
+        gate.wait_paused(Duration::from_secs(20)),
+        "the proxy never held the answer"
+    );
+    wait_until("no readahead while the read waits", &|| {
+        ranges().contains(&range(9)) && ranges().contains(&range(10))
+    });
+    assert!(!reader.is_finished(), "block 8's answer is held");
+    // Two blocks ahead, not three.
+    assert!(!ranges().contains(&range(11)), "{:?}", ranges());
     gate.open();
-    assert_eq!(reader.join().unwrap().unwrap(), data[..MIB]);
-    let mut all = vec![0u8; 4 * MIB];
+    assert_eq!(reader.join().unwrap().unwrap(), data[8 * MIB..9 * MIB]);
+    let mut all = vec![0u8; 12 * MIB];
     c.read(&k, 0, &mut all).unwrap();
     assert!(all == data);
 }
