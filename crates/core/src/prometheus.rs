@@ -312,6 +312,49 @@ mod tests {
         assert_eq!(help_text("a\\b\nc"), "a\\\\b\\nc");
     }
 
+    /// The README's list of metrics, as [`families`] gives it.
+    fn readme_table() -> String {
+        let mut t = String::from(README_HEADER);
+        t.push_str("\n|---|---|---|\n");
+        for f in families() {
+            t.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                f.name,
+                f.kind.as_str(),
+                f.help.replace('|', "\\|")
+            ));
+        }
+        t
+    }
+
+    const README_HEADER: &str = "| metric | type | meaning |";
+
+    #[test]
+    fn the_readme_lists_every_metric_with_its_type_and_help() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let want = readme_table();
+        let at = readme
+            .find(README_HEADER)
+            .expect("the README has a table of metrics");
+        let len = readme[at..]
+            .find("\n\n")
+            .map_or(readme.len() - at, |n| n + 1);
+        if readme[at..at + len] == want {
+            return;
+        }
+        if std::env::var_os("BLOBCACHE_BLESS").is_some_and(|v| v == "1") {
+            let fixed = format!("{}{want}{}", &readme[..at], &readme[at + len..]);
+            std::fs::write(&path, fixed).unwrap();
+            return;
+        }
+        panic!(
+            "the README's table of metrics differs from stats::COUNTERS and prometheus::GAUGES; \
+             edit both, or run this test with BLOBCACHE_BLESS=1 to write this table into the \
+             README:\n\n{want}"
+        );
+    }
+
     #[test]
     fn unknown_gauges_and_times_never_counted_are_left_out() {
         let text = render("/c", &Snapshot::default(), &Gauges::default());
