@@ -275,15 +275,21 @@ impl Drop for Endpoint {
 
 /// One HTTP/1.0 request: (status code, headers, body).
 fn http(addr: SocketAddr, method: &str, target: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    try_http(addr, method, target)
+        .unwrap_or_else(|| panic!("no answer to {method} {target} from {addr}"))
+}
+
+/// [`http`], `None` when the connection closes without an answer.
+fn try_http(addr: SocketAddr, method: &str, target: &str) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(s, "{method} {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw).ok()?;
     let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect(&raw);
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, head.to_string(), body.to_string())
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, head.to_string(), body.to_string()))
 }
 
 #[test]
@@ -336,7 +342,29 @@ fn the_metrics_endpoint_serves_get_metrics_fresh_per_scrape_and_stops_on_sigint(
         "{body}"
     );
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    // At most 16 connections at once: the 17th is closed without an answer.
+    let mut idle = idle;
+    idle.extend((0..12).map(|_| TcpStream::connect(ep.addr).unwrap()));
+    std::thread::sleep(Duration::from_millis(200)); // the 16 are taken
+    let mut extra = TcpStream::connect(ep.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = extra.read_to_end(&mut got);
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    // Their threads end when they go, and scrapes are served again.
     drop(idle);
+    let t0 = Instant::now();
+    while try_http(ep.addr, "GET", "/metrics").map(|r| r.0) != Some(200) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no scrape served after the idle clients left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let (status, err) = ep.stop(libc::SIGINT);
     assert!(status.success(), "{status:?} {err}");
@@ -406,7 +434,7 @@ impl Prometheus {
                     break;
                 }
                 // Ready: listening, and its storage open (503 before).
-                if TcpStream::connect(addr).is_ok() && http(addr, "GET", "/-/ready").0 == 200 {
+                if try_http(addr, "GET", "/-/ready").map(|r| r.0) == Some(200) {
                     return Prometheus {
                         child,
                         addr,

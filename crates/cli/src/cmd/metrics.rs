@@ -91,22 +91,29 @@ fn accept(listener: TcpListener, config: Arc<Config>) {
             busy.fetch_sub(1, Ordering::SeqCst);
             continue; // dropped: closed without an answer
         }
-        let (config, busy2) = (config.clone(), busy.clone());
-        let spawned = std::thread::Builder::new()
+        let (config, slot) = (config.clone(), Slot(busy.clone()));
+        // A thread that cannot start drops its slot, and the connection.
+        let _ = std::thread::Builder::new()
             .name("scrape".into())
             .spawn(move || {
+                let _slot = slot;
                 serve(stream, &config);
-                busy2.fetch_sub(1, Ordering::SeqCst);
             });
-        if spawned.is_err() {
-            busy.fetch_sub(1, Ordering::SeqCst);
-        }
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`], given back when dropped (also by a
+/// thread that panics).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// Answers one request on `stream`.
 fn serve(mut stream: TcpStream, config: &Config) {
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
     let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let Some(head) = read_head(&mut stream) else {
         return;
@@ -129,7 +136,9 @@ fn read_head(stream: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD || start.elapsed() > CLIENT_TIMEOUT {
+        // The whole head within CLIENT_TIMEOUT, however it trickles in.
+        let left = CLIENT_TIMEOUT.checked_sub(start.elapsed())?;
+        if head.len() > MAX_HEAD || left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             return None;
         }
         match stream.read(&mut buf) {
