@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests need, or confirms it is there (a few seconds when up
-# to date): cargo-nextest, cargo-fuzz, clippy/rustfmt, valgrind, binutils and
-# g++ (Debian), the Rust dependencies, Azurite (npm) and the Python venv with
-# the pinned streamer wheels and the wheel's build tools (PyPI). scripts/test
-# calls it first, so the test command works on a fresh machine; slow downloads
-# are cached (see the scripts it calls). It does not install the nightly
-# toolchain (the fuzz targets need it): it says so when it is missing.
+# to date): cargo-nextest, cargo-fuzz, clippy/rustfmt, valgrind, binutils,
+# g++ and prometheus (Debian), the Rust dependencies, Azurite (npm) and the
+# Python venv with the pinned streamer wheels and the wheel's build tools
+# (PyPI). scripts/test calls it first, so the test command works on a fresh
+# machine; slow downloads are cached (see the scripts it calls). It does not
+# install the nightly toolchain (the fuzz targets need it): it says so when it
+# is missing.
 #
 # Each install is marked `# installs: NAME...`; the README lists them all
 # (Requirements), and tests/e2e/test_readme.py checks the two agree.
@@ -22,6 +23,10 @@ command -v valgrind >/dev/null || apt+=(valgrind)  # installs: valgrind
 command -v nm >/dev/null || apt+=(binutils)  # installs: binutils
 # scripts/test-c.sh also compiles the header as C++ (examples-c/header_check.c).
 command -v c++ >/dev/null || apt+=(g++)  # installs: g++
+# The metrics tests (crates/cli/tests/metrics.rs) run a real Prometheus
+# scraping `blobcache metrics`, and check `stats --prometheus` with promtool.
+# Their own server, config and port: the package's service is not used.
+[[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]] || apt+=(prometheus)  # installs: prometheus
 if (( ${#apt[@]} )); then
     [[ $(id -u) == 0 ]] || { echo "install-test-deps: needs root to install ${apt[*]}" >&2; exit 1; }
     apt-get update -qq && apt-get install -y -qq "${apt[@]}"

@@ -14,6 +14,7 @@ mod cmd;
 mod failure;
 mod output;
 mod progress;
+mod signals;
 mod uri;
 
 use std::process::ExitCode;
@@ -62,7 +63,17 @@ enum Command {
     /// origin, fetch errors, time spent waiting on the origin) are kept in the
     /// cache directory and survive the processes that counted them; each
     /// process adds its counts every few seconds and at shutdown.
+    ///
+    /// With --prometheus, the same in the Prometheus text exposition format, as
+    /// `blobcache metrics` serves it.
     Stats(cmd::stats::Args),
+    /// Serve the cache's counters and size as Prometheus metrics over HTTP (GET /metrics)
+    ///
+    /// Runs until SIGTERM or SIGINT (then exits with status 0), for a DaemonSet or a
+    /// sidecar beside the pods that load models; prints the address it listens on.
+    /// Every scrape reads the counters the processes left in the cache directory, as
+    /// `blobcache stats --prometheus` prints them.
+    Metrics(cmd::metrics::Args),
     /// Re-check every cached block against the checksum in its trailer and remove the bad ones
     ///
     /// Exit status 0 when every block is good, 1 when bad blocks were found
@@ -106,6 +117,7 @@ fn main() -> ExitCode {
         Command::Warm(a) => cmd::warm::run(a, account),
         Command::Ls(a) => cmd::ls::run(a, account),
         Command::Stats(a) => cmd::stats::run(a),
+        Command::Metrics(a) => cmd::metrics::run(a),
         Command::Verify(a) => cmd::verify::run(a, account),
         Command::Evict(a) => cmd::evict::run(a, account),
         Command::Doctor(a) => cmd::doctor::run(a, account),

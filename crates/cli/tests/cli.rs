@@ -545,13 +545,17 @@ fn every_json_output_keeps_its_members_and_the_counters_their_names() {
 
 #[test]
 fn usage_errors_exit_2_and_every_subcommand_has_help() {
-    for sub in ["warm", "ls", "stats", "verify", "evict", "doctor", "cat"] {
+    for sub in [
+        "warm", "ls", "stats", "metrics", "verify", "evict", "doctor", "cat",
+    ] {
         let o = run(&[], &[sub, "--help"]);
         let out = ok(&o);
         assert!(out.contains("Usage: blobcache"), "{sub}: {out}");
     }
     let out = ok(&run(&[], &["--help"]));
-    for sub in ["warm", "ls", "stats", "verify", "evict", "doctor", "cat"] {
+    for sub in [
+        "warm", "ls", "stats", "metrics", "verify", "evict", "doctor", "cat",
+    ] {
         assert!(out.contains(sub), "{out}");
     }
     assert!(ok(&run(&[], &["--version"])).contains(env!("CARGO_PKG_VERSION")));
@@ -565,6 +569,14 @@ fn usage_errors_exit_2_and_every_subcommand_has_help() {
         (vec!["evict", "--to", "lots"], "is not a size"),
         (vec!["frobnicate"], "unrecognized subcommand"),
         (vec!["warm", "az://a/c/x", "--jobs", "0"], "--jobs"),
+        (
+            vec!["metrics", "--listen", "nonsense"],
+            "is not an address and port",
+        ),
+        (
+            vec!["stats", "--json", "--prometheus"],
+            "cannot be used with",
+        ),
     ] {
         let o = run(&[], &args);
         let (out, err) = text(&o);
@@ -1137,6 +1149,9 @@ fn every_command_that_cannot_use_the_cache_directory_exits_1_saying_why() {
         vec!["stats"],
         vec!["stats", "--json"],
         vec!["stats", "--reset"],
+        vec!["stats", "--prometheus"],
+        // Fails before it listens.
+        vec!["metrics", "--listen", "127.0.0.1:0"],
         vec!["ls"],
         vec!["ls", "--json"],
         vec!["ls", "az://acct/models/m"],
@@ -1174,6 +1189,8 @@ fn every_command_that_cannot_use_the_cache_directory_exits_1_saying_why() {
     let mut env = env.clone();
     env.retain(|(k, _)| *k != "BLOBCACHE_DIR");
     env.push(("BLOBCACHE_DIR", fresh.display().to_string()));
+    let prom = ok(&run(&env, &["stats", "--prometheus"]));
+    assert!(prom.contains("\nblobcache_hits_total{cache_dir="), "{prom}");
     for args in [
         vec!["stats"],
         vec!["ls"],

@@ -28,7 +28,9 @@
 //!   eviction, counters), and [`store::probe`], read-only looks at the
 //!   on-disk format for tests and fuzzing;
 //! - [`stats`], [`redact::redact`], [`log::set_level`]: counters, scrubbing
-//!   and the log level, for the command.
+//!   and the log level, for the command;
+//! - [`prometheus`]: a cache directory's counters and size as Prometheus
+//!   metrics, for the command (`stats --prometheus`, `metrics`).
 
 #![deny(unsafe_code)]
 
@@ -41,6 +43,7 @@ pub mod log;
 mod names;
 pub mod origin;
 mod pool;
+pub mod prometheus;
 pub mod provider;
 pub mod redact;
 mod state;

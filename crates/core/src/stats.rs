@@ -3,9 +3,10 @@
 //! threads reading at once do not fight over one cache line.
 //!
 //! The counters are declared once, in the `counters!` table below (name,
-//! help text, unit); the structs, the sums, the JSON of
-//! `blobcache_stats_json`, the shutdown line and the file the store keeps in
-//! the cache directory (`store::counters`) all come from it.
+//! unit, metric name, help text); the structs, the sums, the JSON of
+//! `blobcache_stats_json`, the shutdown line, the file the store keeps in
+//! the cache directory (`store::counters`) and the Prometheus metrics
+//! ([`crate::prometheus`]) all come from it.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -59,7 +60,7 @@ impl Counter {
 }
 
 /// What a counter counts: its values' unit, for exporters (the C JSON
-/// shows times in milliseconds; metrics will show seconds).
+/// shows times in milliseconds; the Prometheus metrics, seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
     /// Events (reads, blocks, errors).
@@ -78,6 +79,10 @@ pub struct CounterInfo {
     pub unit: Unit,
     /// Shown in the one line `shutdown` logs at `info` level.
     pub in_summary: bool,
+    /// Its name in the Prometheus exposition ([`crate::prometheus`]):
+    /// `blobcache_`, snake case, the base unit (`_bytes`, `_seconds`) and
+    /// `_total` at the end (a test holds every name to that).
+    pub metric: &'static str,
 }
 
 /// Declares the counters once: [`Stats`] (the live, sharded counters),
@@ -86,7 +91,7 @@ pub struct CounterInfo {
 /// the C JSON, the shutdown line, the file in the cache directory, the
 /// command's output) iterates [`COUNTERS`] or [`Snapshot::fields`].
 macro_rules! counters {
-    ($( $field:ident: $unit:ident, summary = $summary:literal, $help:literal; )*) => {
+    ($( $field:ident: $unit:ident, summary = $summary:literal, metric = $metric:literal, $help:literal; )*) => {
         /// The process's counters, one field per counter of [`COUNTERS`].
         #[derive(Default)]
         pub struct Stats {
@@ -107,6 +112,7 @@ macro_rules! counters {
                 help: $help,
                 unit: Unit::$unit,
                 in_summary: $summary,
+                metric: $metric,
             }, )*
         ];
 
@@ -132,18 +138,30 @@ macro_rules! counters {
 }
 
 counters! {
-    hits: Count, summary = true, "Reads served entirely from the cache.";
-    misses: Count, summary = true, "Reads that needed at least one block from the origin.";
-    bytes_from_cache: Bytes, summary = true, "Bytes served from cached blocks.";
-    bytes_from_origin: Bytes, summary = true, "Bytes fetched from the origin (into the cache or straight to readers).";
-    blocks_fetched: Count, summary = true, "Blocks fetched from the origin into the cache (demand and readahead).";
-    readahead_blocks: Count, summary = false, "Blocks fetched ahead of a front-to-back reader.";
-    passthrough_reads: Count, summary = true, "Reads served straight from the origin because the cache could not be used.";
-    origin_errors: Count, summary = true, "Fetches from the origin that failed (after their retries).";
-    read_errors: Count, summary = false, "Reads that failed.";
-    origin_wait_ns: Nanoseconds, summary = true, "Time readers spent waiting for the origin (fills and version checks).";
-    blocks_evicted: Count, summary = false, "Cached blocks removed to keep the cache under its cap.";
-    bytes_from_fills: Bytes, summary = false, "Bytes served from blocks still being filled, as they arrived (before the whole block was in).";
+    hits: Count, summary = true,
+        metric = "blobcache_hits_total", "Reads served entirely from the cache.";
+    misses: Count, summary = true,
+        metric = "blobcache_misses_total", "Reads that needed at least one block from the origin.";
+    bytes_from_cache: Bytes, summary = true,
+        metric = "blobcache_served_from_cache_bytes_total", "Bytes served from cached blocks.";
+    bytes_from_origin: Bytes, summary = true,
+        metric = "blobcache_fetched_from_origin_bytes_total", "Bytes fetched from the origin (into the cache or straight to readers).";
+    blocks_fetched: Count, summary = true,
+        metric = "blobcache_blocks_fetched_total", "Blocks fetched from the origin into the cache (demand and readahead).";
+    readahead_blocks: Count, summary = false,
+        metric = "blobcache_readahead_blocks_total", "Blocks fetched ahead of a front-to-back reader.";
+    passthrough_reads: Count, summary = true,
+        metric = "blobcache_passthrough_reads_total", "Reads served straight from the origin because the cache could not be used.";
+    origin_errors: Count, summary = true,
+        metric = "blobcache_origin_errors_total", "Fetches from the origin that failed (after their retries).";
+    read_errors: Count, summary = false,
+        metric = "blobcache_read_errors_total", "Reads that failed.";
+    origin_wait_ns: Nanoseconds, summary = true,
+        metric = "blobcache_origin_wait_seconds_total", "Time readers spent waiting for the origin (fills and version checks).";
+    blocks_evicted: Count, summary = false,
+        metric = "blobcache_blocks_evicted_total", "Cached blocks removed to keep the cache under its cap.";
+    bytes_from_fills: Bytes, summary = false,
+        metric = "blobcache_served_from_fills_bytes_total", "Bytes served from blocks still being filled, as they arrived (before the whole block was in).";
 }
 
 impl Snapshot {

@@ -12,6 +12,7 @@ pub mod cat;
 pub mod doctor;
 pub mod evict;
 pub mod ls;
+pub mod metrics;
 pub mod stats;
 pub mod verify;
 pub mod warm;

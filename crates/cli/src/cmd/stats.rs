@@ -1,21 +1,28 @@
 //! `blobcache stats`: the cache's size against its cap, and the counters
-//! every process that used the cache left in it (`store::counters`).
+//! every process that used the cache left in it (`store::counters`), for
+//! people, as JSON, or as Prometheus metrics (what `blobcache metrics`
+//! serves, gathered here by [`gather`]).
 
 use std::io::Write;
 
+use blobcache_core::prometheus::Gauges;
 use blobcache_core::stats::Snapshot;
 use blobcache_core::store::{counters, inventory};
+use blobcache_core::Config;
 use serde::Serialize;
 
 use super::{cache_dir, cap, config, existing, print_json, store};
 use crate::output::{size, utc};
-use crate::Outcome;
+use crate::{Failure, Outcome};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// One JSON object
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     json: bool,
+    /// The Prometheus text exposition format (version 0.0.4), as `blobcache metrics` serves it
+    #[arg(long)]
+    prometheus: bool,
     /// Start the counters again from zero (after printing them)
     #[arg(long)]
     reset: bool,
@@ -40,17 +47,25 @@ struct StatsJson {
     counters: Snapshot,
 }
 
-pub fn run(Args { json, reset }: Args) -> Outcome {
-    let config = config()?;
-    let dir = cache_dir(&config);
-    let store = store(&config)?;
-    let (usage, versions) = match &store {
-        Some(s) => {
-            let items = inventory::inventory(s.root(), s.file_mode());
-            (items.iter().map(|c| c.bytes).sum::<u64>(), items)
-        }
-        None => (0, vec![]),
+/// What `stats` shows of the configured cache directory: its size, what
+/// it holds, and the counters on disk (also what `metrics` serves).
+pub struct Gathered {
+    pub dir: std::path::PathBuf,
+    pub store: Option<blobcache_core::store::Store>,
+    pub gauges: Gauges,
+    pub persisted: counters::Persisted,
+}
+
+/// Reads the cache directory of `config` afresh: its store (none when the
+/// cache is not made yet), a walk of what it holds, and the counters.
+pub fn gather(config: &Config) -> Result<Gathered, Failure> {
+    let dir = cache_dir(config);
+    let store = store(config)?;
+    let versions = match &store {
+        Some(s) => inventory::inventory(s.root(), s.file_mode()),
+        None => vec![],
     };
+    let usage = versions.iter().map(|c| c.bytes).sum::<u64>();
     let blocks: u64 = versions.iter().map(|c| c.blocks_present).sum();
     let complete = versions
         .iter()
@@ -59,22 +74,74 @@ pub fn run(Args { json, reset }: Args) -> Outcome {
     // A cache not made yet would be on the filesystem of the nearest
     // directory above it.
     let fs = existing(&dir);
-    let cap = cap(&config, fs);
+    let cap = cap(config, fs);
     let free = blobcache_core::store::filesystem_size(fs).map(|(_, free)| free);
     let persisted = match &store {
         Some(s) => counters::read(s.root())?,
         None => None,
     }
     .unwrap_or_default();
+    let gauges = Gauges {
+        size_bytes: usage,
+        cap_bytes: cap,
+        free_bytes: free,
+        blobs: versions.len() as u64,
+        complete_blobs: complete as u64,
+        blocks,
+        counting_since: persisted.since,
+        updated: persisted.updated,
+    };
+    Ok(Gathered {
+        dir,
+        store,
+        gauges,
+        persisted,
+    })
+}
+
+impl Gathered {
+    /// The Prometheus exposition of this cache directory.
+    pub fn prometheus(&self) -> String {
+        blobcache_core::prometheus::render(
+            &self.dir.display().to_string(),
+            &self.persisted.counts,
+            &self.gauges,
+        )
+    }
+}
+
+pub fn run(
+    Args {
+        json,
+        prometheus,
+        reset,
+    }: Args,
+) -> Outcome {
+    let config = config()?;
+    let g = gather(&config)?;
+    let Gauges {
+        size_bytes: usage,
+        cap_bytes: cap,
+        free_bytes: free,
+        blobs,
+        complete_blobs: complete,
+        blocks,
+        ..
+    } = g.gauges;
+    let (dir, store, persisted) = (&g.dir, &g.store, &g.persisted);
     let c = persisted.counts;
-    if json {
+    if prometheus {
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(g.prometheus().as_bytes());
+    } else if json {
         print_json(&StatsJson {
             dir: dir.display().to_string(),
             bytes: usage,
             cap,
             free,
-            blobs: versions.len(),
-            complete_blobs: complete,
+            blobs: blobs as usize,
+            complete_blobs: complete as usize,
             blocks,
             since: persisted.since,
             updated: persisted.updated,
@@ -97,7 +164,7 @@ pub fn run(Args { json, reset }: Args) -> Outcome {
             out,
             "size             {} of {cap_s} cap{used_pct}; {} blobs ({complete} complete), {blocks} blocks",
             size(usage),
-            versions.len()
+            blobs
         );
         if let Some(f) = free {
             let _ = writeln!(out, "free space       {}", size(f));
@@ -144,7 +211,7 @@ pub fn run(Args { json, reset }: Args) -> Outcome {
         }
     }
     if reset {
-        if let Some(s) = &store {
+        if let Some(s) = store {
             counters::reset(s.root(), s.file_mode())?;
         }
     }
