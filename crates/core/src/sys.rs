@@ -153,3 +153,24 @@ pub(crate) fn close_orphan(fd: RawFd) {
     // `fd` in this process, so the `OwnedFd` is its only owner.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
+
+/// A local date and time (year, month 1–12, day, hour, minute, second) as
+/// Unix time, in the process's time zone (`mktime`); `None` if it cannot be
+/// represented.
+pub(crate) fn local_time_to_unix(fields: [i32; 6]) -> Option<u64> {
+    let [year, month, day, hour, minute, second] = fields;
+    // SAFETY: `tm` is plain data, zeroed (a valid value of every field) and
+    // then filled in; mktime reads and normalises only it.
+    let secs = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = year - 1900;
+        tm.tm_mon = month - 1;
+        tm.tm_mday = day;
+        tm.tm_hour = hour;
+        tm.tm_min = minute;
+        tm.tm_sec = second;
+        tm.tm_isdst = -1;
+        libc::mktime(&mut tm)
+    };
+    u64::try_from(secs).ok()
+}

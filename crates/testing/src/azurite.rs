@@ -31,6 +31,9 @@ pub const KEY: &str =
 pub struct Azurite {
     child: Option<Child>,
     pub port: u16,
+    /// With HTTPS (and OAuth): the test CA's certificate (PEM) that signed
+    /// the emulator's.
+    ca: Option<PathBuf>,
     rt: tokio::runtime::Runtime,
     _workdir: TempDir,
 }
@@ -57,14 +60,106 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A test CA and a certificate it signs for `127.0.0.1`, `localhost` and
+/// `*.blob.localhost`, made with the `openssl` command in `dir`: (CA
+/// certificate, leaf certificate, leaf key), all PEM.
+pub fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=blobcache test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:*.blob.localhost,DNS:blob.localhost\n\
+         basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
+}
+
 impl Azurite {
     /// Starts Azurite and waits until it accepts connections.
     pub fn start() -> Azurite {
+        Azurite::start_with(false)
+    }
+
+    /// Starts Azurite over HTTPS, with a certificate of a test CA
+    /// ([`Azurite::ca`]), and `--oauth basic`: it then also takes bearer
+    /// tokens, checking their form, issuer, audience and lifetime (not
+    /// their signature).
+    pub fn start_oauth() -> Azurite {
+        Azurite::start_with(true)
+    }
+
+    fn start_with(oauth: bool) -> Azurite {
         let bin = binary();
         let workdir = tempdir("azurite");
+        let tls = oauth.then(|| test_certificates(workdir.path()));
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&bin)
+            let mut cmd = Command::new(&bin);
+            if let Some((_, cert, key)) = &tls {
+                cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+                cmd.args(["--oauth", "basic"]);
+            }
+            let mut child = cmd
                 .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
                 .args(["--inMemoryPersistence", "--silent", "--disableTelemetry"])
                 .arg("--skipApiVersionCheck")
@@ -84,6 +179,7 @@ impl Azurite {
                     return Azurite {
                         child: Some(child),
                         port,
+                        ca: tls.as_ref().map(|t| t.0.clone()),
                         rt: tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build()
@@ -112,28 +208,56 @@ impl Azurite {
         }
     }
 
-    /// `http://127.0.0.1:PORT/devstoreaccount1`
+    /// The test CA's certificate (PEM) when started with HTTPS.
+    pub fn ca(&self) -> Option<&std::path::Path> {
+        self.ca.as_deref()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.ca.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/devstoreaccount1` (`https` with
+    /// [`Azurite::start_oauth`]).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+        format!("{}://127.0.0.1:{}/{ACCOUNT}", self.scheme(), self.port)
     }
 
     /// A `BLOBCACHE_AZURE_ENDPOINT` template for this emulator.
     pub fn template(&self) -> String {
-        format!("http://127.0.0.1:{}/{{account}}", self.port)
+        format!("{}://127.0.0.1:{}/{{account}}", self.scheme(), self.port)
+    }
+
+    /// An HTTP client of the harness (trusting the test CA, if any).
+    fn client(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).unwrap();
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
     }
 
     fn store(&self, container: &str) -> MicrosoftAzure {
+        let mut options = object_store::ClientOptions::new()
+            .with_allow_http(true)
+            .with_timeout(Duration::from_secs(300));
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).unwrap();
+            options =
+                options.with_root_certificate(object_store::Certificate::from_pem(&pem).unwrap());
+        }
         MicrosoftAzureBuilder::new()
             .with_account(ACCOUNT)
             .with_container_name(container)
             .with_endpoint(self.endpoint())
             .with_allow_http(true)
             .with_access_key(KEY)
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_allow_http(true)
-                    .with_timeout(Duration::from_secs(300)),
-            )
+            .with_client_options(options)
             .build()
             .unwrap()
     }
@@ -157,7 +281,8 @@ impl Azurite {
         let cred = AzureCredential::AccessKey(AzureAccessKey::try_new(KEY).unwrap());
         AzureAuthorizer::new(&cred, ACCOUNT).authorize(&mut req);
         self.rt.block_on(async {
-            let resp = reqwest::Client::new()
+            let resp = self
+                .client()
                 .request(req.method().clone(), req.uri().to_string())
                 .headers(req.headers().clone())
                 .send()
@@ -218,7 +343,8 @@ impl Azurite {
         let cred = AzureCredential::AccessKey(AzureAccessKey::try_new(KEY).unwrap());
         AzureAuthorizer::new(&cred, ACCOUNT).authorize(&mut req);
         let (status, body) = self.rt.block_on(async {
-            let resp = reqwest::Client::new()
+            let resp = self
+                .client()
                 .put(req.uri().to_string())
                 .headers(req.headers().clone())
                 .body(data.to_vec())

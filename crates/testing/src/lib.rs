@@ -4,6 +4,9 @@
 //!   free loopback port, with uploads and signed requests;
 //! - [`proxy`]: a counting, fault-injecting loopback proxy, and a token
 //!   server;
+//! - [`tokens`]: a stand-in for Entra ID's identity endpoints (authority
+//!   host, managed identity endpoint, `az`), issuing tokens Azurite's
+//!   `--oauth basic` accepts;
 //! - [`farlink`]: a loopback TCP proxy that delays and window-limits every
 //!   connection as a long, fat network link would (a far origin);
 //! - [`fixture`]: temporary directories, deterministic blob contents, and a
@@ -21,6 +24,7 @@ pub mod farlink;
 pub mod fixture;
 pub mod isolate;
 pub mod proxy;
+pub mod tokens;
 
 pub use fixture::{bytes, tempdir, Fixture, TempDir};
 

@@ -4,6 +4,8 @@
 //! - `credentials`: shared key, SAS, anonymous and Entra ID access, and no
 //!   secret in a message or a log line;
 //! - `versions`: a blob replaced at the origin between loads or during one;
+//! - `identity`: every Entra ID credential kind against an Azurite that
+//!   checks tokens, and tokens across lifecycles;
 //! - `faults`: an unreachable origin, retried statuses, broken and stalled
 //!   answers, and the time bounds on all of them;
 //! - `names`: blob names that need encoding or have empty segments;
@@ -23,6 +25,7 @@
 mod credentials;
 mod endpoints;
 mod faults;
+mod identity;
 mod names;
 mod processes;
 mod reads;

@@ -16,35 +16,34 @@
 //!    without a leading `?`;
 //! 4. `AZURE_STORAGE_CONNECTION_STRING`, when its `AccountName` is this
 //!    account or absent: its `AccountKey`, else its `SharedAccessSignature`;
-//! 5. Entra ID, exactly as `object_store`'s `MicrosoftAzureBuilder::from_env`
-//!    chooses, first match wins:
-//!    - bearer token `AZURE_STORAGE_TOKEN` (used as is, never refreshed);
-//!    - workload identity: `AZURE_CLIENT_ID` + `AZURE_TENANT_ID` +
-//!      `AZURE_FEDERATED_TOKEN_FILE` (what AKS injects);
-//!    - service principal: `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET` +
-//!      `AZURE_TENANT_ID` (`AZURE_AUTHORITY_HOST` for other clouds);
-//!    - Azure CLI (`az account get-access-token`) when
-//!      `AZURE_USE_AZURE_CLI=true`;
-//!    - otherwise managed identity: the instance metadata service
-//!      (169.254.169.254), or `IDENTITY_ENDPOINT` on App Service and
-//!      similar (`AZURE_CLIENT_ID`, `AZURE_OBJECT_ID` or
-//!      `AZURE_MSI_RESOURCE_ID` pick a user-assigned identity).
+//! 5. Entra ID, in the order of `object_store`'s `MicrosoftAzureBuilder`
+//!    (Microsoft Fabric's session tokens, `AZURE_FABRIC_*`, through
+//!    `object_store`; the others through [`super::token`], which documents
+//!    them): bearer token `AZURE_STORAGE_TOKEN`; workload identity
+//!    (`AZURE_CLIENT_ID` + `AZURE_TENANT_ID` + `AZURE_FEDERATED_TOKEN_FILE`,
+//!    what AKS injects); service principal (`AZURE_CLIENT_ID` +
+//!    `AZURE_CLIENT_SECRET` + `AZURE_TENANT_ID`; `AZURE_AUTHORITY_HOST` for
+//!    other clouds); Azure CLI when `AZURE_USE_AZURE_CLI=true`; otherwise
+//!    managed identity (`IDENTITY_ENDPOINT`, else the instance metadata
+//!    service).
 //!
-//! One credential, and so one token cache, per account per lifecycle of the
-//! library, shared by all threads: tokens are fetched once and refreshed
-//! five minutes before they expire.
+//! One credential per account per lifecycle of the library, shared by all
+//! threads; Entra ID tokens are kept process-wide, across lifecycles (see
+//! [`super::token`]).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use object_store::azure::{
-    AzureAuthorizer, AzureConfigKey, AzureCredentialProvider, MicrosoftAzureBuilder,
+    AzureAuthorizer, AzureConfigKey, AzureCredential, AzureCredentialProvider,
+    MicrosoftAzureBuilder,
 };
 use object_store::client::HttpRequest;
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use super::endpoint::ConnectionString;
+use super::token::Identity;
 use crate::error::{Error, Result};
 use crate::sync::MutexExt;
 
@@ -77,6 +76,7 @@ pub const SECRET_VARS: &[&str] = &[
     "AZURE_STORAGE_CLIENT_SECRET",
     "AZURE_STORAGE_TOKEN",
     "AZURE_FABRIC_SESSION_TOKEN",
+    "IDENTITY_HEADER",
 ];
 /// Variables that name an identity or where a credential is (not secrets,
 /// but `blobcache doctor` shows them as present or absent too).
@@ -95,11 +95,13 @@ pub struct AzureEnv {
 }
 
 impl AzureEnv {
-    /// `AZURE_*` and `IDENTITY_ENDPOINT` from the process environment.
+    /// `AZURE_*`, `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` from the process
+    /// environment.
     pub fn from_process() -> AzureEnv {
         AzureEnv::from_pairs(std::env::vars_os().filter_map(|(k, v)| {
             let k = k.into_string().ok()?;
-            let wanted = k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT";
+            let wanted =
+                k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT" || k == "IDENTITY_HEADER";
             wanted.then(|| (k, v.to_string_lossy().into_owned()))
         }))
     }
@@ -130,7 +132,7 @@ impl AzureEnv {
             .map(ConnectionString::parse)
     }
 
-    fn flag(&self, name: &str) -> bool {
+    pub(crate) fn flag(&self, name: &str) -> bool {
         self.get(name)
             .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
     }
@@ -155,7 +157,8 @@ pub(crate) enum Source {
     Sas(&'static str),
     ConnectionStringKey,
     ConnectionStringSas,
-    EntraId,
+    /// Entra ID: the identity's description ([`Identity::describe`]).
+    EntraId(String),
 }
 
 impl Source {
@@ -166,7 +169,7 @@ impl Source {
             Source::Sas(var) => format!("SAS token from {var}"),
             Source::ConnectionStringKey => "shared key from AZURE_STORAGE_CONNECTION_STRING".into(),
             Source::ConnectionStringSas => "SAS from AZURE_STORAGE_CONNECTION_STRING".into(),
-            Source::EntraId => "Entra ID (object_store's credential chain)".into(),
+            Source::EntraId(identity) => format!("Entra ID, {identity}"),
         }
     }
 
@@ -178,7 +181,7 @@ impl Source {
             Source::Sas(var) => format!("check {var}: expired, no read (r) permission, or for another account or container"),
             Source::ConnectionStringKey => format!("check the AccountKey in AZURE_STORAGE_CONNECTION_STRING is a current key of account {account}"),
             Source::ConnectionStringSas => "check the SharedAccessSignature in AZURE_STORAGE_CONNECTION_STRING: expired or without read (r) permission".into(),
-            Source::EntraId => format!("check that the identity has the Storage Blob Data Reader role on account {account} (or set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN)"),
+            Source::EntraId(identity) => format!("the token from {identity} was refused: check that the identity has the Storage Blob Data Reader role on account {account} (or set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN)"),
         }
     }
 }
@@ -187,6 +190,8 @@ impl Source {
 pub(crate) struct Credential {
     pub(crate) source: Source,
     provider: Option<AzureCredentialProvider>,
+    /// An Entra ID identity whose tokens come from [`super::token`].
+    identity: Option<Identity>,
     /// The last failure to get a token, and when: repeated for
     /// [`FAILURE_MEMORY`] instead of asking the identity service again, so a
     /// node without a usable identity fails each read quickly.
@@ -215,6 +220,7 @@ impl Credential {
             return Ok(Credential {
                 source: Source::Anonymous,
                 provider: None,
+                identity: None,
                 last_failure: Mutex::new(None),
             });
         }
@@ -234,8 +240,18 @@ impl Credential {
                 Source::ConnectionStringSas,
                 builder().with_config(AzureConfigKey::SasKey, sas),
             )
+        } else if env.get("AZURE_FABRIC_SESSION_TOKEN").is_some() {
+            let source = Source::EntraId("Microsoft Fabric (AZURE_FABRIC_*)".into());
+            (source, entra_builder(account, env, fetch_timeout))
         } else {
-            (Source::EntraId, entra_builder(account, env, fetch_timeout))
+            let identity = Identity::from_env(env);
+            identity.register_secrets();
+            return Ok(Credential {
+                source: Source::EntraId(identity.describe()),
+                provider: None,
+                identity: Some(identity),
+                last_failure: Mutex::new(None),
+            });
         };
         let store = builder.build().map_err(|e| {
             Error::config(format!(
@@ -247,6 +263,7 @@ impl Credential {
         Ok(Credential {
             source,
             provider: Some(store.credentials().clone()),
+            identity: None,
             last_failure: Mutex::new(None),
         })
     }
@@ -260,13 +277,13 @@ impl Credential {
         request: &mut HttpRequest,
         limit: Duration,
     ) -> Result<()> {
-        let Some(provider) = &self.provider else {
+        if self.provider.is_none() && self.identity.is_none() {
             request.headers_mut().insert(
                 "x-ms-version",
                 http::HeaderValue::from_static(ANONYMOUS_VERSION),
             );
             return Ok(());
-        };
+        }
         if let Some((when, why)) = &*self.last_failure.locked() {
             if when.elapsed() < FAILURE_MEMORY {
                 return Err(Error::origin(format!(
@@ -276,13 +293,28 @@ impl Credential {
                 )));
             }
         }
-        let why = match tokio::time::timeout(limit, provider.get_credential()).await {
-            Ok(Ok(credential)) => {
+        let got = match (&self.identity, &self.provider) {
+            (Some(identity), _) => super::token::token(identity, limit)
+                .await
+                .map(|t| Arc::new(AzureCredential::BearerToken(t.to_string()))),
+            (None, Some(provider)) => {
+                match tokio::time::timeout(limit, provider.get_credential()).await {
+                    Ok(Ok(credential)) => Ok(credential),
+                    Ok(Err(e)) => Err(flatten(&e.to_string())),
+                    Err(_) => Err(format!(
+                        "no answer within {}",
+                        super::retry::fmt_duration(limit)
+                    )),
+                }
+            }
+            (None, None) => unreachable!("anonymous requests return above"),
+        };
+        let why = match got {
+            Ok(credential) => {
                 AzureAuthorizer::new(&credential, account).authorize(request);
                 return Ok(());
             }
-            Ok(Err(e)) => flatten(&e.to_string()),
-            Err(_) => format!("no answer within {}", super::retry::fmt_duration(limit)),
+            Err(why) => why,
         };
         let why = format!(
             "cannot get an Azure credential ({}) for account {account}: {why}; set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or check this machine's identity (workload identity, service principal or managed identity variables)",
@@ -389,7 +421,10 @@ mod tests {
         assert_eq!(source(&no_key), Source::Sas("AZURE_STORAGE_SAS_TOKEN"));
         let conn_sp: Vec<_> = sp.iter().copied().chain([conn]).collect();
         assert_eq!(source(&conn_sp), Source::ConnectionStringSas);
-        assert_eq!(source(&sp), Source::EntraId);
+        assert_eq!(
+            source(&sp),
+            Source::EntraId("service principal (AZURE_CLIENT_SECRET, client id id)".into())
+        );
         assert_eq!(
             source(&[("AZURE_STORAGE_KEY", KEY)]),
             Source::Key("AZURE_STORAGE_KEY")
@@ -408,7 +443,7 @@ mod tests {
             "AZURE_STORAGE_CONNECTION_STRING",
             "AccountName=other;AccountKey=a2V5a2V5a2V5",
         )];
-        assert_eq!(source(&pairs), Source::EntraId);
+        assert!(matches!(source(&pairs), Source::EntraId(_)));
     }
 
     #[test]
@@ -432,6 +467,6 @@ mod tests {
         assert!(e
             .vars
             .keys()
-            .all(|k| k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT"));
+            .all(|k| k.starts_with("AZURE_") || k.starts_with("IDENTITY_")));
     }
 }

@@ -21,7 +21,8 @@
 //! [`Origin::shutdown`] cancels every request in flight, waits briefly for
 //! the callers to return, and stops the runtime, joining its threads; it
 //! never waits on the network. Each lifecycle of the library builds a new
-//! origin (and a forked child builds its own), so nothing here outlives one.
+//! origin (and a forked child builds its own), so nothing here outlives one
+//! except Entra ID tokens, which are plain data (`token.rs`).
 
 pub mod auth;
 mod endpoint;
@@ -30,6 +31,7 @@ mod list;
 mod read;
 mod request;
 mod retry;
+mod token;
 
 use std::collections::HashMap;
 use std::future::Future;

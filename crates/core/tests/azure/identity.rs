@@ -1,0 +1,431 @@
+//! Every Entra ID credential kind end to end, against an Azurite started
+//! with HTTPS and `--oauth basic` (it checks each bearer token's form,
+//! issuer, audience and lifetime), with a loopback stand-in for the
+//! identity endpoints (blobcache_testing::tokens): cold and warm loads,
+//! tokens Azurite refuses, tokens kept across lifecycles and refreshed
+//! before they expire, and processes starting while the endpoint throttles.
+//!
+//! Each test runs in a process of its own (`in_own_process`): it points
+//! `SSL_CERT_FILE` at the test CA and `PATH` at the `az` stand-in, and the
+//! token table it checks is process-wide.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blobcache_core::config::Config;
+use blobcache_core::origin::azure::AzureEnv;
+use blobcache_core::ErrorKind;
+
+use blobcache_testing::azurite::{self, Azurite};
+use blobcache_testing::isolate::in_own_process;
+use blobcache_testing::tokens::{TokenService, TENANT};
+use blobcache_testing::{blobcache_cmd, bytes, sha256, tempdir};
+
+use crate::{cache, key, read_all};
+
+/// An Azurite that checks tokens, trusted by this process.
+fn oauth_azurite() -> Azurite {
+    let az = Azurite::start_oauth();
+    std::env::set_var("SSL_CERT_FILE", az.ca().unwrap());
+    az
+}
+
+/// The variables of each credential kind, pointing at `tokens`; `id`
+/// makes the identity distinct (its own tokens in the process's table).
+fn kind_env(kind: &str, tokens: &TokenService, id: &str, scratch: &Path) -> Vec<(String, String)> {
+    let client_id = format!("00000000-0000-0000-0000-{id:0>12}");
+    let v = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    match kind {
+        "workload" => {
+            let file = scratch.join(format!("federated-{id}"));
+            std::fs::write(&file, format!("kubelet-projected-token-{id}")).unwrap();
+            v(&[
+                ("AZURE_CLIENT_ID", client_id),
+                ("AZURE_TENANT_ID", TENANT.into()),
+                ("AZURE_FEDERATED_TOKEN_FILE", file.display().to_string()),
+                ("AZURE_AUTHORITY_HOST", tokens.authority()),
+            ])
+        }
+        "service-principal" => v(&[
+            ("AZURE_CLIENT_ID", client_id),
+            ("AZURE_TENANT_ID", TENANT.into()),
+            ("AZURE_CLIENT_SECRET", format!("client-secret-value-{id}")),
+            ("AZURE_AUTHORITY_HOST", tokens.authority()),
+        ]),
+        "managed-identity" => v(&[
+            ("IDENTITY_ENDPOINT", tokens.msi_endpoint()),
+            ("AZURE_CLIENT_ID", client_id),
+        ]),
+        "managed-identity-app-service" => v(&[
+            ("IDENTITY_ENDPOINT", tokens.msi_endpoint()),
+            ("IDENTITY_HEADER", format!("identity-header-secret-{id}")),
+        ]),
+        "azure-cli" => v(&[("AZURE_USE_AZURE_CLI", "true".into())]),
+        "bearer" => v(&[("AZURE_STORAGE_TOKEN", tokens.new_token())]),
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+const KINDS: &[&str] = &[
+    "workload",
+    "service-principal",
+    "managed-identity",
+    "managed-identity-app-service",
+    "azure-cli",
+    "bearer",
+];
+
+/// How each kind names itself in messages.
+fn source_of(kind: &str) -> &'static str {
+    match kind {
+        "workload" => "workload identity (AZURE_FEDERATED_TOKEN_FILE",
+        "service-principal" => "service principal (AZURE_CLIENT_SECRET",
+        "managed-identity" | "managed-identity-app-service" => {
+            "managed identity (http://127.0.0.1:"
+        }
+        "azure-cli" => "Azure CLI (az account get-access-token)",
+        "bearer" => "bearer token from AZURE_STORAGE_TOKEN",
+        _ => unreachable!(),
+    }
+}
+
+fn env_of(pairs: &[(String, String)]) -> AzureEnv {
+    AzureEnv::from_pairs(pairs.iter().cloned())
+}
+
+/// Puts the `az` stand-in first on this process's PATH.
+fn az_on_path(tokens: &TokenService, dir: &Path) {
+    let bin = tokens.write_az(dir);
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::set_var("PATH", format!("{}:{path}", bin.display()));
+}
+
+#[test]
+fn every_entra_id_kind_loads_cold_then_warm_from_an_azurite_that_checks_tokens() {
+    in_own_process(
+        "identity::every_entra_id_kind_loads_cold_then_warm_from_an_azurite_that_checks_tokens",
+        &[],
+        || {
+            let az = oauth_azurite();
+            az.create_container("models");
+            let data = bytes(61, 3_500_000);
+            az.put("models", "m.bin", &data);
+            let tokens = TokenService::start();
+            let scratch = tempdir("identity-scratch");
+            az_on_path(&tokens, scratch.path());
+
+            // Azurite does check: a request without a credential is refused.
+            let dir = tempdir("anon");
+            let anon = Config {
+                azure_auth: blobcache_core::config::AzureAuth::Anonymous,
+                ..azurite::config(&az.template(), dir.path())
+            };
+            let e = read_all(
+                &cache(&anon, AzureEnv::default()),
+                &key("models", "m.bin"),
+                10,
+            )
+            .unwrap_err();
+            assert!(e.message().contains("HTTP 40"), "{e}");
+
+            for (i, kind) in KINDS.iter().enumerate() {
+                let pairs = kind_env(kind, &tokens, &format!("{}", i + 1), scratch.path());
+                let dir = tempdir(kind);
+                let cfg = azurite::config(&az.template(), dir.path());
+                let before = tokens.requests();
+                let t0 = Instant::now();
+                let cold = cache(&cfg, env_of(&pairs));
+                let got = read_all(&cold, &key("models", "m.bin"), data.len())
+                    .unwrap_or_else(|e| panic!("{kind}: cold load: {e}"));
+                assert!(got == data, "{kind}: cold load bytes differ");
+                let from_origin = cold.stats().bytes_from_origin;
+                assert!(from_origin >= data.len() as u64, "{kind}: {from_origin}");
+                cold.shutdown();
+                let cold_time = t0.elapsed();
+                // The warm load: a new lifecycle on the same directory.
+                let warm = cache(&cfg, env_of(&pairs));
+                let got = read_all(&warm, &key("models", "m.bin"), data.len())
+                    .unwrap_or_else(|e| panic!("{kind}: warm load: {e}"));
+                assert!(got == data, "{kind}: warm load bytes differ");
+                assert_eq!(
+                    warm.stats().bytes_from_origin,
+                    0,
+                    "{kind}: warm load hit the origin"
+                );
+                warm.shutdown();
+                let asked = tokens.requests() - before;
+                let want = if *kind == "bearer" { 0 } else { 1 };
+                assert_eq!(asked, want, "{kind}: identity endpoint asked {asked} times");
+                eprintln!("{kind}: cold+warm in {cold_time:?}, identity endpoint asked {asked}");
+                if *kind == "bearer" {
+                    continue;
+                }
+                let seen = tokens.seen().pop().unwrap();
+                match *kind {
+                    "workload" => {
+                        assert_eq!(seen.method, "POST");
+                        assert_eq!(seen.target, format!("/{TENANT}/oauth2/v2.0/token"));
+                        assert_eq!(
+                            seen.param("client_assertion").as_deref(),
+                            Some(format!("kubelet-projected-token-{}", i + 1).as_str())
+                        );
+                        assert_eq!(
+                            seen.param("client_assertion_type").as_deref(),
+                            Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+                        );
+                        assert_eq!(
+                            seen.param("grant_type").as_deref(),
+                            Some("client_credentials")
+                        );
+                        assert_eq!(
+                            seen.param("scope").as_deref(),
+                            Some("https://storage.azure.com/.default")
+                        );
+                        assert_eq!(
+                            seen.param("client_id").as_deref(),
+                            Some(format!("00000000-0000-0000-0000-{:0>12}", i + 1).as_str())
+                        );
+                    }
+                    "service-principal" => {
+                        assert_eq!(seen.method, "POST");
+                        assert_eq!(
+                            seen.param("client_secret").as_deref(),
+                            Some(format!("client-secret-value-{}", i + 1).as_str())
+                        );
+                        assert_eq!(
+                            seen.param("grant_type").as_deref(),
+                            Some("client_credentials")
+                        );
+                    }
+                    "managed-identity" => {
+                        assert_eq!(seen.method, "GET");
+                        assert_eq!(seen.header("metadata").as_deref(), Some("true"));
+                        assert_eq!(
+                            seen.param("resource").as_deref(),
+                            Some("https://storage.azure.com")
+                        );
+                        assert!(seen.param("api-version").is_some());
+                        assert_eq!(
+                            seen.param("client_id").as_deref(),
+                            Some(format!("00000000-0000-0000-0000-{:0>12}", i + 1).as_str())
+                        );
+                    }
+                    "managed-identity-app-service" => {
+                        assert_eq!(
+                            seen.header("x-identity-header").as_deref(),
+                            Some(format!("identity-header-secret-{}", i + 1).as_str())
+                        );
+                    }
+                    "azure-cli" => assert_eq!(seen.target, "/cli"),
+                    _ => unreachable!(),
+                }
+            }
+        },
+    );
+}
+
+#[test]
+fn a_token_azurite_refuses_fails_naming_the_credential_source_and_never_the_token() {
+    in_own_process(
+        "identity::a_token_azurite_refuses_fails_naming_the_credential_source_and_never_the_token",
+        &[],
+        || {
+            let az = oauth_azurite();
+            az.create_container("models");
+            az.put("models", "m.bin", &bytes(62, 100_000));
+            let tokens = TokenService::start();
+            let scratch = tempdir("identity-scratch");
+            az_on_path(&tokens, scratch.path());
+            tokens.issue_rejected(true);
+            for (i, kind) in KINDS.iter().enumerate() {
+                let pairs = kind_env(kind, &tokens, &format!("{}", 100 + i), scratch.path());
+                let dir = tempdir(kind);
+                let c = cache(&azurite::config(&az.template(), dir.path()), env_of(&pairs));
+                let e = read_all(&c, &key("models", "m.bin"), 100_000).unwrap_err();
+                let m = e.message().to_string();
+                eprintln!("{kind}: {m}");
+                assert_eq!(e.kind(), ErrorKind::Config, "{kind}: {m}");
+                assert!(m.contains("HTTP 403 AuthenticationFailed"), "{kind}: {m}");
+                assert!(m.contains(source_of(kind)), "{kind}: {m}");
+                assert!(m.contains("was refused"), "{kind}: {m}");
+                assert!(
+                    !m.contains("<redacted>"),
+                    "{kind}: built with a secret: {m}"
+                );
+                for t in tokens.issued() {
+                    assert!(!m.contains(&t), "{kind}: token in the message: {m}");
+                    // Not even its signature-less head and claims.
+                    assert!(!m.contains(t.split('.').nth(1).unwrap()), "{kind}: {m}");
+                }
+                for (_, v) in &pairs {
+                    if v.contains("secret") {
+                        assert!(
+                            !m.contains(v.as_str()),
+                            "{kind}: secret in the message: {m}"
+                        );
+                    }
+                }
+                c.shutdown();
+            }
+        },
+    );
+}
+
+#[test]
+fn a_token_outlives_the_lifecycle_ten_sessions_ask_the_identity_endpoint_once() {
+    in_own_process(
+        "identity::a_token_outlives_the_lifecycle_ten_sessions_ask_the_identity_endpoint_once",
+        &[],
+        || {
+            let az = oauth_azurite();
+            az.create_container("models");
+            let data = bytes(63, 300_000);
+            for s in 0..10 {
+                az.put("models", &format!("s{s}.bin"), &data);
+            }
+            let tokens = TokenService::start();
+            let scratch = tempdir("identity-scratch");
+            let pairs = kind_env("workload", &tokens, "10", scratch.path());
+            let dir = tempdir("sessions");
+            let cfg = azurite::config(&az.template(), dir.path());
+            for s in 0..10 {
+                // A session: a new origin and cache (read the environment
+                // again), four readers, then shutdown.
+                let c = Arc::new(cache(&cfg, env_of(&pairs)));
+                let readers: Vec<_> = (0..4)
+                    .map(|_| {
+                        let c = c.clone();
+                        let k = key("models", &format!("s{s}.bin"));
+                        std::thread::spawn(move || read_all(&c, &k, 300_000))
+                    })
+                    .collect();
+                for r in readers {
+                    assert!(r.join().unwrap().unwrap() == data, "session {s}");
+                }
+                c.shutdown();
+            }
+            assert_eq!(tokens.requests(), 1, "one token for ten sessions");
+        },
+    );
+}
+
+#[test]
+fn a_short_lived_token_is_refreshed_during_a_long_load_and_no_reader_sees_a_refusal() {
+    in_own_process(
+        "identity::a_short_lived_token_is_refreshed_during_a_long_load_and_no_reader_sees_a_refusal",
+        &[],
+        || {
+            let az = oauth_azurite();
+            az.create_container("models");
+            let blocks = 24usize;
+            let data = bytes(64, blocks << 20);
+            az.put("models", "long.bin", &data);
+            let tokens = TokenService::start();
+            // Tokens live 4 s; the load takes about 10 s: one reader per
+            // block range, each reading a 1 MiB block and pausing.
+            tokens.set_lifetime(4);
+            let scratch = tempdir("identity-scratch");
+            let pairs = kind_env("workload", &tokens, "11", scratch.path());
+            let dir = tempdir("long");
+            let c = Arc::new(cache(
+                &azurite::config(&az.template(), dir.path()),
+                env_of(&pairs),
+            ));
+            let t0 = Instant::now();
+            let data = Arc::new(data);
+            let readers: Vec<_> = (0..2)
+                .map(|r| {
+                    let (c, data) = (c.clone(), data.clone());
+                    std::thread::spawn(move || {
+                        let k = key("models", "long.bin");
+                        for b in (r..blocks).step_by(2) {
+                            let mut buf = vec![0u8; 1 << 20];
+                            c.read(&k, (b << 20) as u64, &mut buf)
+                                .unwrap_or_else(|e| panic!("block {b}: {e}"));
+                            assert!(buf[..] == data[b << 20..(b + 1) << 20], "block {b}");
+                            std::thread::sleep(Duration::from_millis(800));
+                        }
+                    })
+                })
+                .collect();
+            for r in readers {
+                r.join().unwrap();
+            }
+            let took = t0.elapsed();
+            let asked = tokens.requests();
+            eprintln!("load of {took:?} with 4 s tokens: {asked} tokens fetched");
+            assert!(took > Duration::from_secs(8), "{took:?}");
+            // Refreshed before each expiry (half of a short life), not per request.
+            assert!((3..=8).contains(&asked), "{asked} tokens for a {took:?} load");
+            c.shutdown();
+        },
+    );
+}
+
+#[test]
+fn eight_processes_starting_while_the_identity_endpoint_throttles_all_load() {
+    in_own_process(
+        "identity::eight_processes_starting_while_the_identity_endpoint_throttles_all_load",
+        &[],
+        || {
+            let az = oauth_azurite();
+            az.create_container("models");
+            let data = bytes(65, 2_000_000);
+            az.put("models", "m.bin", &data);
+            let want = sha256(&data);
+            let tokens = TokenService::start();
+            tokens.throttle_for(Duration::from_secs(3));
+            let scratch = tempdir("identity-scratch");
+            let pairs = kind_env("workload", &tokens, "12", scratch.path());
+            let dir = tempdir("eight");
+            let mut env: Vec<(&str, String)> = vec![
+                ("BLOBCACHE_DIR", dir.path().display().to_string()),
+                ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
+                ("BLOBCACHE_FETCH_TIMEOUT", "15s".into()),
+                ("SSL_CERT_FILE", az.ca().unwrap().display().to_string()),
+            ];
+            for (k, v) in &pairs {
+                env.push((k.as_str(), v.clone()));
+            }
+            let t0 = Instant::now();
+            let env = Arc::new(
+                env.into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect::<Vec<_>>(),
+            );
+            let children: Vec<_> = (0..8)
+                .map(|_| {
+                    let env = env.clone();
+                    std::thread::spawn(move || {
+                        let e: Vec<(&str, String)> =
+                            env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                        blobcache_cmd(&e, &["cat", "az://devstoreaccount1/models/m.bin"])
+                    })
+                })
+                .collect();
+            for (i, c) in children.into_iter().enumerate() {
+                let o = c.join().unwrap();
+                assert!(
+                    o.status.success(),
+                    "process {i}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                assert_eq!(sha256(&o.stdout), want, "process {i}");
+            }
+            eprintln!(
+                "8 processes in {:?}: {} throttled answers, {} tokens",
+                t0.elapsed(),
+                tokens.throttled(),
+                tokens.issued().len()
+            );
+            assert!(tokens.throttled() >= 8, "{}", tokens.throttled());
+            assert_eq!(tokens.issued().len(), 8, "one token per process");
+        },
+    );
+}
