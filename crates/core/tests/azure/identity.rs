@@ -388,6 +388,8 @@ fn eight_processes_starting_while_the_identity_endpoint_throttles_all_load() {
                 ("BLOBCACHE_DIR", dir.path().display().to_string()),
                 ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
                 ("BLOBCACHE_FETCH_TIMEOUT", "15s".into()),
+                // Every request logged: none may show a token.
+                ("BLOBCACHE_LOG", "debug".into()),
                 ("SSL_CERT_FILE", az.ca().unwrap().display().to_string()),
             ];
             for (k, v) in &pairs {
@@ -409,8 +411,10 @@ fn eight_processes_starting_while_the_identity_endpoint_throttles_all_load() {
                     })
                 })
                 .collect();
+            let mut logs = String::new();
             for (i, c) in children.into_iter().enumerate() {
                 let o = c.join().unwrap();
+                logs.push_str(&String::from_utf8_lossy(&o.stderr));
                 assert!(
                     o.status.success(),
                     "process {i}: {}",
@@ -425,6 +429,12 @@ fn eight_processes_starting_while_the_identity_endpoint_throttles_all_load() {
                 tokens.issued().len()
             );
             assert!(tokens.throttled() >= 8, "{}", tokens.throttled());
+            assert!(logs.contains("azure: new Entra ID token from workload identity"), "{logs}");
+            for t in tokens.issued() {
+                assert!(!logs.contains(t.split('.').nth(1).unwrap()), "a token in:\n{logs}");
+            }
+            assert!(!logs.contains("kubelet-projected-token"), "{logs}");
+            assert!(!logs.contains("<redacted>"), "{logs}");
             assert_eq!(tokens.issued().len(), 8, "one token per process");
         },
     );

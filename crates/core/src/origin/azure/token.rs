@@ -360,7 +360,7 @@ async fn fetch(identity: &Identity, limit: Duration) -> Result<(String, Duration
                 ("scope", STORAGE_SCOPE),
                 ("grant_type", "client_credentials"),
             ];
-            let url = format!("{authority}/{tenant}/oauth2/v2.0/token");
+            let url = token_url(authority, tenant)?;
             let body = ask(&url, Ask::Form(&form), limit).await?;
             oauth_answer(&body)
         }
@@ -376,7 +376,7 @@ async fn fetch(identity: &Identity, limit: Duration) -> Result<(String, Duration
                 ("scope", STORAGE_SCOPE),
                 ("grant_type", "client_credentials"),
             ];
-            let url = format!("{authority}/{tenant}/oauth2/v2.0/token");
+            let url = token_url(authority, tenant)?;
             let body = ask(&url, Ask::Form(&form), limit).await?;
             oauth_answer(&body)
         }
@@ -397,6 +397,35 @@ async fn fetch(identity: &Identity, limit: Duration) -> Result<(String, Duration
         }
         Identity::Cli => cli(limit).await,
     }
+}
+
+/// The OAuth token endpoint of `tenant` at `authority`. A secret (client
+/// secret, federated token) goes only over HTTPS, or plain HTTP to a
+/// loopback address (a local stand-in).
+fn token_url(authority: &str, tenant: &str) -> Result<String, String> {
+    let plain = authority
+        .strip_prefix("http://")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(""));
+    if let Some(host) = plain {
+        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!(
+                "AZURE_AUTHORITY_HOST {authority} is plain HTTP: the credential would cross the network unencrypted; use https://"
+            ));
+        }
+    }
+    Ok(format!("{authority}/{tenant}/oauth2/v2.0/token"))
 }
 
 /// What to send to a token endpoint.
@@ -685,6 +714,26 @@ mod tests {
         assert!(!sp.key().contains("s3cret-value"));
         let b = Identity::from_env(&env(&[("AZURE_STORAGE_TOKEN", "bearer-token")]));
         assert!(!b.describe().contains("bearer-token"));
+    }
+
+    #[test]
+    fn a_secret_goes_to_the_authority_only_over_https_or_to_loopback() {
+        for ok in [
+            "https://login.microsoftonline.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(token_url(ok, "t").is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://login.example.com",
+            "http://10.0.0.1:80",
+            "http://127.0.0.1.example.com",
+        ] {
+            let e = token_url(bad, "t").unwrap_err();
+            assert!(e.contains("plain HTTP"), "{e}");
+        }
     }
 
     #[test]
