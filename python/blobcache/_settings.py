@@ -42,6 +42,7 @@ SECRET_VARS = [
     "AZURE_STORAGE_CLIENT_SECRET",
     "AZURE_STORAGE_TOKEN",
     "AZURE_FABRIC_SESSION_TOKEN",
+    "IDENTITY_HEADER",
 ]
 
 # Variables that name an identity or where a credential is: not secrets,

@@ -429,13 +429,29 @@ fn eight_processes_starting_while_the_identity_endpoint_throttles_all_load() {
                 tokens.issued().len()
             );
             assert!(tokens.throttled() >= 8, "{}", tokens.throttled());
-            assert!(logs.contains("azure: new Entra ID token from workload identity"), "{logs}");
+            assert!(
+                logs.contains("azure: new Entra ID token from workload identity"),
+                "{logs}"
+            );
             for t in tokens.issued() {
-                assert!(!logs.contains(t.split('.').nth(1).unwrap()), "a token in:\n{logs}");
+                assert!(
+                    !logs.contains(t.split('.').nth(1).unwrap()),
+                    "a token in:\n{logs}"
+                );
             }
             assert!(!logs.contains("kubelet-projected-token"), "{logs}");
             assert!(!logs.contains("<redacted>"), "{logs}");
             assert_eq!(tokens.issued().len(), 8, "one token per process");
+            // And doctor names the credential a read uses.
+            let mut e: Vec<(&str, String)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            e.push(("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1".into()));
+            let o = blobcache_cmd(&e, &["doctor"]);
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                out.contains("credential: Entra ID, workload identity (AZURE_FEDERATED_TOKEN_FILE"),
+                "{out}"
+            );
         },
     );
 }
