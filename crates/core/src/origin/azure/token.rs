@@ -30,8 +30,9 @@
 //! lifetime is left (at most its last 5 minutes, as the Azure SDKs do:
 //! a short-lived token must not expire between signing and the service's
 //! check, whose clock counts whole seconds) and then refreshed by
-//! the first request that needs it while the others wait for that one
-//! fetch; if the refresh fails while the old token is still valid, the old
+//! the first request that needs it, while the others go on with the
+//! current one (or, once it is about to expire, wait for that one fetch);
+//! if the refresh fails while the old token is still valid, the old
 //! one is used. The table is changed only inside fork sections (see
 //! `fork.rs`); a forked child keeps the parent's tokens but not its
 //! in-flight fetches.
@@ -65,6 +66,9 @@ const MSI_API_VERSION: &str = "2019-08-01";
 /// How long before its expiry a token is refreshed, at most (a
 /// shorter-lived token is refreshed half-way through its life).
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// While one request fetches a new token, the others keep using the
+/// current one if it has at least this long to live.
+const STILL_USABLE: Duration = Duration::from_secs(2);
 
 /// An Entra ID identity as the environment names it.
 #[derive(Clone)]
@@ -292,14 +296,25 @@ pub(crate) async fn token(identity: &Identity, limit: Duration) -> Result<Arc<st
     }
     let deadline = tokio::time::Instant::now() + limit;
     let gate = with_table(|t| t.gates.entry(key.clone()).or_default().clone());
-    let _fetching = tokio::time::timeout_at(deadline, gate.lock())
-        .await
-        .map_err(|_| {
-            format!(
-                "no token within {} (another request is fetching one)",
-                retry::fmt_duration(limit)
-            )
-        })?;
+    let _fetching = match gate.try_lock() {
+        Ok(g) => g,
+        Err(_) => {
+            // Another request is fetching a new token: while the current
+            // one is still good for a while, use it rather than wait.
+            let usable = |e: &Entry| Instant::now() + STILL_USABLE < e.expires;
+            if let Some(e) = cached().filter(usable) {
+                return Ok(e.token);
+            }
+            tokio::time::timeout_at(deadline, gate.lock())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "no token within {} (another request is fetching one)",
+                        retry::fmt_duration(limit)
+                    )
+                })?
+        }
+    };
     // Another request may have fetched one while this one waited.
     let old = cached();
     if let Some(e) = old.clone().filter(|e| Instant::now() < e.refresh) {
