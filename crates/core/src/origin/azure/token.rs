@@ -706,6 +706,10 @@ mod tests {
             Identity::from_env(&env(&[wi[0], cli])),
             Identity::Cli
         ));
+        match Identity::from_env(&env(&no_bearer)) {
+            Identity::Workload { authority, .. } => assert_eq!(authority, PUBLIC_AUTHORITY),
+            _ => unreachable!(),
+        }
         match Identity::from_env(&env(&[wi[0]])) {
             Identity::Managed { endpoint, pick, .. } => {
                 assert_eq!(endpoint, IMDS);
