@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, or confirms it is there (a few seconds when up
-# to date): cargo-nextest, cargo-fuzz, clippy/rustfmt, valgrind, binutils and
-# g++ (Debian), the Rust dependencies, Azurite (npm) and the Python venv with
+# to date): cargo-nextest, cargo-fuzz, clippy/rustfmt, valgrind, binutils,
+# g++ and squid (Debian), the Rust dependencies, Azurite (npm) and the Python venv with
 # the pinned streamer wheels and the wheel's build tools (PyPI). scripts/test
 # calls it first, so the test command works on a fresh machine; slow downloads
 # are cached (see the scripts it calls). It does not install the nightly
@@ -22,6 +22,8 @@ command -v valgrind >/dev/null || apt+=(valgrind)  # installs: valgrind
 command -v nm >/dev/null || apt+=(binutils)  # installs: binutils
 # scripts/test-c.sh also compiles the header as C++ (examples-c/header_check.c).
 command -v c++ >/dev/null || apt+=(g++)  # installs: g++
+# The proxy tests start their own Squid (crates/testing/src/squid.rs).
+[[ -x /usr/sbin/squid ]] || apt+=(squid)  # installs: squid
 if (( ${#apt[@]} )); then
     [[ $(id -u) == 0 ]] || { echo "install-test-deps: needs root to install ${apt[*]}" >&2; exit 1; }
     apt-get update -qq && apt-get install -y -qq "${apt[@]}"
