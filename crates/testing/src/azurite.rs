@@ -54,12 +54,31 @@ fn tls_material(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
         );
     };
     ssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        "/CN=blobcache test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=blobcache test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
     ]);
     ssl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=blob.localhost", "-keyout",
-        "leaf.key", "-out", "leaf.csr",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=blob.localhost",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
     ]);
     std::fs::write(
         dir.join("ext"),
@@ -67,10 +86,27 @@ fn tls_material(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     )
     .unwrap();
     ssl(&[
-        "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "ext", "-out", "leaf.pem",
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "leaf.pem",
     ]);
-    (dir.join("ca.pem"), dir.join("leaf.pem"), dir.join("leaf.key"))
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
 }
 
 fn binary() -> PathBuf {

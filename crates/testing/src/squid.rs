@@ -184,7 +184,10 @@ fn proxy_user() -> (u32, u32) {
     // SAFETY: `name` is a valid C string; the returned entry (static
     // storage) is read at once, before any other getpw* call of this thread.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(!pw.is_null(), "no user proxy (Debian's squid package makes it)");
+    assert!(
+        !pw.is_null(),
+        "no user proxy (Debian's squid package makes it)"
+    );
     // SAFETY: checked non-null above; points to libc's static passwd entry.
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }

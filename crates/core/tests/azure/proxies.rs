@@ -337,7 +337,10 @@ fn a_dead_proxy_fails_the_read_within_the_fetch_timeout_naming_the_proxy() {
     let dir = tempdir("dead-proxy");
     let cfg = Config {
         fetch_timeout: Duration::from_secs(2),
-        ..azurite::config(&format!("http://127.0.0.1:{az_port}/{{account}}"), dir.path())
+        ..azurite::config(
+            &format!("http://127.0.0.1:{az_port}/{{account}}"),
+            dir.path(),
+        )
     };
     let proxy = format!("http://carol:dead-proxy-passw0rd@127.0.0.1:{port}");
     let c = cache(&cfg, key_env_with(&[("HTTP_PROXY", &proxy)]));
@@ -422,7 +425,10 @@ mod caching {
             let dir = tempdir(tag);
             let out = dir.path().join("out.bin");
             let env: Vec<(&str, String)> = vec![
-                ("BLOBCACHE_DIR", dir.path().join("cache").display().to_string()),
+                (
+                    "BLOBCACHE_DIR",
+                    dir.path().join("cache").display().to_string(),
+                ),
                 ("BLOBCACHE_AZURE_ENDPOINT", self.counter.template()),
                 ("BLOBCACHE_BLOCK_SIZE", "4M".to_string()),
                 ("BLOBCACHE_FETCH_TIMEOUT", "20s".to_string()),
@@ -503,5 +509,13 @@ mod caching {
         let (o, got) = cl.node("node3");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(got == new, "node 3 read bytes that are not the new version");
+        // Node 2's readers refreshed the cache once between them, not once
+        // each: each version came from Azurite about once.
+        let from_azurite = cl.counter.body_bytes();
+        eprintln!("{from_azurite} body bytes from Azurite for two versions of {size} bytes");
+        assert!(
+            from_azurite as f64 <= 2.0 * 1.05 * size as f64,
+            "{from_azurite} bytes from Azurite for two versions of {size} bytes"
+        );
     }
 }

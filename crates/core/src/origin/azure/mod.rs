@@ -161,12 +161,7 @@ impl AzureOrigin {
         } else {
             log::debug!("azure: requests to {endpoint} go {route}");
         }
-        let account = Arc::new(Account::new(
-            name.to_string(),
-            endpoint,
-            credential,
-            proxy,
-        ));
+        let account = Arc::new(Account::new(name.to_string(), endpoint, credential, proxy));
         accounts.insert(name.to_string(), account.clone());
         Ok(account)
     }

@@ -355,7 +355,10 @@ mod tests {
             Some("http://lower:1")
         );
         assert_eq!(via(&p, "http://x.example").as_deref(), Some("http://all:3"));
-        assert_eq!(p.for_endpoint("https://x.example").unwrap().var, "https_proxy");
+        assert_eq!(
+            p.for_endpoint("https://x.example").unwrap().var,
+            "https_proxy"
+        );
     }
 
     #[test]
@@ -397,7 +400,8 @@ mod tests {
 
     #[test]
     fn off_ignores_every_variable() {
-        let env = AzureEnv::from_pairs([("HTTPS_PROXY", "http://p:1"), ("HTTP_PROXY", "http://p:1")]);
+        let env =
+            AzureEnv::from_pairs([("HTTPS_PROXY", "http://p:1"), ("HTTP_PROXY", "http://p:1")]);
         let p = Proxies::from_env(&env, ProxyMode::Off).unwrap();
         assert!(!p.any());
         assert!(p.client_proxy().is_none());
@@ -420,7 +424,10 @@ mod tests {
 
     #[test]
     fn an_invalid_proxy_names_the_variable_but_not_the_password() {
-        for v in ["socks5://u:hunter2hunter2@h:1", "http://u:hunter2hunter2@:1"] {
+        for v in [
+            "socks5://u:hunter2hunter2@h:1",
+            "http://u:hunter2hunter2@:1",
+        ] {
             let env = AzureEnv::from_pairs([("HTTPS_PROXY", v)]);
             let e = Proxies::from_env(&env, ProxyMode::Env).unwrap_err();
             assert_eq!(e.kind(), crate::error::ErrorKind::Config);

@@ -11,7 +11,7 @@
 //! signing, and never from `reqwest::Error`'s own text (which holds the URL;
 //! see [`http::cause`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,11 @@ pub(crate) struct Account {
     pub(crate) credential: Credential,
     /// The proxy its requests go through, if any.
     pub(crate) proxy: Option<ProxyUrl>,
+    /// Held while a GET asks past a caching proxy for the current version
+    /// (`read.rs`), so concurrent readers refresh it once, not each.
+    pub(crate) refresh_lock: tokio::sync::Mutex<()>,
+    /// How many such refreshes have been made.
+    pub(crate) refreshes: AtomicU64,
     /// Set when a call gave up because the endpoint could not be reached;
     /// cleared by any answer. While set, calls do not retry.
     unreachable: AtomicBool,
@@ -49,6 +54,8 @@ impl Account {
             endpoint,
             credential,
             proxy,
+            refresh_lock: tokio::sync::Mutex::new(()),
+            refreshes: AtomicU64::new(0),
             unreachable: AtomicBool::new(false),
         }
     }
@@ -363,7 +370,11 @@ impl Failure {
                 p.host_port()
             ),
             (f @ (Failure::Stalled(_) | Failure::Broken(_)), Some(p)) => {
-                format!("{} (through the proxy {})", f.describe_answer(), p.host_port())
+                format!(
+                    "{} (through the proxy {})",
+                    f.describe_answer(),
+                    p.host_port()
+                )
             }
             (f, _) => f.describe_answer(),
         }
