@@ -63,6 +63,9 @@ pub struct Options {
     pub auth: Option<(String, String)>,
     /// Cache ([`CACHING`]); otherwise `cache deny all`.
     pub cache: bool,
+    /// [`CACHING`] lines to leave out (by their directive, e.g.
+    /// `range_offset_limit`).
+    pub omit: Vec<String>,
     /// More configuration lines, after the others.
     pub extra: Vec<String>,
 }
@@ -248,7 +251,12 @@ fn config(dir: &Path, port: u16, opts: &Options) -> String {
         None => c.push("http_access allow all".into()),
     }
     if opts.cache {
-        c.extend(CACHING.iter().map(|s| s.to_string()));
+        c.extend(
+            CACHING
+                .iter()
+                .filter(|l| !opts.omit.iter().any(|o| l.split(' ').next() == Some(o)))
+                .map(|s| s.to_string()),
+        );
     } else {
         c.push("cache deny all".into());
     }

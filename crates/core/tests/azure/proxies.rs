@@ -283,9 +283,13 @@ fn proxy_credentials_work_for_https_tunnels_too() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("through the proxy 127.0.0.1:{}", squid.port)),
+        stderr.contains(&format!(
+            "through the proxy 127.0.0.1:{} (tunnel error: proxy authorization required); the proxy 127.0.0.1:{} refused its credentials; check the user and password in https_proxy",
+            squid.port, squid.port
+        )),
         "{stderr}"
     );
+    assert!(stderr.contains("1 attempt"), "not retried: {stderr}");
     assert!(!stderr.contains("not-the-passw0rd"), "{stderr}");
 }
 
@@ -315,6 +319,24 @@ fn blobcache_proxy_off_ignores_the_proxy_variables() {
         stderr.contains("go direct (BLOBCACHE_PROXY=off)"),
         "{stderr}"
     );
+    // A proxy of a kind not supported fails the read, naming the variable
+    // and not the password.
+    let (o, _) = cat(
+        &az.template(),
+        dir.path(),
+        "models/m.bin",
+        &[(
+            "HTTPS_PROXY",
+            "socks5://u:socks-passw0rd-1@127.0.0.1:1080".into(),
+        )],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("HTTPS_PROXY=socks5://***@127.0.0.1:1080 is not valid (only http:// and https:// proxies are supported)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("socks-passw0rd-1"), "{stderr}");
     // An invalid value is refused, naming the variable and the form.
     let (o, _) = cat(
         &az.template(),
@@ -348,6 +370,7 @@ fn a_dead_proxy_fails_the_read_within_the_fetch_timeout_naming_the_proxy() {
     let e = read_all(&c, &key("models", "m.bin"), 10).unwrap_err();
     let took = t0.elapsed();
     let m = e.message();
+    eprintln!("{m}");
     assert_eq!(e.kind(), ErrorKind::Unreachable, "{m}");
     assert!(
         m.contains(&format!("through the proxy 127.0.0.1:{port}")),
@@ -378,6 +401,7 @@ fn a_hung_proxy_fails_the_read_within_the_fetch_timeout_naming_the_proxy() {
         let e = read_all(&c, &key("models", "m.bin"), 10).unwrap_err();
         let took = t0.elapsed();
         let m = e.message();
+        eprintln!("{scheme} after {took:?}: {m}");
         assert!(
             m.contains(&format!("proxy 127.0.0.1:{port}"))
                 || m.contains(&format!("proxy http://127.0.0.1:{port}")),
@@ -403,11 +427,17 @@ mod caching {
 
     impl Cluster {
         fn start() -> Cluster {
+            Cluster::with(Vec::new())
+        }
+
+        /// Without these directives of the caching configuration.
+        fn with(omit: Vec<String>) -> Cluster {
             let az = Azurite::start();
             az.create_container("models");
             let counter = Proxy::start(az.port);
             let squid = Squid::with(Options {
                 cache: true,
+                omit,
                 ..Options::default()
             });
             let sas = az.account_sas();
@@ -422,6 +452,15 @@ mod caching {
         /// One node: `blobcache cat` with a SAS (a request with a shared
         /// key's Authorization header is not cacheable), its own cache.
         fn node(&self, tag: &str) -> (std::process::Output, Vec<u8>) {
+            self.node_with(tag, ("AZURE_STORAGE_SAS_TOKEN", self.sas.clone()))
+        }
+
+        /// One node with this credential variable.
+        fn node_with(
+            &self,
+            tag: &str,
+            credential: (&'static str, String),
+        ) -> (std::process::Output, Vec<u8>) {
             let dir = tempdir(tag);
             let out = dir.path().join("out.bin");
             let env: Vec<(&str, String)> = vec![
@@ -433,7 +472,7 @@ mod caching {
                 ("BLOBCACHE_BLOCK_SIZE", "4M".to_string()),
                 ("BLOBCACHE_FETCH_TIMEOUT", "20s".to_string()),
                 ("BLOBCACHE_LOG", "info".to_string()),
-                ("AZURE_STORAGE_SAS_TOKEN", self.sas.clone()),
+                credential,
                 ("HTTP_PROXY", self.squid.url()),
             ];
             let o = blobcache_cmd(
@@ -476,6 +515,54 @@ mod caching {
             from_azurite as f64 <= 1.05 * size as f64,
             "{from_azurite} bytes from Azurite for a {size}-byte blob read by two nodes"
         );
+        let blocks = size >> 22;
+        let hits = log
+            .iter()
+            .filter(|l| l.starts_with("TCP_MEM_HIT/206 ") && l.contains(" GET "))
+            .count();
+        assert_eq!(hits, blocks, "the second node's GETs were all memory hits");
+    }
+
+    /// Without `range_offset_limit none` Squid does not cache ranged
+    /// answers: each node fetches the whole blob from Azurite.
+    #[test]
+    fn without_range_offset_limit_squid_caches_no_ranged_answer() {
+        let size = 8 << 20;
+        let data = bytes(40, size);
+        let cl = Cluster::with(vec!["range_offset_limit".to_string()]);
+        cl.az.put("models", "m.bin", &data);
+        for node in ["node1", "node2"] {
+            let (o, got) = cl.node(node);
+            assert!(
+                o.status.success(),
+                "{node}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(got == data, "{node}");
+        }
+        settle();
+        let log = logged_for(&cl.squid, cl.counter.port);
+        eprintln!("Squid's log:\n{}", log.join("\n"));
+        assert_eq!(cl.counter.body_bytes(), 2 * size as u64);
+        assert!(!log.iter().any(|l| l.contains("HIT/")), "{log:#?}");
+    }
+
+    /// A shared key signs the Range header, which a caching Squid drops
+    /// when it fetches the whole blob: Azure refuses the request (403), and
+    /// the read fails saying so, naming the credential.
+    #[test]
+    fn a_shared_key_fails_through_a_caching_squid_with_a_clear_error() {
+        let cl = Cluster::start();
+        cl.az.put("models", "m.bin", &bytes(41, 1 << 20));
+        let (o, _) = cl.node_with("shared-key", ("AZURE_STORAGE_ACCOUNT_KEY", KEY.to_string()));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{stderr}");
+        assert!(stderr.contains("HTTP 403 AuthorizationFailure"), "{stderr}");
+        assert!(
+            stderr.contains("check that AZURE_STORAGE_ACCOUNT_KEY is a current key"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(KEY), "{stderr}");
     }
 
     #[test]

@@ -310,7 +310,27 @@ impl Request<'_> {
                     retry::fmt_duration(idle)
                 ))))
             }
-            Ok(Err(e)) => return Ok(Err(Failure::from_reqwest(&e, idle))),
+            Ok(Err(e)) => {
+                let failure = Failure::from_reqwest(&e, idle);
+                if let (Some(p), Failure::Connect(why)) = (&self.call.account.proxy, &failure) {
+                    // A tunnel the proxy refused for want of credentials:
+                    // no retry changes that.
+                    if why.contains("proxy authorization required") {
+                        let hint = format!(
+                            "the proxy {} refused its credentials; check the user and password in {}",
+                            p.host_port(),
+                            p.var
+                        );
+                        return Err(self.fail(
+                            ErrorKind::Config,
+                            &failure.describe(&self.call.account),
+                            &hint,
+                            None,
+                        ));
+                    }
+                }
+                return Ok(Err(failure));
+            }
             Ok(Ok(r)) => r,
         };
         self.budget.answered();
