@@ -206,9 +206,14 @@ where
         ];
         // One refresh at a time per account: the others then find the
         // cache refreshed and ask it again plainly.
+        // The wait for another's refresh is bounded by this request's
+        // budget; past it, this one refreshes without waiting.
         let refreshing = match stale {
             Stale::Refresh { seen } => {
-                let guard = call.account.refresh_lock.lock().await;
+                let lock = call.account.refresh_lock.lock();
+                let guard = tokio::time::timeout(req.budget.remaining(), lock)
+                    .await
+                    .ok();
                 if call.account.refreshes.load(Ordering::SeqCst) != seen {
                     stale = Stale::AskedAgain;
                     None
