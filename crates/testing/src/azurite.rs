@@ -32,7 +32,81 @@ pub struct Azurite {
     child: Option<Child>,
     pub port: u16,
     rt: tokio::runtime::Runtime,
+    /// With [`Azurite::start_tls`]: the PEM of the CA its certificate is
+    /// signed by (`SSL_CERT_FILE` for the library).
+    pub ca: Option<PathBuf>,
     _workdir: TempDir,
+}
+
+/// A CA and a certificate it signs for 127.0.0.1, `blob.localhost` and
+/// `*.blob.localhost`, in `dir` (with `openssl`): (ca.pem, leaf.pem, leaf.key).
+fn tls_material(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (for the emulator's certificate)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=blobcache test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=blob.localhost",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:*.blob.localhost,DNS:blob.localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
 }
 
 fn binary() -> PathBuf {
@@ -60,11 +134,26 @@ pub fn free_port() -> u16 {
 impl Azurite {
     /// Starts Azurite and waits until it accepts connections.
     pub fn start() -> Azurite {
+        Azurite::start_with(false)
+    }
+
+    /// Starts Azurite over HTTPS, with a certificate for 127.0.0.1 signed by
+    /// a CA made for it ([`Azurite::ca`]).
+    pub fn start_tls() -> Azurite {
+        Azurite::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Azurite {
         let bin = binary();
         let workdir = tempdir("azurite");
+        let material = tls.then(|| tls_material(workdir.path()));
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&bin)
+            let mut cmd = Command::new(&bin);
+            if let Some((_, cert, key)) = &material {
+                cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+            }
+            let mut child = cmd
                 .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
                 .args(["--inMemoryPersistence", "--silent", "--disableTelemetry"])
                 .arg("--skipApiVersionCheck")
@@ -88,6 +177,7 @@ impl Azurite {
                             .enable_all()
                             .build()
                             .unwrap(),
+                        ca: material.as_ref().map(|(ca, _, _)| ca.clone()),
                         _workdir: workdir,
                     };
                 }
@@ -112,28 +202,53 @@ impl Azurite {
         }
     }
 
-    /// `http://127.0.0.1:PORT/devstoreaccount1`
+    fn scheme(&self) -> &'static str {
+        if self.ca.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/devstoreaccount1` (`https` with TLS)
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+        format!("{}://127.0.0.1:{}/{ACCOUNT}", self.scheme(), self.port)
     }
 
     /// A `BLOBCACHE_AZURE_ENDPOINT` template for this emulator.
     pub fn template(&self) -> String {
-        format!("http://127.0.0.1:{}/{{account}}", self.port)
+        format!("{}://127.0.0.1:{}/{{account}}", self.scheme(), self.port)
+    }
+
+    fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.ca.as_ref().map(|p| std::fs::read(p).unwrap())
+    }
+
+    /// An HTTP client for the harness's own requests (trusting the CA with
+    /// TLS), never through a proxy.
+    fn client(&self) -> reqwest::Client {
+        let mut b = reqwest::Client::builder().no_proxy();
+        if let Some(pem) = self.ca_pem() {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
     }
 
     fn store(&self, container: &str) -> MicrosoftAzure {
+        let mut options = object_store::ClientOptions::new()
+            .with_allow_http(true)
+            .with_timeout(Duration::from_secs(300));
+        if let Some(pem) = self.ca_pem() {
+            options =
+                options.with_root_certificate(object_store::Certificate::from_pem(&pem).unwrap());
+        }
         MicrosoftAzureBuilder::new()
             .with_account(ACCOUNT)
             .with_container_name(container)
             .with_endpoint(self.endpoint())
             .with_allow_http(true)
             .with_access_key(KEY)
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_allow_http(true)
-                    .with_timeout(Duration::from_secs(300)),
-            )
+            .with_client_options(options)
             .build()
             .unwrap()
     }
@@ -157,7 +272,8 @@ impl Azurite {
         let cred = AzureCredential::AccessKey(AzureAccessKey::try_new(KEY).unwrap());
         AzureAuthorizer::new(&cred, ACCOUNT).authorize(&mut req);
         self.rt.block_on(async {
-            let resp = reqwest::Client::new()
+            let resp = self
+                .client()
                 .request(req.method().clone(), req.uri().to_string())
                 .headers(req.headers().clone())
                 .send()
@@ -218,7 +334,8 @@ impl Azurite {
         let cred = AzureCredential::AccessKey(AzureAccessKey::try_new(KEY).unwrap());
         AzureAuthorizer::new(&cred, ACCOUNT).authorize(&mut req);
         let (status, body) = self.rt.block_on(async {
-            let resp = reqwest::Client::new()
+            let resp = self
+                .client()
                 .put(req.uri().to_string())
                 .headers(req.headers().clone())
                 .body(data.to_vec())

@@ -4,6 +4,8 @@
 //!   free loopback port, with uploads and signed requests;
 //! - [`proxy`]: a counting, fault-injecting loopback proxy, and a token
 //!   server;
+//! - [`squid`]: a real Squid forward proxy per test (plain, with basic
+//!   authentication, or caching), on a free loopback port;
 //! - [`farlink`]: a loopback TCP proxy that delays and window-limits every
 //!   connection as a long, fat network link would (a far origin);
 //! - [`fixture`]: temporary directories, deterministic blob contents, and a
@@ -21,6 +23,7 @@ pub mod farlink;
 pub mod fixture;
 pub mod isolate;
 pub mod proxy;
+pub mod squid;
 
 pub use fixture::{bytes, tempdir, Fixture, TempDir};
 

@@ -95,11 +95,14 @@ pub struct AzureEnv {
 }
 
 impl AzureEnv {
-    /// `AZURE_*` and `IDENTITY_ENDPOINT` from the process environment.
+    /// `AZURE_*`, `IDENTITY_ENDPOINT` and the proxy variables
+    /// ([`super::proxy::PROXY_VARS`]) from the process environment.
     pub fn from_process() -> AzureEnv {
         AzureEnv::from_pairs(std::env::vars_os().filter_map(|(k, v)| {
             let k = k.into_string().ok()?;
-            let wanted = k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT";
+            let wanted = k.starts_with("AZURE_")
+                || k == "IDENTITY_ENDPOINT"
+                || super::proxy::PROXY_VARS.contains(&k.as_str());
             wanted.then(|| (k, v.to_string_lossy().into_owned()))
         }))
     }
@@ -429,9 +432,8 @@ mod tests {
     #[test]
     fn only_azure_variables_are_captured_from_the_process() {
         let e = AzureEnv::from_process();
-        assert!(e
-            .vars
-            .keys()
-            .all(|k| k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT"));
+        assert!(e.vars.keys().all(|k| k.starts_with("AZURE_")
+            || k == "IDENTITY_ENDPOINT"
+            || super::super::proxy::PROXY_VARS.contains(&k.as_str())));
     }
 }
