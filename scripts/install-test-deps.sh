@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests need, or confirms it is there (a few seconds when up
 # to date): cargo-nextest, cargo-fuzz, clippy/rustfmt, valgrind, binutils,
-# g++ and prometheus (Debian), the Rust dependencies, Azurite (npm) and the
-# Python venv with the pinned streamer wheels and the wheel's build tools
-# (PyPI). scripts/test calls it first, so the test command works on a fresh
-# machine; slow downloads are cached (see the scripts it calls). It does not
-# install the nightly toolchain (the fuzz targets need it): it says so when it
-# is missing.
+# g++, prometheus and squid (Debian), the Rust dependencies, Azurite (npm)
+# and the Python venv with the pinned streamer wheels and the wheel's build
+# tools (PyPI). scripts/test calls it first, so the test command works on a
+# fresh machine; slow downloads are cached (see the scripts it calls). It does
+# not install the nightly toolchain (the fuzz targets need it): it says so
+# when it is missing.
 #
 # Each install is marked `# installs: NAME...`; the README lists them all
 # (Requirements), and tests/e2e/test_readme.py checks the two agree.
@@ -27,6 +27,8 @@ command -v c++ >/dev/null || apt+=(g++)  # installs: g++
 # scraping `blobcache metrics`, and check `stats --prometheus` with promtool.
 # Their own server, config and port: the package's service is not used.
 [[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]] || apt+=(prometheus)  # installs: prometheus
+# The proxy tests start their own Squid (crates/testing/src/squid.rs).
+[[ -x /usr/sbin/squid ]] || apt+=(squid)  # installs: squid
 if (( ${#apt[@]} )); then
     [[ $(id -u) == 0 ]] || { echo "install-test-deps: needs root to install ${apt[*]}" >&2; exit 1; }
     apt-get update -qq && apt-get install -y -qq "${apt[@]}"

@@ -29,7 +29,10 @@ fn ten_streamer_sessions_through_the_c_abi_ask_the_identity_endpoint_once() {
             std::fs::write(&federated, "kubelet-projected-token").unwrap();
             let dir = tempdir("c-abi-identity-cache");
             for (k, v) in [
-                ("SSL_CERT_FILE", az.ca().unwrap().display().to_string()),
+                (
+                    "SSL_CERT_FILE",
+                    az.ca.as_deref().unwrap().display().to_string(),
+                ),
                 ("BLOBCACHE_DIR", dir.path().display().to_string()),
                 ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
                 ("BLOBCACHE_BLOCK_SIZE", "1M".into()),

@@ -621,6 +621,7 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
         "AZURE_CLIENT_SECRET",
         "endpoint answers",
         "credential: shared key from AZURE_STORAGE_ACCOUNT_KEY",
+        "requests go direct (no proxy set for this scheme)",
         "listing works, 1 blobs",
         "writable: yes",
         "no problems found",

@@ -33,6 +33,18 @@ pub enum AzureAuth {
     Anonymous,
 }
 
+/// Whether Azure requests go through the proxies the environment names
+/// (`BLOBCACHE_PROXY`; see `origin::azure::proxy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// `https_proxy`, `http_proxy`, `all_proxy` and `no_proxy` (either
+    /// case), as curl reads them.
+    #[default]
+    Env,
+    /// No proxy: every request goes direct.
+    Off,
+}
+
 /// The cap on the cache's disk usage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaxSize {
@@ -54,6 +66,8 @@ pub struct Config {
     pub offline: bool,
     pub azure_endpoint: Option<String>,
     pub azure_auth: AzureAuth,
+    /// Whether Azure requests use the proxy variables.
+    pub proxy: ProxyMode,
     /// Group-shared cache: directories 0770 and files 0660 instead of 0700/0600.
     pub shared: bool,
     /// fsync each block before publishing it.
@@ -283,6 +297,24 @@ pub const SETTINGS: &[Setting] = &[
         }),
     },
     Setting {
+        name: "BLOBCACHE_PROXY",
+        default: DefaultValue::Value("env"),
+        form: "env (the proxy variables HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY, as curl reads them) or off (no proxy)",
+        description: "`env`: Azure requests go through `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` except for hosts in `NO_PROXY`, as curl's do (see [Proxies](#proxies)); `off`: always direct",
+        parse: |c, v| {
+            c.proxy = match v.trim().to_ascii_lowercase().as_str() {
+                "env" => ProxyMode::Env,
+                "off" => ProxyMode::Off,
+                _ => return None,
+            };
+            Some(())
+        },
+        show: Some(|c| match c.proxy {
+            ProxyMode::Env => "env".into(),
+            ProxyMode::Off => "off".into(),
+        }),
+    },
+    Setting {
         name: "BLOBCACHE_SHARED",
         default: DefaultValue::Value("0"),
         form: "1 or 0",
@@ -429,6 +461,7 @@ impl Default for Config {
             offline: false,
             azure_endpoint: None,
             azure_auth: AzureAuth::Auto,
+            proxy: ProxyMode::Env,
             shared: false,
             fsync: false,
             mapped_blocks: DEFAULT_MAPPED_BLOCKS,
@@ -633,6 +666,7 @@ mod tests {
             ("BLOBCACHE_DIR", "relative/dir"),
             ("BLOBCACHE_AZURE_ENDPOINT", "ftp://x"),
             ("BLOBCACHE_AZURE_AUTH", "password"),
+            ("BLOBCACHE_PROXY", "http://proxy:3128"),
             ("BLOBCACHE_MAPPED_BLOCKS", "0"),
             ("BLOBCACHE_MAPPED_BYTES", "12K"),
         ] {
@@ -761,6 +795,7 @@ mod tests {
                 "http://h:1/{account}",
             ),
             ("BLOBCACHE_AZURE_AUTH", "Anonymous", "anonymous"),
+            ("BLOBCACHE_PROXY", "OFF", "off"),
             ("BLOBCACHE_SHARED", "on", "1"),
             ("BLOBCACHE_FSYNC", "true", "1"),
             ("BLOBCACHE_MAPPED_BLOCKS", "7", "7 blocks"),
@@ -774,7 +809,7 @@ mod tests {
                 assert_ne!(c, cfg(&[]).unwrap(), "{var} changed nothing");
             }
         }
-        assert_eq!(VARIABLES.len(), 16);
+        assert_eq!(VARIABLES.len(), 17);
     }
 
     /// The README's settings table as it should read.

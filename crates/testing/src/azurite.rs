@@ -31,45 +31,22 @@ pub const KEY: &str =
 pub struct Azurite {
     child: Option<Child>,
     pub port: u16,
-    /// With HTTPS (and OAuth): the test CA's certificate (PEM) that signed
-    /// the emulator's.
-    ca: Option<PathBuf>,
     rt: tokio::runtime::Runtime,
+    /// With [`Azurite::start_tls`]: the PEM of the CA its certificate is
+    /// signed by (`SSL_CERT_FILE` for the library).
+    pub ca: Option<PathBuf>,
     _workdir: TempDir,
 }
 
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("AZURITE_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    // crates/testing → the repository's root.
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.tools/azurite/node_modules/.bin/azurite-blob");
-    assert!(
-        p.exists(),
-        "Azurite is not installed: run scripts/install-azurite.sh (or set AZURITE_BIN)"
-    );
-    p
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A test CA and a certificate it signs for `127.0.0.1`, `localhost` and
-/// `*.blob.localhost`, made with the `openssl` command in `dir`: (CA
-/// certificate, leaf certificate, leaf key), all PEM.
-pub fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+/// A CA and a certificate it signs for 127.0.0.1, `blob.localhost` and
+/// `*.blob.localhost`, in `dir` (with `openssl`): (ca.pem, leaf.pem, leaf.key).
+fn tls_material(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     let ssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
             .current_dir(dir)
             .output()
-            .expect("the openssl command (apt-get install openssl)");
+            .expect("openssl (for the emulator's certificate)");
         assert!(
             out.status.success(),
             "openssl {args:?}: {}",
@@ -97,7 +74,7 @@ pub fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
         "rsa:2048",
         "-nodes",
         "-subj",
-        "/CN=127.0.0.1",
+        "/CN=blob.localhost",
         "-keyout",
         "leaf.key",
         "-out",
@@ -105,9 +82,7 @@ pub fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     ]);
     std::fs::write(
         dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:*.blob.localhost,DNS:blob.localhost\n\
-         basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\n",
+        "subjectAltName=DNS:*.blob.localhost,DNS:blob.localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     ssl(&[
@@ -134,30 +109,63 @@ pub fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("AZURITE_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    // crates/testing → the repository's root.
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/azurite/node_modules/.bin/azurite-blob");
+    assert!(
+        p.exists(),
+        "Azurite is not installed: run scripts/install-azurite.sh (or set AZURITE_BIN)"
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Azurite {
     /// Starts Azurite and waits until it accepts connections.
     pub fn start() -> Azurite {
-        Azurite::start_with(false)
+        Azurite::start_with(false, false)
     }
 
-    /// Starts Azurite over HTTPS, with a certificate of a test CA
-    /// ([`Azurite::ca`]), and `--oauth basic`: it then also takes bearer
-    /// tokens, checking their form, issuer, audience and lifetime (not
-    /// their signature).
+    /// Starts Azurite over HTTPS, with a certificate for 127.0.0.1 signed by
+    /// a CA made for it ([`Azurite::ca`]).
+    pub fn start_tls() -> Azurite {
+        Azurite::start_with(true, false)
+    }
+
+    /// Starts Azurite as [`Azurite::start_tls`] does, and with `--oauth
+    /// basic`: it then also takes bearer tokens (over HTTPS only), checking
+    /// that each is a JWT with `iat`, `nbf` and `exp`, that the time is
+    /// between `nbf` and `exp`, that its issuer starts with
+    /// `https://sts.windows.net/` (or another cloud's), and that its audience
+    /// is `https://storage.azure.com` (or the account's blob endpoint); not
+    /// its signature, nor its scope.
     pub fn start_oauth() -> Azurite {
-        Azurite::start_with(true)
+        Azurite::start_with(true, true)
     }
 
-    fn start_with(oauth: bool) -> Azurite {
+    fn start_with(tls: bool, oauth: bool) -> Azurite {
         let bin = binary();
         let workdir = tempdir("azurite");
-        let tls = oauth.then(|| test_certificates(workdir.path()));
+        let material = tls.then(|| tls_material(workdir.path()));
         for _ in 0..5 {
             let port = free_port();
             let mut cmd = Command::new(&bin);
-            if let Some((_, cert, key)) = &tls {
+            if let Some((_, cert, key)) = &material {
                 cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-                cmd.args(["--oauth", "basic"]);
+                if oauth {
+                    cmd.args(["--oauth", "basic"]);
+                }
             }
             let mut child = cmd
                 .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
@@ -179,11 +187,11 @@ impl Azurite {
                     return Azurite {
                         child: Some(child),
                         port,
-                        ca: tls.as_ref().map(|t| t.0.clone()),
                         rt: tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build()
                             .unwrap(),
+                        ca: material.as_ref().map(|(ca, _, _)| ca.clone()),
                         _workdir: workdir,
                     };
                 }
@@ -208,11 +216,6 @@ impl Azurite {
         }
     }
 
-    /// The test CA's certificate (PEM) when started with HTTPS.
-    pub fn ca(&self) -> Option<&std::path::Path> {
-        self.ca.as_deref()
-    }
-
     fn scheme(&self) -> &'static str {
         if self.ca.is_some() {
             "https"
@@ -221,8 +224,7 @@ impl Azurite {
         }
     }
 
-    /// `http://127.0.0.1:PORT/devstoreaccount1` (`https` with
-    /// [`Azurite::start_oauth`]).
+    /// `http://127.0.0.1:PORT/devstoreaccount1` (`https` with TLS)
     pub fn endpoint(&self) -> String {
         format!("{}://127.0.0.1:{}/{ACCOUNT}", self.scheme(), self.port)
     }
@@ -232,11 +234,15 @@ impl Azurite {
         format!("{}://127.0.0.1:{}/{{account}}", self.scheme(), self.port)
     }
 
-    /// An HTTP client of the harness (trusting the test CA, if any).
+    fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.ca.as_ref().map(|p| std::fs::read(p).unwrap())
+    }
+
+    /// An HTTP client for the harness's own requests (trusting the CA with
+    /// TLS), never through a proxy.
     fn client(&self) -> reqwest::Client {
-        let mut b = reqwest::Client::builder();
-        if let Some(ca) = &self.ca {
-            let pem = std::fs::read(ca).unwrap();
+        let mut b = reqwest::Client::builder().no_proxy();
+        if let Some(pem) = self.ca_pem() {
             b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
         }
         b.build().unwrap()
@@ -246,8 +252,7 @@ impl Azurite {
         let mut options = object_store::ClientOptions::new()
             .with_allow_http(true)
             .with_timeout(Duration::from_secs(300));
-        if let Some(ca) = &self.ca {
-            let pem = std::fs::read(ca).unwrap();
+        if let Some(pem) = self.ca_pem() {
             options =
                 options.with_root_certificate(object_store::Certificate::from_pem(&pem).unwrap());
         }

@@ -4,6 +4,8 @@
 //!   free loopback port, with uploads and signed requests;
 //! - [`proxy`]: a counting, fault-injecting loopback proxy, and a token
 //!   server;
+//! - [`squid`]: a real Squid forward proxy per test (plain, with basic
+//!   authentication, or caching), on a free loopback port;
 //! - [`tokens`]: a stand-in for Entra ID's identity endpoints (authority
 //!   host, managed identity endpoint, `az`), issuing tokens Azurite's
 //!   `--oauth basic` accepts;
@@ -24,6 +26,7 @@ pub mod farlink;
 pub mod fixture;
 pub mod isolate;
 pub mod proxy;
+pub mod squid;
 pub mod tokens;
 
 pub use fixture::{bytes, tempdir, Fixture, TempDir};

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -95,6 +95,8 @@ struct State {
     reflected: Mutex<Vec<String>>,
     ranged_gets: AtomicUsize,
     requests: AtomicUsize,
+    /// Response body bytes passed from upstream to the client.
+    body_bytes: AtomicU64,
     seen: Mutex<Vec<Seen>>,
     stop: AtomicBool,
 }
@@ -116,6 +118,7 @@ impl Proxy {
             reflected: Mutex::new(Vec::new()),
             ranged_gets: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            body_bytes: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -181,6 +184,12 @@ impl Proxy {
 
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Response body bytes passed from upstream (Azurite) to the client so
+    /// far, counted as they pass (a body cut short counts what passed).
+    pub fn body_bytes(&self) -> u64 {
+        self.state.body_bytes.load(Ordering::SeqCst)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -353,7 +362,7 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
                 }
                 continue;
             }
-            copy_exact(from_up, &mut to_client, after)?;
+            copy_counted(from_up, &mut to_client, after, &st.body_bytes)?;
             to_client.flush()?;
             match fault {
                 Some(Fault::CutBody { .. }) => return Ok(()),
@@ -449,6 +458,23 @@ fn reflect_answer(code: u16, request_head: &str, with_body: bool) -> Vec<u8> {
         out.extend_from_slice(body.as_bytes());
     }
     out
+}
+
+/// [`copy_exact`] in pieces, adding each piece to `count` once written.
+fn copy_counted(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    n: usize,
+    count: &AtomicU64,
+) -> io::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let piece = left.min(256 << 10);
+        copy_exact(from, to, piece)?;
+        count.fetch_add(piece as u64, Ordering::SeqCst);
+        left -= piece;
+    }
+    Ok(())
 }
 
 fn copy_exact(from: &mut impl Read, to: &mut impl Write, n: usize) -> io::Result<()> {

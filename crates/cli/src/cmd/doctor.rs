@@ -205,12 +205,17 @@ fn check_azure(r: &mut Report, config: &Config, account: &str, hint: &str) {
         Ok(o) => o,
         Err(e) => return r.problem(e.to_string()),
     };
-    match (origin.endpoint_of(account), origin.credential_of(account)) {
-        (Ok(endpoint), Ok(cred)) => {
+    match (
+        origin.endpoint_of(account),
+        origin.credential_of(account),
+        origin.route_of(account),
+    ) {
+        (Ok(endpoint), Ok(cred), Ok(route)) => {
             r.line(format!("  account {account} at {endpoint}"));
             r.line(format!("  credential: {cred}"));
+            r.line(format!("  requests go {route}"));
         }
-        (Err(e), _) | (_, Err(e)) => return r.problem(e.to_string()),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return r.problem(e.to_string()),
     }
     // A HEAD of a blob that does not exist: any answer (404, 403) shows the
     // endpoint is there; only no answer at all is a problem.

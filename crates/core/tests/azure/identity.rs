@@ -20,6 +20,7 @@ use blobcache_core::ErrorKind;
 use blobcache_testing::azurite::{self, Azurite};
 use blobcache_testing::farlink::FarLink;
 use blobcache_testing::isolate::in_own_process;
+use blobcache_testing::squid::Squid;
 use blobcache_testing::tokens::{TokenService, TENANT};
 use blobcache_testing::{blobcache_cmd, bytes, sha256, tempdir};
 
@@ -28,7 +29,7 @@ use crate::{cache, key, read_all};
 /// An Azurite that checks tokens, trusted by this process.
 fn oauth_azurite() -> Azurite {
     let az = Azurite::start_oauth();
-    std::env::set_var("SSL_CERT_FILE", az.ca().unwrap());
+    std::env::set_var("SSL_CERT_FILE", az.ca.as_deref().unwrap());
     az
 }
 
@@ -503,7 +504,10 @@ fn eight_processes_starting_while_the_identity_endpoint_throttles_all_load() {
                 ("BLOBCACHE_FETCH_TIMEOUT", "15s".into()),
                 // Every request logged: none may show a token.
                 ("BLOBCACHE_LOG", "debug".into()),
-                ("SSL_CERT_FILE", az.ca().unwrap().display().to_string()),
+                (
+                    "SSL_CERT_FILE",
+                    az.ca.as_deref().unwrap().display().to_string(),
+                ),
             ];
             for (k, v) in &pairs {
                 env.push((k.as_str(), v.clone()));
@@ -571,6 +575,39 @@ fn eight_processes_starting_while_the_identity_endpoint_throttles_all_load() {
                 out.contains("credential: Entra ID, workload identity (AZURE_FEDERATED_TOKEN_FILE"),
                 "{out}"
             );
+        },
+    );
+}
+
+#[test]
+fn the_authority_host_is_reached_through_the_proxy_and_a_managed_identity_endpoint_directly() {
+    in_own_process(
+        "identity::the_authority_host_is_reached_through_the_proxy_and_a_managed_identity_endpoint_directly",
+        &[],
+        || {
+            let az = oauth_azurite();
+            az.create_container("models");
+            let data = bytes(68, 100_000);
+            az.put("models", "m.bin", &data);
+            let squid = Squid::start();
+            let tokens = TokenService::start();
+            let scratch = tempdir("identity-scratch");
+            // The token service speaks plain HTTP: http_proxy is its proxy
+            // (Azurite, over HTTPS, goes direct: no https_proxy).
+            for (i, kind) in ["workload", "managed-identity"].iter().enumerate() {
+                let mut pairs = kind_env(kind, &tokens, &format!("{}", 20 + i), scratch.path());
+                pairs.push(("http_proxy".into(), squid.url()));
+                let dir = tempdir(kind);
+                let c = cache(&azurite::config(&az.template(), dir.path()), env_of(&pairs));
+                let got = read_all(&c, &key("models", "m.bin"), 100_000)
+                    .unwrap_or_else(|e| panic!("{kind}: {e}"));
+                assert!(got == data, "{kind}");
+                c.shutdown();
+            }
+            assert_eq!(tokens.requests(), 2);
+            let log = squid.access_log().join("\n");
+            assert!(log.contains("/oauth2/v2.0/token"), "{log}");
+            assert!(!log.contains("/metadata/identity"), "{log}");
         },
     );
 }

@@ -10,6 +10,9 @@
 //!   answers, and the time bounds on all of them;
 //! - `names`: blob names that need encoding or have empty segments;
 //! - `processes`: several processes sharing one cache directory;
+//! - `proxies`: forward proxies (a real Squid): HTTP and HTTPS origins,
+//!   credentials, `NO_PROXY`, `BLOBCACHE_PROXY=off`, dead and hung proxies,
+//!   and a caching proxy shared by two nodes;
 //! - `reads`: cold and warm reads, ranges at the end, missing blobs;
 //! - `endpoints`: endpoints as the streamer writes them;
 //! - `shutdown`: shutdown with a request in flight;
@@ -28,6 +31,7 @@ mod faults;
 mod identity;
 mod names;
 mod processes;
+mod proxies;
 mod reads;
 mod shutdown;
 mod streaming;

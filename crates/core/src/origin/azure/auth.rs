@@ -43,6 +43,7 @@ use object_store::client::HttpRequest;
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use super::endpoint::ConnectionString;
+use super::proxy::Proxies;
 use super::token::Identity;
 use crate::error::{Error, Result};
 use crate::sync::MutexExt;
@@ -95,13 +96,15 @@ pub struct AzureEnv {
 }
 
 impl AzureEnv {
-    /// `AZURE_*`, `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` from the process
-    /// environment.
+    /// `AZURE_*`, `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` and the proxy
+    /// variables ([`super::proxy::PROXY_VARS`]) from the process environment.
     pub fn from_process() -> AzureEnv {
         AzureEnv::from_pairs(std::env::vars_os().filter_map(|(k, v)| {
             let k = k.into_string().ok()?;
-            let wanted =
-                k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT" || k == "IDENTITY_HEADER";
+            let wanted = k.starts_with("AZURE_")
+                || k == "IDENTITY_ENDPOINT"
+                || k == "IDENTITY_HEADER"
+                || super::proxy::PROXY_VARS.contains(&k.as_str());
             wanted.then(|| (k, v.to_string_lossy().into_owned()))
         }))
     }
@@ -192,6 +195,8 @@ pub(crate) struct Credential {
     provider: Option<AzureCredentialProvider>,
     /// An Entra ID identity whose tokens come from [`super::token`].
     identity: Option<Identity>,
+    /// The proxies its authority host is reached through.
+    proxies: Proxies,
     /// The last failure to get a token, and when: repeated for
     /// [`FAILURE_MEMORY`] instead of asking the identity service again, so a
     /// node without a usable identity fails each read quickly.
@@ -221,6 +226,7 @@ impl Credential {
                 source: Source::Anonymous,
                 provider: None,
                 identity: None,
+                proxies: Proxies::default(),
                 last_failure: Mutex::new(None),
             });
         }
@@ -250,6 +256,7 @@ impl Credential {
                 source: Source::EntraId(identity.describe()),
                 provider: None,
                 identity: Some(identity),
+                proxies: Proxies::default(),
                 last_failure: Mutex::new(None),
             });
         };
@@ -264,8 +271,16 @@ impl Credential {
             source,
             provider: Some(store.credentials().clone()),
             identity: None,
+            proxies: Proxies::default(),
             last_failure: Mutex::new(None),
         })
+    }
+
+    /// The same credential, its identity endpoint reached through
+    /// `proxies` (see `token.rs`).
+    pub(crate) fn with_proxies(mut self, proxies: &Proxies) -> Credential {
+        self.proxies = proxies.clone();
+        self
     }
 
     /// Adds the date, version and authorization to `request` (for a SAS:
@@ -294,7 +309,7 @@ impl Credential {
             }
         }
         let got = match (&self.identity, &self.provider) {
-            (Some(identity), _) => super::token::token(identity, limit)
+            (Some(identity), _) => super::token::token(identity, &self.proxies, limit)
                 .await
                 .map(|t| Arc::new(AzureCredential::BearerToken(t.to_string()))),
             (None, Some(provider)) => {
@@ -464,9 +479,9 @@ mod tests {
     #[test]
     fn only_azure_variables_are_captured_from_the_process() {
         let e = AzureEnv::from_process();
-        assert!(e
-            .vars
-            .keys()
-            .all(|k| k.starts_with("AZURE_") || k.starts_with("IDENTITY_")));
+        assert!(e.vars.keys().all(|k| k.starts_with("AZURE_")
+            || k == "IDENTITY_ENDPOINT"
+            || k == "IDENTITY_HEADER"
+            || super::super::proxy::PROXY_VARS.contains(&k.as_str())));
     }
 }

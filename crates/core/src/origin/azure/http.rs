@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 
+use super::proxy::Proxies;
 use super::retry;
 use crate::error::{Error, Result};
 
@@ -19,8 +20,19 @@ use crate::error::{Error, Result};
 /// TLS trusts the Mozilla roots and the system's store; `SSL_CERT_FILE` or
 /// `SSL_CERT_DIR` replace the system's store (for a private CA, e.g. a test
 /// CA for an emulator started with a certificate).
-pub(crate) fn client(concurrency: usize, fetch_timeout: Duration) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+///
+/// Proxies are those of [`Proxies`] and no others: reqwest's own reading of
+/// the process's proxy variables is turned off.
+pub(crate) fn client(
+    concurrency: usize,
+    fetch_timeout: Duration,
+    proxies: &Proxies,
+) -> Result<reqwest::Client> {
+    let builder = match proxies.client_proxy() {
+        Some(p) => reqwest::Client::builder().proxy(p),
+        None => reqwest::Client::builder().no_proxy(),
+    };
+    builder
         .dns_resolver(std::sync::Arc::new(LocalhostResolver))
         .http1_only()
         .connect_timeout(retry::MAX_CONNECT.min(fetch_timeout))

@@ -7,6 +7,8 @@
 //! - [`auth`]: which credential an account uses (the order is documented
 //!   there) and signing requests with it, through `object_store`;
 //! - `http.rs`: the HTTP client, and reading headers and errors from it;
+//! - `proxy.rs`: which forward proxy, if any, requests go through
+//!   (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, `BLOBCACHE_PROXY`);
 //! - `retry.rs`: what is retried, the backoff, and the time budget;
 //! - `request.rs`: one request and its attempts: signing and sending each,
 //!   retrying as `retry.rs` says, and the final error message;
@@ -28,6 +30,7 @@ pub mod auth;
 mod endpoint;
 mod http;
 mod list;
+pub mod proxy;
 mod read;
 mod request;
 mod retry;
@@ -63,6 +66,7 @@ pub struct AzureOrigin {
     fetch_timeout: Duration,
     concurrency: usize,
     env: AzureEnv,
+    proxies: proxy::Proxies,
     accounts: Mutex<HashMap<String, Arc<Account>>>,
     runtime: Mutex<Slot>,
     stopped: AtomicBool,
@@ -110,7 +114,9 @@ impl AzureOrigin {
     /// environment (for tests and embedders).
     pub fn with_env(config: &Config, env: AzureEnv) -> Result<AzureOrigin> {
         env.register_secrets();
+        let proxies = proxy::Proxies::from_env(&env, config.proxy)?;
         Ok(AzureOrigin {
+            proxies,
             endpoint_template: config.azure_endpoint.clone(),
             anonymous: config.azure_auth == AzureAuth::Anonymous,
             fetch_timeout: config.fetch_timeout,
@@ -145,12 +151,20 @@ impl AzureOrigin {
             self.env.get("AZURE_STORAGE_ENDPOINT_SUFFIX"),
         )?;
         let credential =
-            auth::Credential::choose(name, &self.env, self.anonymous, self.fetch_timeout)?;
+            auth::Credential::choose(name, &self.env, self.anonymous, self.fetch_timeout)?
+                .with_proxies(&self.proxies);
         log::debug!(
             "azure: account {name} at {endpoint}, credential: {}",
             credential.source.describe()
         );
-        let account = Arc::new(Account::new(name.to_string(), endpoint, credential));
+        let proxy = self.proxies.for_endpoint(&endpoint).cloned();
+        let route = self.proxies.route(&endpoint);
+        if proxy.is_some() {
+            log::info!("azure: requests to {endpoint} go {route}");
+        } else {
+            log::debug!("azure: requests to {endpoint} go {route}");
+        }
+        let account = Arc::new(Account::new(name.to_string(), endpoint, credential, proxy));
         accounts.insert(name.to_string(), account.clone());
         Ok(account)
     }
@@ -172,7 +186,7 @@ impl AzureOrigin {
             .map_err(|e| Error::internal(format!("cannot start the Azure I/O runtime: {e}")))?;
             let client = {
                 let _in_runtime = runtime.enter();
-                http::client(self.concurrency, self.fetch_timeout)?
+                http::client(self.concurrency, self.fetch_timeout, &self.proxies)?
             };
             *slot = Slot::Running { runtime, client };
         }
@@ -218,6 +232,12 @@ impl AzureOrigin {
     /// The endpoint an account's requests go to (for `doctor`).
     pub fn endpoint_of(&self, account: &str) -> Result<String> {
         Ok(self.account(account)?.endpoint.clone())
+    }
+
+    /// How an account's requests go: through which proxy (without its
+    /// password), or direct and why (for `doctor`).
+    pub fn route_of(&self, account: &str) -> Result<String> {
+        Ok(self.proxies.route(&self.account(account)?.endpoint))
     }
 
     /// The credential an account uses, described without its value.

@@ -8,6 +8,18 @@
 //! restarted. A blob replaced at the origin makes the next request fail with
 //! 412, reported as [`ErrorKind::Changed`]: the read fails and the caller
 //! discards what it got (the cache never publishes a partial block).
+//!
+//! Through a proxy, which may be a shared cache: `stat` asks with
+//! `Cache-Control: no-cache`, so the version always comes from the origin
+//! (a cache revalidates); a GET whose answer is a 412 or carries another
+//! ETag (a cache holding an older version) is sent once more with
+//! `Cache-Control: no-cache`, which makes the cache fetch the current
+//! version from the origin. Only if that answer is still not this version
+//! does the read fail as changed. Either way the ETag of every answer is
+//! checked, so a cache can cost a retry but never deliver another
+//! version's bytes.
+
+use std::sync::atomic::Ordering;
 
 use reqwest::{Method, Response, StatusCode};
 
@@ -30,7 +42,15 @@ pub(crate) async fn stat(call: Call, key: &BlobKey, quick: bool) -> Result<Objec
     if quick {
         req.budget = req.budget.without_connect_retries();
     }
-    let response = req.answered(Method::HEAD).await?;
+    // Through a shared cache the version must come from the origin.
+    let mut headers = Vec::new();
+    if call.account.proxy.is_some() {
+        headers.push(("cache-control", "no-cache".to_string()));
+    }
+    let response = match req.answer(Method::HEAD, &headers).await? {
+        Ok(r) => r,
+        Err(r) => return Err(req.refused(&r)),
+    };
     let h = response.headers();
     // Not `response.content_length()`: for HEAD that is the (empty) body's.
     let size = http::header(h, "content-length").and_then(|v| v.parse::<u64>().ok());
@@ -47,6 +67,35 @@ pub(crate) async fn stat(call: Call, key: &BlobKey, quick: bool) -> Result<Objec
             "is the endpoint an Azure Blob Storage endpoint?",
             None,
         )),
+    }
+}
+
+/// What a GET through a proxy did about an answer of another version (a
+/// 412, or another ETag): nothing yet, asking past the cache next (unless
+/// another request refreshed it since `seen`), asked again plainly after
+/// another's refresh, or refreshed. Without a proxy such an answer is
+/// final at once.
+#[derive(Clone, Copy, Debug)]
+enum Stale {
+    Direct,
+    Fresh,
+    Refresh { seen: u64 },
+    AskedAgain,
+    Refreshed,
+}
+
+impl Stale {
+    fn new(call: &Call) -> Stale {
+        if call.account.proxy.is_some() {
+            Stale::Fresh
+        } else {
+            Stale::Direct
+        }
+    }
+
+    /// Whether another answer of another version may be asked again.
+    fn may_refresh(self) -> bool {
+        matches!(self, Stale::Fresh | Stale::AskedAgain)
     }
 }
 
@@ -147,13 +196,51 @@ where
     // the tail of `pending`.
     let mut pos = offset;
     let mut pending: Vec<u8> = Vec::new();
+    // Through a proxy (maybe a shared cache holding an older version):
+    // what this GET did about an answer of another version.
+    let mut stale = Stale::new(&call);
     loop {
-        let headers = [
+        let mut headers = vec![
             ("range", format!("bytes={pos}-{}", end - 1)),
             ("if-match", info.version.clone()),
         ];
-        let mut response = match req.answer(Method::GET, &headers).await? {
+        // One refresh at a time per account: the others then find the
+        // cache refreshed and ask it again plainly.
+        // The wait for another's refresh is bounded by this request's
+        // budget; past it, this one refreshes without waiting.
+        let refreshing = match stale {
+            Stale::Refresh { seen } => {
+                let lock = call.account.refresh_lock.lock();
+                let guard = tokio::time::timeout(req.budget.remaining(), lock)
+                    .await
+                    .ok();
+                if call.account.refreshes.load(Ordering::SeqCst) != seen {
+                    stale = Stale::AskedAgain;
+                    None
+                } else {
+                    headers.push(("cache-control", "no-cache".to_string()));
+                    Some(guard)
+                }
+            }
+            _ => None,
+        };
+        let seen = call.account.refreshes.load(Ordering::SeqCst);
+        let answer = req.answer(Method::GET, &headers).await;
+        if let Some(guard) = refreshing {
+            call.account.refreshes.fetch_add(1, Ordering::SeqCst);
+            drop(guard);
+            stale = Stale::Refreshed;
+        }
+        let mut response = match answer? {
             Ok(r) => r,
+            Err(r) if r.status == StatusCode::PRECONDITION_FAILED && stale.may_refresh() => {
+                crate::log::debug!(
+                    "azure: {} {key}: {r} through the proxy; asking again past its cache",
+                    req.what
+                );
+                stale = Stale::Refresh { seen };
+                continue;
+            }
             Err(r) if r.status == StatusCode::PRECONDITION_FAILED => {
                 return Err(req.fail(
                     ErrorKind::Changed,
@@ -175,7 +262,17 @@ where
             }
             Err(r) => return Err(req.refused(&r)),
         };
-        check_answer(&req, &response, info, pos, end)?;
+        match check_answer(&req, &response, info, pos, end) {
+            Err(e) if e.kind() == ErrorKind::Changed && stale.may_refresh() => {
+                crate::log::debug!(
+                    "azure: {} {key}: an answer of another version through the proxy; asking again past its cache",
+                    req.what
+                );
+                stale = Stale::Refresh { seen };
+                continue;
+            }
+            r => r?,
+        }
         // Stream the body.
         let failure = loop {
             let idle = req.budget.idle_limit();

@@ -11,7 +11,7 @@
 //! signing, and never from `reqwest::Error`'s own text (which holds the URL;
 //! see [`http::cause`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use reqwest::{Method, Response, StatusCode};
 
 use super::auth::Credential;
 use super::http;
+use super::proxy::ProxyUrl;
 use super::retry::{self, Budget};
 use crate::error::{Error, ErrorKind, Result};
 use crate::log;
@@ -29,17 +30,32 @@ pub(crate) struct Account {
     pub(crate) name: String,
     pub(crate) endpoint: String,
     pub(crate) credential: Credential,
+    /// The proxy its requests go through, if any.
+    pub(crate) proxy: Option<ProxyUrl>,
+    /// Held while a GET asks past a caching proxy for the current version
+    /// (`read.rs`), so concurrent readers refresh it once, not each.
+    pub(crate) refresh_lock: tokio::sync::Mutex<()>,
+    /// How many such refreshes have been made.
+    pub(crate) refreshes: AtomicU64,
     /// Set when a call gave up because the endpoint could not be reached;
     /// cleared by any answer. While set, calls do not retry.
     unreachable: AtomicBool,
 }
 
 impl Account {
-    pub(crate) fn new(name: String, endpoint: String, credential: Credential) -> Account {
+    pub(crate) fn new(
+        name: String,
+        endpoint: String,
+        credential: Credential,
+        proxy: Option<ProxyUrl>,
+    ) -> Account {
         Account {
             name,
             endpoint,
             credential,
+            proxy,
+            refresh_lock: tokio::sync::Mutex::new(()),
+            refreshes: AtomicU64::new(0),
             unreachable: AtomicBool::new(false),
         }
     }
@@ -48,6 +64,15 @@ impl Account {
     /// unreachable.
     fn budget(&self, limit: Duration) -> Budget {
         Budget::new(limit, !self.unreachable.load(Ordering::Relaxed))
+    }
+
+    /// The endpoint, and the proxy requests reach it through (for
+    /// messages; never the proxy's password).
+    fn target(&self) -> String {
+        match &self.proxy {
+            Some(p) => format!("{} through proxy {}", self.endpoint, p.describe()),
+            None => self.endpoint.clone(),
+        }
     }
 }
 
@@ -110,7 +135,7 @@ impl Request<'_> {
         }
         m.push_str(&format!(
             " [{}, {}",
-            self.call.account.endpoint,
+            self.call.account.target(),
             self.budget.summary()
         ));
         if let Some(s) = stopped {
@@ -138,6 +163,17 @@ impl Request<'_> {
                     _ => format!(
                         "no such blob in account {account}; check the container and blob name"
                     ),
+                },
+            ),
+            407 => (
+                ErrorKind::Config,
+                match &self.call.account.proxy {
+                    Some(p) => format!(
+                        "the proxy {} refused its credentials; check the user and password in {}",
+                        p.host_port(),
+                        p.var
+                    ),
+                    None => "a proxy refused the request's credentials".into(),
                 },
             ),
             _ => (ErrorKind::Origin, String::new()),
@@ -197,19 +233,27 @@ impl Request<'_> {
                     "azure: {} {}: {}; retrying in {}",
                     self.what,
                     self.url,
-                    failure.describe(&self.call.account.endpoint),
+                    failure.describe(&self.call.account),
                     retry::fmt_duration(wait)
                 );
                 tokio::time::sleep(wait).await;
                 Ok(())
             }
             Err(why) => {
-                let hint = if failure.is_connect() {
-                    self.call.account.unreachable.store(true, Ordering::Relaxed);
-                    "check the network and the endpoint (BLOBCACHE_AZURE_ENDPOINT, AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ENDPOINT_SUFFIX)"
-                } else {
-                    ""
+                let hint = match (&self.call.account.proxy, failure.is_connect()) {
+                    (None, true) => {
+                        "check the network and the endpoint (BLOBCACHE_AZURE_ENDPOINT, AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ENDPOINT_SUFFIX)".to_string()
+                    }
+                    (Some(p), true) => format!(
+                        "check that the proxy {} ({}) runs and is reachable, list the endpoint's host in NO_PROXY to go direct, or set BLOBCACHE_PROXY=off",
+                        p.host_port(),
+                        p.var
+                    ),
+                    (_, false) => String::new(),
                 };
+                if failure.is_connect() {
+                    self.call.account.unreachable.store(true, Ordering::Relaxed);
+                }
                 let kind = if failure.is_connect() {
                     ErrorKind::Unreachable
                 } else {
@@ -217,8 +261,8 @@ impl Request<'_> {
                 };
                 Err(self.fail(
                     kind,
-                    &failure.describe(&self.call.account.endpoint),
-                    hint,
+                    &failure.describe(&self.call.account),
+                    &hint,
                     Some(&why),
                 ))
             }
@@ -266,7 +310,27 @@ impl Request<'_> {
                     retry::fmt_duration(idle)
                 ))))
             }
-            Ok(Err(e)) => return Ok(Err(Failure::from_reqwest(&e, idle))),
+            Ok(Err(e)) => {
+                let failure = Failure::from_reqwest(&e, idle);
+                if let (Some(p), Failure::Connect(why)) = (&self.call.account.proxy, &failure) {
+                    // A tunnel the proxy refused for want of credentials:
+                    // no retry changes that.
+                    if why.contains("proxy authorization required") {
+                        let hint = format!(
+                            "the proxy {} refused its credentials; check the user and password in {}",
+                            p.host_port(),
+                            p.var
+                        );
+                        return Err(self.fail(
+                            ErrorKind::Config,
+                            &failure.describe(&self.call.account),
+                            &hint,
+                            None,
+                        ));
+                    }
+                }
+                return Ok(Err(failure));
+            }
             Ok(Ok(r)) => r,
         };
         self.budget.answered();
@@ -315,9 +379,30 @@ impl Failure {
         }
     }
 
-    fn describe(&self, endpoint: &str) -> String {
+    fn describe(&self, account: &Account) -> String {
+        match (self, &account.proxy) {
+            (Failure::Connect(why), None) => {
+                format!("cannot connect to {} ({why})", account.endpoint)
+            }
+            (Failure::Connect(why), Some(p)) => format!(
+                "cannot reach {} through the proxy {} ({why})",
+                account.endpoint,
+                p.host_port()
+            ),
+            (f @ (Failure::Stalled(_) | Failure::Broken(_)), Some(p)) => {
+                format!(
+                    "{} (through the proxy {})",
+                    f.describe_answer(),
+                    p.host_port()
+                )
+            }
+            (f, _) => f.describe_answer(),
+        }
+    }
+
+    fn describe_answer(&self) -> String {
         match self {
-            Failure::Connect(why) => format!("cannot connect to {endpoint} ({why})"),
+            Failure::Connect(why) => why.clone(),
             Failure::Stalled(why) | Failure::Broken(why) => why.clone(),
             Failure::Refused(r) => r.to_string(),
         }

@@ -52,6 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::auth::AzureEnv;
+use super::proxy::Proxies;
 use super::retry::{self, Budget};
 use crate::log;
 use crate::sync::MutexExt;
@@ -285,7 +286,11 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
 /// A token of `identity` valid now, from the table or from its endpoint;
 /// waits at most `limit`. The error says why, without naming the identity
 /// (the caller does).
-pub(crate) async fn token(identity: &Identity, limit: Duration) -> Result<Arc<str>, String> {
+pub(crate) async fn token(
+    identity: &Identity,
+    proxies: &Proxies,
+    limit: Duration,
+) -> Result<Arc<str>, String> {
     if let Identity::Bearer { token } = identity {
         return Ok(Arc::from(token.as_str()));
     }
@@ -321,7 +326,7 @@ pub(crate) async fn token(identity: &Identity, limit: Duration) -> Result<Arc<st
         return Ok(e.token);
     }
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    match fetch(identity, left).await {
+    match fetch(identity, proxies, left).await {
         Ok((token, lifetime)) => {
             crate::redact::register_secret(&token);
             let now = Instant::now();
@@ -353,7 +358,11 @@ pub(crate) async fn token(identity: &Identity, limit: Duration) -> Result<Arc<st
 }
 
 /// Asks the identity's endpoint for a token: the token and its lifetime.
-async fn fetch(identity: &Identity, limit: Duration) -> Result<(String, Duration), String> {
+async fn fetch(
+    identity: &Identity,
+    proxies: &Proxies,
+    limit: Duration,
+) -> Result<(String, Duration), String> {
     match identity {
         Identity::Bearer { token } => Ok((token.clone(), Duration::MAX)),
         Identity::Workload {
@@ -376,7 +385,7 @@ async fn fetch(identity: &Identity, limit: Duration) -> Result<(String, Duration
                 ("grant_type", "client_credentials"),
             ];
             let url = token_url(authority, tenant)?;
-            let body = ask(&url, Ask::Form(&form), limit).await?;
+            let body = ask(&url, Ask::Form(&form), proxies, limit).await?;
             oauth_answer(&body)
         }
         Identity::ServicePrincipal {
@@ -392,7 +401,7 @@ async fn fetch(identity: &Identity, limit: Duration) -> Result<(String, Duration
                 ("grant_type", "client_credentials"),
             ];
             let url = token_url(authority, tenant)?;
-            let body = ask(&url, Ask::Form(&form), limit).await?;
+            let body = ask(&url, Ask::Form(&form), proxies, limit).await?;
             oauth_answer(&body)
         }
         Identity::Managed {
@@ -407,7 +416,13 @@ async fn fetch(identity: &Identity, limit: Duration) -> Result<(String, Duration
             if let Some((k, v)) = pick {
                 query.push((k, v.as_str()));
             }
-            let body = ask(endpoint, Ask::Query(&query, header.as_deref()), limit).await?;
+            let body = ask(
+                endpoint,
+                Ask::Query(&query, header.as_deref()),
+                proxies,
+                limit,
+            )
+            .await?;
             oauth_answer(&body)
         }
         Identity::Cli => cli(limit).await,
@@ -454,11 +469,24 @@ enum Ask<'a> {
 
 /// Sends `what` to `url` until it answers with success or with a refusal
 /// no retry can change, within `limit`; returns the body of the success.
-async fn ask(url: &str, what: Ask<'_>, limit: Duration) -> Result<String, String> {
+/// The authority host is reached through the proxies Blob Storage is
+/// (`proxy.rs`: `https_proxy`, `no_proxy`, ...); a managed identity
+/// endpoint, which is on the machine or link-local, always directly.
+async fn ask(
+    url: &str,
+    what: Ask<'_>,
+    proxies: &Proxies,
+    limit: Duration,
+) -> Result<String, String> {
+    let direct = Proxies::default();
+    let proxies = match what {
+        Ask::Form(_) => proxies,
+        Ask::Query(..) => &direct,
+    };
     // A client per fetch: fetches are rare (once per token lifetime per
     // identity and process), and a client kept between lifecycles would
     // hold connections of a stopped runtime.
-    let client = super::http::client(1, limit)
+    let client = super::http::client(1, limit, proxies)
         .map_err(|e| format!("cannot set up the token request: {e}"))?;
     let mut budget = Budget::new(limit, true);
     let shown = url.split('?').next().unwrap_or(url).to_string();
