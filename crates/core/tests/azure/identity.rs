@@ -233,9 +233,9 @@ fn every_entra_id_kind_loads_cold_then_warm_from_an_azurite_that_checks_tokens()
 }
 
 #[test]
-fn a_token_azurite_refuses_fails_naming_the_credential_source_and_never_the_token() {
+fn a_token_azurite_refuses_fails_naming_the_credential_source_never_the_token_and_is_not_kept() {
     in_own_process(
-        "identity::a_token_azurite_refuses_fails_naming_the_credential_source_and_never_the_token",
+        "identity::a_token_azurite_refuses_fails_naming_the_credential_source_never_the_token_and_is_not_kept",
         &[],
         || {
             let az = oauth_azurite();
@@ -273,6 +273,23 @@ fn a_token_azurite_refuses_fails_naming_the_credential_source_and_never_the_toke
                         );
                     }
                 }
+                c.shutdown();
+            }
+            // A refused token is not kept for the rest of its life: once
+            // the identity endpoint issues good tokens again, the next
+            // session reads (each identity asked once more).
+            tokens.issue_rejected(false);
+            for (i, kind) in KINDS.iter().enumerate() {
+                if *kind == "bearer" {
+                    continue; // used as given, never refreshed
+                }
+                let before = tokens.requests();
+                let pairs = kind_env(kind, &tokens, &format!("{}", 100 + i), scratch.path());
+                let dir = tempdir(kind);
+                let c = cache(&azurite::config(&az.template(), dir.path()), env_of(&pairs));
+                read_all(&c, &key("models", "m.bin"), 100_000)
+                    .unwrap_or_else(|e| panic!("{kind}, after the refusal: {e}"));
+                assert_eq!(tokens.requests() - before, 1, "{kind}");
                 c.shutdown();
             }
         },

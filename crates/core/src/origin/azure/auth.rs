@@ -276,6 +276,16 @@ impl Credential {
         })
     }
 
+    /// Azure refused a request signed with this credential (401 or 403):
+    /// an Entra ID token is dropped from the process's table, so the next
+    /// request or session asks for a new one rather than reuse it for the
+    /// rest of its life (see `token.rs`).
+    pub(crate) fn refused(&self) {
+        if let Some(identity) = &self.identity {
+            super::token::refused(identity);
+        }
+    }
+
     /// The same credential, its identity endpoint reached through
     /// `proxies` (see `token.rs`).
     pub(crate) fn with_proxies(mut self, proxies: &Proxies) -> Credential {

@@ -150,10 +150,13 @@ impl Request<'_> {
     pub(crate) fn refused(&self, r: &Refusal) -> Error {
         let account = &self.call.account.name;
         let (kind, hint) = match r.status.as_u16() {
-            401 | 403 => (
-                ErrorKind::Config,
-                self.call.account.credential.source.refused_hint(account),
-            ),
+            401 | 403 => {
+                self.call.account.credential.refused();
+                (
+                    ErrorKind::Config,
+                    self.call.account.credential.source.refused_hint(account),
+                )
+            }
             404 => (
                 ErrorKind::NotFound,
                 match r.code.as_deref() {

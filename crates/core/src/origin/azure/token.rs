@@ -33,7 +33,8 @@
 //! the first request that needs it, while the others go on with the
 //! current one (or, once it is about to expire, wait for that one fetch);
 //! if the refresh fails while the old token is still valid, the old
-//! one is used. The table is changed only inside fork sections (see
+//! one is used. A token Azure refuses (401, 403) is dropped, at most once
+//! a minute per identity ([`refused`]). The table is changed only inside fork sections (see
 //! `fork.rs`); a forked child keeps the parent's tokens but not its
 //! in-flight fetches.
 //!
@@ -257,6 +258,8 @@ struct Entry {
 /// not wait for its parent's fetches).
 struct Table {
     tokens: HashMap<String, Entry>,
+    /// When a refused token of each identity was last dropped.
+    dropped: HashMap<String, Instant>,
     gates: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
     generation: u64,
 }
@@ -270,6 +273,7 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
         let generation = crate::fork::generation();
         let table = t.get_or_insert_with(|| Table {
             tokens: HashMap::new(),
+            dropped: HashMap::new(),
             gates: HashMap::new(),
             generation,
         });
@@ -282,6 +286,39 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
         f(table)
     })
 }
+
+/// Azure refused a request signed with `identity`'s token: the token is
+/// dropped, so the next request asks for a new one (a token that was
+/// revoked, or issued before the identity's set-up was fixed, is not kept
+/// for the rest of its life). At most once a minute per identity, so a
+/// refusal a new token cannot cure (a missing role) does not make every
+/// read ask the identity endpoint.
+pub(crate) fn refused(identity: &Identity) {
+    if let Identity::Bearer { .. } = identity {
+        return;
+    }
+    let key = identity.key();
+    let dropped = with_table(|t| {
+        let recent = t
+            .dropped
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < DROP_AT_MOST_EVERY);
+        if recent || t.tokens.remove(&key).is_none() {
+            return false;
+        }
+        t.dropped.insert(key.clone(), Instant::now());
+        true
+    });
+    if dropped {
+        log::debug!(
+            "azure: a token from {} was refused; the next request asks for a new one",
+            identity.describe()
+        );
+    }
+}
+
+/// How often a refused token of one identity is dropped, at most.
+const DROP_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 /// A token of `identity` valid now, from the table or from its endpoint;
 /// waits at most `limit`. The error says why, without naming the identity
