@@ -26,16 +26,16 @@
 //! token is kept in a process-wide table keyed by everything that picks it
 //! (kind, tenant, client id, endpoint, token file, a hash of the secret),
 //! as plain data (the token and its expiry), never on disk and never tied
-//! to a lifecycle's runtime. A token is used until half of its
-//! lifetime is left (at most its last 5 minutes, as the Azure SDKs do:
-//! a short-lived token must not expire between signing and the service's
-//! check, whose clock counts whole seconds) and then refreshed by
-//! the first request that needs it, while the others go on with the
-//! current one (or, once it is about to expire, wait for that one fetch);
-//! if the refresh fails while the old token is still valid, the old
-//! one is used. A token Azure refuses (401, 403) is dropped, at most once
-//! a minute per identity ([`refused`]). The table is changed only inside fork sections (see
-//! `fork.rs`); a forked child keeps the parent's tokens but not its
+//! to a lifecycle's runtime. A token is used until half of its lifetime
+//! is left (at most its last 5 minutes, as the Azure SDKs do: a
+//! short-lived token must not expire between signing and the service's
+//! check, whose clock counts whole seconds) and then refreshed by the
+//! first request that needs it, while the others go on with the current
+//! one (or, once it is about to expire, wait for that one fetch); if the
+//! refresh fails while the old token is still valid, the old one is used.
+//! A token Azure refuses (401, 403) is dropped, at most once a minute per
+//! identity ([`refused`]). The table is changed only inside fork sections
+//! (see `fork.rs`); a forked child keeps the parent's tokens but not its
 //! in-flight fetches.
 //!
 //! **Asking the identity endpoint.** Throttling (429), 408, 410 and 5xx
