@@ -1,9 +1,10 @@
 //! Credentials: which one an account uses, and signing requests with it.
 //!
-//! Signing and token handling come from the `object_store` crate (shared key
-//! signatures, SAS query parameters, and the Entra ID token providers with
-//! their token caches); this module only picks the credential and applies it
-//! to a request through the public [`AzureAuthorizer`].
+//! Signing comes from the `object_store` crate (shared key signatures, SAS
+//! query parameters, bearer tokens); Entra ID tokens from [`super::token`]
+//! (Microsoft Fabric's from `object_store`'s provider). This module picks
+//! the credential and applies it to a request through the public
+//! [`AzureAuthorizer`].
 //!
 //! Which credential an account uses, first match wins (all read from the
 //! environment once per lifecycle, when the account is first used):
