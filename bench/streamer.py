@@ -81,7 +81,10 @@ def load(env, paths, source, warmup, wrap=()):
 def loader_env(**extra):
     # BLOBCACHE_AUTOREGISTER=0: a wheel installed in the venv must not point
     # the streamer at its own library behind our back.
-    env = conftest.clean_env(BLOBCACHE_AUTOREGISTER="0", BLOBCACHE_LOG="warn", **extra)
+    # BENCH_EXTRA_ENV=K=V,K=V adds settings, as in bench/cold.rs (an aid
+    # for work on the cold path; bench/run sets none).
+    more = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_EXTRA_ENV", "").split(",") if "=" in kv)
+    env = conftest.clean_env(**{"BLOBCACHE_AUTOREGISTER": "0", "BLOBCACHE_LOG": "warn", **extra, **more})
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "python"), str(REPO / "tests" / "e2e")])
     return env
 
