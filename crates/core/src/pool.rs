@@ -50,8 +50,9 @@ impl Pool {
                 live: threads,
             }),
             cv: Condvar::new(),
-            // Leave a quarter of the workers for demand reads.
-            max_ahead: (threads - threads / 4).max(1),
+            // Leave a quarter of the workers for demand reads, and at least
+            // one when there are two or more.
+            max_ahead: (threads - (threads / 4).max(1)).max(1),
         });
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
@@ -273,6 +274,11 @@ mod tests {
         }
         assert_eq!(peak.load(Ordering::SeqCst), 6);
         p.stop(std::time::Duration::from_secs(5));
+        for (threads, ahead) in [(1, 1), (2, 1), (3, 2), (4, 3), (32, 24)] {
+            let p = Pool::new(threads, "t").unwrap();
+            assert_eq!(p.shared.max_ahead, ahead, "{threads} workers");
+            p.stop(std::time::Duration::from_secs(5));
+        }
     }
 
     #[test]
