@@ -1,7 +1,7 @@
 //! Credentials: which one an account uses, and signing requests with it.
 //!
 //! Signing comes from the `object_store` crate (shared key signatures, SAS
-//! query parameters, bearer tokens); Entra ID tokens from [`super::token`]
+//! query parameters, bearer tokens); Entra ID tokens from `token.rs`
 //! (Microsoft Fabric's from `object_store`'s provider). This module picks
 //! the credential and applies it to a request through the public
 //! [`AzureAuthorizer`].
@@ -19,7 +19,7 @@
 //!    account or absent: its `AccountKey`, else its `SharedAccessSignature`;
 //! 5. Entra ID, in the order of `object_store`'s `MicrosoftAzureBuilder`
 //!    (Microsoft Fabric's session tokens, `AZURE_FABRIC_*`, through
-//!    `object_store`; the others through [`super::token`], which documents
+//!    `object_store`; the others through `token.rs`, which documents
 //!    them): bearer token `AZURE_STORAGE_TOKEN`; workload identity
 //!    (`AZURE_CLIENT_ID` + `AZURE_TENANT_ID` + `AZURE_FEDERATED_TOKEN_FILE`,
 //!    what AKS injects); service principal (`AZURE_CLIENT_ID` +
@@ -30,7 +30,7 @@
 //!
 //! One credential per account per lifecycle of the library, shared by all
 //! threads; Entra ID tokens are kept process-wide, across lifecycles (see
-//! [`super::token`]).
+//! `token.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -194,7 +194,7 @@ impl Source {
 pub(crate) struct Credential {
     pub(crate) source: Source,
     provider: Option<AzureCredentialProvider>,
-    /// An Entra ID identity whose tokens come from [`super::token`].
+    /// An Entra ID identity whose tokens come from `token.rs`.
     identity: Option<Identity>,
     /// The proxies its authority host is reached through.
     proxies: Proxies,

@@ -20,7 +20,7 @@
 //! [`crate::redact`] and never written anywhere: a proxy is shown as
 //! `http://user@host:port`.
 //!
-//! One [`Proxies`] decides for both the HTTP client's routing
+//! One `Proxies` decides for both the HTTP client's routing
 //! (`reqwest::Proxy::custom`) and the log line and error messages, so what
 //! is said is what is done. The system's proxy settings that reqwest would
 //! read by itself are never used: the variables come from [`AzureEnv`], read
