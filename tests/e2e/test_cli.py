@@ -171,6 +171,7 @@ def test_bench_smoke_table_judges_no_target_and_fails_on_figures_that_make_no_se
          "footprint": _Figures(needed=["libc.so.6"], stripped_bytes=5 << 20, unstripped_bytes=6 << 20)}
     r["cold"]["item5"]["best_plain_concurrency"] = 8
     r["cold"]["item5_far"].update(best_plain_concurrency=8, rtt_ms=20)
+    r["cold"]["item5_far_thin"].update(best_plain_concurrency=8, rtt_ms=20, max_window_kib=512)
     r["cold"]["first_read"]["read_mib"] = 8
     r["cold"]["item8"]["mib"] = 128
     r["streamer"]["item6_far"]["rtt_ms"] = 20
