@@ -411,19 +411,14 @@ async fn fetch(
             let assertion = std::fs::read_to_string(token_file)
                 .map_err(|e| format!("cannot read AZURE_FEDERATED_TOKEN_FILE {token_file}: {e}"))?;
             crate::redact::register_secret(assertion.trim());
-            let form = [
-                ("client_id", client_id.as_str()),
+            let proof = [
                 (
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 ),
                 ("client_assertion", assertion.trim()),
-                ("scope", STORAGE_SCOPE),
-                ("grant_type", "client_credentials"),
             ];
-            let url = token_url(authority, tenant)?;
-            let body = ask(&url, Ask::Form(&form), proxies, limit).await?;
-            oauth_answer(&body)
+            client_credentials(authority, tenant, client_id, &proof, proxies, limit).await
         }
         Identity::ServicePrincipal {
             client_id,
@@ -431,15 +426,8 @@ async fn fetch(
             secret,
             authority,
         } => {
-            let form = [
-                ("client_id", client_id.as_str()),
-                ("client_secret", secret.as_str()),
-                ("scope", STORAGE_SCOPE),
-                ("grant_type", "client_credentials"),
-            ];
-            let url = token_url(authority, tenant)?;
-            let body = ask(&url, Ask::Form(&form), proxies, limit).await?;
-            oauth_answer(&body)
+            let proof = [("client_secret", secret.as_str())];
+            client_credentials(authority, tenant, client_id, &proof, proxies, limit).await
         }
         Identity::Managed {
             endpoint,
@@ -464,6 +452,28 @@ async fn fetch(
         }
         Identity::Cli => cli(limit).await,
     }
+}
+
+/// An OAuth client-credentials exchange at `tenant`'s token endpoint:
+/// `client_id`, the client's `proof` (a secret or a federated assertion),
+/// the storage scope.
+async fn client_credentials(
+    authority: &str,
+    tenant: &str,
+    client_id: &str,
+    proof: &[(&str, &str)],
+    proxies: &Proxies,
+    limit: Duration,
+) -> Result<(String, Duration), String> {
+    let mut form = vec![("client_id", client_id)];
+    form.extend_from_slice(proof);
+    form.extend([
+        ("scope", STORAGE_SCOPE),
+        ("grant_type", "client_credentials"),
+    ]);
+    let url = token_url(authority, tenant)?;
+    let body = ask(&url, Ask::Form(&form), proxies, limit).await?;
+    oauth_answer(&body)
 }
 
 /// The OAuth token endpoint of `tenant` at `authority`. A secret (client
