@@ -76,12 +76,20 @@ pub struct Config {
     pub mapped_blocks: usize,
     /// At most this many bytes of cached blocks mapped at once in this process.
     pub mapped_bytes: u64,
+    /// The cluster tier: a directory on a filesystem every node mounts,
+    /// looked at on a local miss before the origin (see `cluster`).
+    pub cluster_dir: Option<PathBuf>,
+    /// The cap on the cluster tier's disk usage.
+    pub cluster_max_size: MaxSize,
 }
 
 pub const DEFAULT_BLOCK_SIZE: u64 = 16 << 20;
 pub const MIN_BLOCK_SIZE: u64 = 64 << 10;
 pub const MAX_BLOCK_SIZE: u64 = 1 << 30;
 pub const DEFAULT_MAX_SIZE_PERCENT: u8 = 50;
+/// The cluster tier's default cap: a share of the shared filesystem, which
+/// is usually there for the models.
+pub const DEFAULT_CLUSTER_MAX_SIZE_PERCENT: u8 = 80;
 /// Default bound on open blocks: a small share of Linux's default
 /// `vm.max_map_count` (65,530), which the host's own allocator, threads and
 /// libraries need too.
@@ -326,6 +334,35 @@ pub const SETTINGS: &[Setting] = &[
         show: Some(|c| u8::from(c.shared).to_string()),
     },
     Setting {
+        name: "BLOBCACHE_CLUSTER_DIR",
+        default: DefaultValue::Unset,
+        form: "an absolute directory on a filesystem every node mounts, such as /mnt/models/blobcache",
+        description: "the cluster tier: a directory on a shared filesystem (NFS, Azure Files, Lustre, CephFS, JuiceFS) that every node mounts. A local miss looks there before the origin, and a block fetched from the origin is published there for the other nodes (see [Many nodes](#many-nodes-a-cluster-tier-on-a-shared-filesystem)). Always group-shared (`0770`/`0660`).",
+        parse: |c, v| {
+            let p = PathBuf::from(v);
+            p.is_absolute().then(|| c.cluster_dir = Some(p))
+        },
+        show: Some(|c| {
+            c.cluster_dir
+                .as_ref()
+                .map_or("(none)".into(), |d| d.display().to_string())
+        }),
+    },
+    Setting {
+        name: "BLOBCACHE_CLUSTER_MAX_SIZE",
+        default: DefaultValue::Value("80%"),
+        form: "a size such as 2T, 500G (binary units, optional B/iB), a byte count, or a percentage of the cluster filesystem such as 80%",
+        description: "cap on the cluster tier's disk usage, as `BLOBCACHE_MAX_SIZE` but of the cluster directory's filesystem; least recently used blobs go first, by unlink",
+        parse: |c, v| {
+            c.cluster_max_size = parse_max_size(v)?;
+            Some(())
+        },
+        show: Some(|c| match c.cluster_max_size {
+            MaxSize::Bytes(b) => format_size(b),
+            MaxSize::PercentOfFilesystem(p) => format!("{p}% of the cluster filesystem"),
+        }),
+    },
+    Setting {
         name: "BLOBCACHE_FSYNC",
         default: DefaultValue::Value("0"),
         form: "1 or 0",
@@ -466,6 +503,8 @@ impl Default for Config {
             fsync: false,
             mapped_blocks: DEFAULT_MAPPED_BLOCKS,
             mapped_bytes: DEFAULT_MAPPED_BYTES,
+            cluster_dir: None,
+            cluster_max_size: MaxSize::PercentOfFilesystem(DEFAULT_CLUSTER_MAX_SIZE_PERCENT),
         }
     }
 }
@@ -797,6 +836,8 @@ mod tests {
             ("BLOBCACHE_AZURE_AUTH", "Anonymous", "anonymous"),
             ("BLOBCACHE_PROXY", "OFF", "off"),
             ("BLOBCACHE_SHARED", "on", "1"),
+            ("BLOBCACHE_CLUSTER_DIR", "/mnt/shared", "/mnt/shared"),
+            ("BLOBCACHE_CLUSTER_MAX_SIZE", "2T", "2.0 TiB"),
             ("BLOBCACHE_FSYNC", "true", "1"),
             ("BLOBCACHE_MAPPED_BLOCKS", "7", "7 blocks"),
             ("BLOBCACHE_MAPPED_BYTES", "2M", "2.0 MiB"),
@@ -809,7 +850,7 @@ mod tests {
                 assert_ne!(c, cfg(&[]).unwrap(), "{var} changed nothing");
             }
         }
-        assert_eq!(VARIABLES.len(), 17);
+        assert_eq!(VARIABLES.len(), 19);
     }
 
     /// The README's settings table as it should read.
