@@ -510,6 +510,24 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The configuration that treats the cluster tier as the cache
+    /// directory itself (`None` without `BLOBCACHE_CLUSTER_DIR`): group
+    /// shared, capped by `BLOBCACHE_CLUSTER_MAX_SIZE`, with no tier behind
+    /// it. The cluster tier keeps the store's layout and fill-once
+    /// protocol, so a cache opened with this configuration (`blobcache
+    /// warm --cluster-only`, the commands' `--cluster`) reads and fills it
+    /// exactly as the nodes do.
+    pub fn cluster_as_store(&self) -> Option<Config> {
+        let dir = self.cluster_dir.clone()?;
+        Some(Config {
+            dir: Some(dir),
+            max_size: self.cluster_max_size,
+            shared: true,
+            cluster_dir: None,
+            ..self.clone()
+        })
+    }
+
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config> {
         Config::from_lookup(env_var)
