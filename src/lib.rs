@@ -211,9 +211,11 @@ pub extern "C" fn blobcache_shutdown() {
 /// `readahead_blocks`, `passthrough_reads` (reads served straight from the
 /// origin because the cache could not be used), `origin_errors`,
 /// `read_errors`, `origin_wait_ms` (time readers spent waiting on the
-/// origin), `blocks_evicted` and `bytes_from_fills` (bytes served from
-/// blocks still being filled, as they arrived). Members may be added; none
-/// are removed.
+/// origin), `blocks_evicted`, `bytes_from_fills` (bytes served from
+/// blocks still being filled, as they arrived), and the cluster tier's
+/// `blocks_from_cluster`, `bytes_from_cluster`, `blocks_to_cluster`,
+/// `cluster_duplicates`, `cluster_damaged` and `cluster_fallbacks`. Members
+/// may be added; none are removed.
 ///
 /// # Safety
 /// `buf` must be NULL or point to `len` writable bytes.

@@ -455,6 +455,12 @@ fn every_json_output_keeps_its_members_and_the_counters_their_names() {
         "origin_wait_ns",
         "blocks_evicted",
         "bytes_from_fills",
+        "blocks_from_cluster",
+        "bytes_from_cluster",
+        "blocks_to_cluster",
+        "cluster_duplicates",
+        "cluster_damaged",
+        "cluster_fallbacks",
     ];
     // cat --stats: the counters as blobcache_stats_json reports them (ms),
     // one JSON line on stderr after the bytes.

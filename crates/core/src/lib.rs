@@ -35,6 +35,7 @@
 #![deny(unsafe_code)]
 
 mod cache;
+mod cluster;
 pub mod config;
 pub mod error;
 mod escape;

@@ -162,6 +162,18 @@ counters! {
         metric = "blobcache_blocks_evicted_total", "Cached blocks removed to keep the cache under its cap.";
     bytes_from_fills: Bytes, summary = false,
         metric = "blobcache_served_from_fills_bytes_total", "Bytes served from blocks still being filled, as they arrived (before the whole block was in).";
+    blocks_from_cluster: Count, summary = false,
+        metric = "blobcache_cluster_blocks_taken_total", "Blocks copied from the cluster tier into the local cache (checked against their checksums).";
+    bytes_from_cluster: Bytes, summary = false,
+        metric = "blobcache_fetched_from_cluster_bytes_total", "Bytes copied from the cluster tier into the local cache.";
+    blocks_to_cluster: Count, summary = false,
+        metric = "blobcache_cluster_blocks_published_total", "Blocks this process fetched from the origin and published in the cluster tier.";
+    cluster_duplicates: Count, summary = false,
+        metric = "blobcache_cluster_duplicate_fetches_total", "Blocks fetched from the origin that another node published in the cluster tier meanwhile (its locks do not exclude, or the other node was slow): fetched twice.";
+    cluster_damaged: Count, summary = false,
+        metric = "blobcache_cluster_damaged_blocks_total", "Blocks of the cluster tier that did not verify (damaged or planted): removed, never served, filled again.";
+    cluster_fallbacks: Count, summary = false,
+        metric = "blobcache_cluster_fallbacks_total", "Fills that went to the origin without the cluster tier (down, hung, failing, or another node held the block too long).";
 }
 
 impl Snapshot {
@@ -326,6 +338,12 @@ mod tests {
                 "origin_wait_ns",
                 "blocks_evicted",
                 "bytes_from_fills",
+                "blocks_from_cluster",
+                "bytes_from_cluster",
+                "blocks_to_cluster",
+                "cluster_duplicates",
+                "cluster_damaged",
+                "cluster_fallbacks",
             ]
         );
         assert_eq!(
@@ -336,7 +354,10 @@ mod tests {
                 r#""readahead_blocks":6000000042,"passthrough_reads":7000000049,"#,
                 r#""origin_errors":8000000056,"read_errors":9000000063,"#,
                 r#""origin_wait_ns":10000000070,"blocks_evicted":11000000077,"#,
-                r#""bytes_from_fills":12000000084}"#
+                r#""bytes_from_fills":12000000084,"blocks_from_cluster":13000000091,"#,
+                r#""bytes_from_cluster":14000000098,"blocks_to_cluster":15000000105,"#,
+                r#""cluster_duplicates":16000000112,"cluster_damaged":17000000119,"#,
+                r#""cluster_fallbacks":18000000126}"#
             )
         );
     }
@@ -353,7 +374,10 @@ mod tests {
                 r#""readahead_blocks":6000000042,"passthrough_reads":7000000049,"#,
                 r#""origin_errors":8000000056,"read_errors":9000000063,"#,
                 r#""origin_wait_ms":10000,"blocks_evicted":11000000077,"#,
-                r#""bytes_from_fills":12000000084}"#
+                r#""bytes_from_fills":12000000084,"blocks_from_cluster":13000000091,"#,
+                r#""bytes_from_cluster":14000000098,"blocks_to_cluster":15000000105,"#,
+                r#""cluster_duplicates":16000000112,"cluster_damaged":17000000119,"#,
+                r#""cluster_fallbacks":18000000126}"#
             )
         );
         assert_eq!(
@@ -362,7 +386,9 @@ mod tests {
                 r#"{"hits":0,"misses":0,"bytes_from_cache":0,"bytes_from_origin":0,"#,
                 r#""blocks_fetched":0,"readahead_blocks":0,"passthrough_reads":0,"#,
                 r#""origin_errors":0,"read_errors":0,"origin_wait_ms":0,"blocks_evicted":0,"#,
-                r#""bytes_from_fills":0}"#
+                r#""bytes_from_fills":0,"blocks_from_cluster":0,"bytes_from_cluster":0,"#,
+                r#""blocks_to_cluster":0,"cluster_duplicates":0,"cluster_damaged":0,"#,
+                r#""cluster_fallbacks":0}"#
             )
         );
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::mapped::Slot;
@@ -22,6 +22,8 @@ pub struct Entry {
     pub key: BlobKey,
     pub info: ObjectInfo,
     pub(super) dir: Option<VersionDir>,
+    /// The blob's version directory in the cluster tier, once opened.
+    pub(super) cluster_dir: OnceLock<VersionDir>,
     pub(super) slots: Arc<[Slot]>,
     /// Fills of this entry's blocks running or queued in this process, by
     /// block index: a second reader of a block waits for the first one's
@@ -172,6 +174,10 @@ impl FlightJob {
         let r = self
             .inner
             .fill_block(&self.entry, self.index, Some(&self.flight));
+        let (r, claim) = match r {
+            Ok((fetched, claim)) => (Ok(fetched), claim),
+            Err(e) => (Err(e), None),
+        };
         match &r {
             Ok(true) if self.ahead => self.inner.stats.readahead_blocks.add(1),
             Err(e) if self.ahead => log::debug!(
@@ -182,6 +188,10 @@ impl FlightJob {
             _ => {}
         }
         self.finish(r.map(|_| ()));
+        // The readers have the block: now the other nodes get it too.
+        if let Some(claim) = claim {
+            self.inner.publish(&self.entry, self.index, claim);
+        }
     }
 
     fn finish(&mut self, r: Result<()>) {
@@ -329,6 +339,7 @@ impl Inner {
             key: key.clone(),
             info,
             dir,
+            cluster_dir: OnceLock::new(),
             slots: (0..n).map(|_| Slot::default()).collect(),
             flights: Mutex::new(HashMap::new()),
             stalled: Mutex::new(HashMap::new()),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::entry::{Entry, Flight, Landed};
 use super::mapped::Open;
 use super::Inner;
+use crate::cluster::{Claim, Taken};
 use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 use crate::origin;
@@ -210,18 +211,20 @@ impl Inner {
     }
 
     /// Makes block `index` of `entry` present through the store's fill-once
-    /// protocol, and puts it in its slot; shows its bytes as they are
-    /// written to the readers of `flight`. Returns whether it fetched the
-    /// block from the origin.
+    /// protocol (from the cluster tier if it has it, else from the origin),
+    /// and puts it in its slot; shows its bytes as they are written to the
+    /// readers of `flight`. Returns whether it fetched the block from the
+    /// origin, and the claim to publish it in the cluster tier with (see
+    /// [`Inner::publish`]).
     pub(super) fn fill_block(
         &self,
         entry: &Entry,
         index: u64,
         flight: Option<&Flight>,
-    ) -> Result<bool> {
+    ) -> Result<(bool, Option<Claim>)> {
         // Open already (filled by another flight meanwhile): no disk lookup.
         if entry.slots[index as usize].get().is_some() {
-            return Ok(false);
+            return Ok((false, None));
         }
         let dir = entry
             .dir
@@ -230,24 +233,66 @@ impl Inner {
         let (start, end) = entry.block_range(index);
         let len = end - start;
         let t0 = Instant::now();
-        let mut fill = BlockFill::new(self, entry, index);
-        fill.flight = flight.filter(|_| self.origin.streams_final_bytes());
-        let r = dir.fill_once(&entry.key, index, len, &mut fill);
+        let mut cluster = self.cluster.is_some();
+        let mut tries = 0;
+        let (r, fill) = loop {
+            tries += 1;
+            let mut fill = BlockFill::new(self, entry, index);
+            fill.flight = flight.filter(|_| self.origin.streams_final_bytes());
+            fill.cluster = cluster;
+            let r = dir.fill_once(&entry.key, index, len, &mut fill);
+            match (&r, fill.source) {
+                // The tier failed while its bytes were copied: once more,
+                // from the origin.
+                (Err(_), Source::ClusterFailed) => cluster = false,
+                // The copy did not match the tier's checksum: the tier's
+                // block is removed, and the next try fetches it from the
+                // origin and publishes it again (once; then the origin
+                // alone, should a bad block be planted again).
+                (Err(e), Source::Cluster) => {
+                    let tier = self.cluster.as_ref().expect("copied from the tier");
+                    tier.discard(&entry.cluster_dir, &entry.key, index, e);
+                    cluster = tries < 2;
+                }
+                _ => break (r, fill),
+            }
+        };
+        let mut fill = fill;
+        let claim = fill.claim.take();
         let block = match r {
             Err(e) => {
+                if let (Some(c), Some(tier)) = (claim, &self.cluster) {
+                    tier.release(c);
+                }
                 if e.kind() == ErrorKind::PeerStalled {
                     entry.stalled.locked().insert(index, Instant::now());
                 }
                 return Err(e);
             }
             Ok(Filled::Found(b)) => {
+                if let (Some(c), Some(tier)) = (claim, &self.cluster) {
+                    tier.release(c);
+                }
                 self.budget.insert(&entry.slots, index as usize, b);
                 entry.landed.fetch_add(1, Ordering::Relaxed);
-                return Ok(false);
+                return Ok((false, None));
             }
             Ok(Filled::Written(block)) => block,
         };
         entry.landed.fetch_add(1, Ordering::Relaxed);
+        if fill.source == Source::Cluster {
+            self.stats.blocks_from_cluster.add(1);
+            self.stats.bytes_from_cluster.add(len);
+            log::debug!(
+                "took block {index} of {} ({len} bytes) from the cluster tier in {:.1} ms",
+                entry.key,
+                t0.elapsed().as_secs_f64() * 1000.0
+            );
+            self.budget
+                .insert(&entry.slots, index as usize, Open::from(block));
+            self.account_added(len);
+            return Ok((false, None));
+        }
         log::debug!(
             "filled block {index} of {} ({len} bytes) in {:.1} ms",
             entry.key,
@@ -257,13 +302,40 @@ impl Inner {
         self.stats.bytes_from_origin.add(len);
         self.budget
             .insert(&entry.slots, index as usize, Open::from(block));
+        self.account_added(len);
+        Ok((true, claim))
+    }
+
+    /// Counts `len` bytes added to the store, waking the janitor past the
+    /// cap.
+    fn account_added(&self, len: u64) {
         self.added_since_scan.fetch_add(len, Ordering::Relaxed);
         let usage = self.usage.fetch_add(len, Ordering::Relaxed) + len;
         if usage > self.cap {
             self.wake_janitor();
         }
-        Ok(true)
     }
+
+    /// Publishes block `index` of `entry`, just fetched from the origin,
+    /// in the cluster tier (bounded; see [`Cluster::publish`]).
+    pub(super) fn publish(&self, entry: &Entry, index: u64, claim: Claim) {
+        let (Some(tier), Some(dir)) = (&self.cluster, &entry.dir) else {
+            return;
+        };
+        let (start, end) = entry.block_range(index);
+        tier.publish(claim, dir, end - start);
+    }
+}
+
+/// Where a fill's bytes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Origin,
+    /// Copied from the cluster tier.
+    Cluster,
+    /// The cluster tier failed while its bytes were copied: the local
+    /// block must be filled again from the origin.
+    ClusterFailed,
 }
 
 /// How long a reader that found a block's fill stalled skips waiting for
@@ -286,6 +358,12 @@ struct BlockFill<'a> {
     progress: Option<u128>,
     last_change: Duration,
     last_check: Duration,
+    /// Whether to look in the cluster tier before the origin.
+    cluster: bool,
+    /// Where the bytes came from.
+    source: Source,
+    /// The right to publish the block in the cluster tier, once filled.
+    claim: Option<Claim>,
 }
 
 impl<'a> BlockFill<'a> {
@@ -304,6 +382,9 @@ impl<'a> BlockFill<'a> {
             entry,
             index,
             flight: None,
+            cluster: false,
+            source: Source::Origin,
+            claim: None,
         }
     }
 }
@@ -371,6 +452,21 @@ impl Fill for BlockFill<'_> {
 
     fn write(&mut self, w: &mut BlockWriter) -> Result<()> {
         let (start, end) = self.entry.block_range(self.index);
+        if let Some(tier) = self.inner.cluster.as_ref().filter(|_| self.cluster) {
+            let e = self.entry;
+            match tier.take(&e.cluster_dir, &e.key, &e.info, self.index, end - start, w)? {
+                Taken::Copied => {
+                    self.source = Source::Cluster;
+                    return Ok(());
+                }
+                Taken::Claimed(c) => self.claim = Some(c),
+                Taken::Origin => {}
+                Taken::Restart(e) => {
+                    self.source = Source::ClusterFailed;
+                    return Err(e);
+                }
+            }
+        }
         // Readers may take the bytes as they are written. (When the block
         // cannot be mapped for them, they wait for all of it.)
         let flight = self

@@ -30,6 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
@@ -67,7 +68,10 @@ struct Inner {
     opening: Mutex<HashMap<BlobKey, Opening>>,
     hasher: std::collections::hash_map::RandomState,
     pool: Pool,
-    stats: Stats,
+    stats: Arc<Stats>,
+    /// The cluster tier (`BLOBCACHE_CLUSTER_DIR`), between the store and
+    /// the origin.
+    cluster: Option<Cluster>,
     /// What of `stats` was already added to the store's counters file.
     persisted: counters::Flusher,
     stopped: AtomicBool,
@@ -126,6 +130,12 @@ impl Cache {
             .map(|s| evict::scan(s.root(), s.file_mode()).bytes)
             .unwrap_or(0);
         let pool = Pool::new(config.fetch_concurrency, "blobcache-fill")?;
+        let stats = Arc::new(Stats::default());
+        // Without a store of its own a node has nothing to copy the tier's
+        // blocks into (and reads straight from the origin).
+        let cluster = store
+            .as_ref()
+            .and_then(|s| Cluster::new(&config, s.block_size(), stats.clone()));
         let inner = Arc::new(Inner {
             store,
             store_problem,
@@ -134,7 +144,8 @@ impl Cache {
             opening: Mutex::new(HashMap::new()),
             hasher: Default::default(),
             pool,
-            stats: Stats::default(),
+            stats,
+            cluster,
             persisted: counters::Flusher::default(),
             stopped: AtomicBool::new(false),
             cap,
@@ -169,11 +180,12 @@ impl Cache {
             );
         }
         log::debug!(
-            "started: origin={} dir={:?} cap={} block_size={}",
+            "started: origin={} dir={:?} cap={} block_size={} cluster={:?}",
             inner.origin.describe(),
             inner.store.as_ref().map(|s| s.root().to_path_buf()),
             inner.cap,
-            inner.config.block_size
+            inner.config.block_size,
+            inner.cluster.as_ref().map(|c| c.describe())
         );
         let janitor = if inner.store.is_some() {
             let i = inner.clone();
@@ -270,7 +282,12 @@ impl Cache {
             return;
         }
         inner.origin.shutdown();
+        // Fills that are publishing in the cluster tier get the pool's
+        // wait to finish; then waits on the tier give up.
         inner.pool.stop(SHUTDOWN_WAIT);
+        if let Some(c) = &inner.cluster {
+            c.shutdown();
+        }
         {
             let (m, cv) = &inner.janitor_wake;
             *m.locked() = true;

@@ -62,7 +62,11 @@ impl Block {
 
     /// Recomputes the bytes' checksum and compares it with the recorded one.
     pub fn verify(&self) -> bool {
-        checksum::of(self.kind, self.data()) == self.recorded()
+        checksum::matches(
+            self.kind,
+            &checksum::of(self.kind, self.data()),
+            &self.recorded(),
+        )
     }
 }
 
@@ -223,6 +227,15 @@ fn open_checked(
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A symbolic link where a block belongs was planted: not a block
+        // (it is removed, never followed).
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(OpenError::Damaged(io_error(
+                "a symbolic link is not a cached block:",
+                &path,
+                &e,
+            )))
+        }
         Err(e) => {
             return Err(OpenError::Io(io_error(
                 "cannot open cached block",
@@ -243,6 +256,65 @@ fn open_checked(
         ))));
     }
     Ok(Some((file, meta, path)))
+}
+
+/// Opens published block `index` of `len` bytes to copy it elsewhere (the
+/// cluster tier's blocks, into the local cache): the file, and the
+/// checksum its trailer records, which the copy's own must match. Only
+/// blocks checksummed as blocks are written now (XXH3-128) are taken; any
+/// other is reported damaged.
+pub(crate) fn open_for_copy(
+    dir: &Path,
+    index: u64,
+    len: u64,
+) -> std::result::Result<Option<(File, [u8; 32])>, OpenError> {
+    use std::os::unix::fs::FileExt;
+    let Some((file, _, path)) = open_checked(dir, index, len)? else {
+        return Ok(None);
+    };
+    let mut t = [0u8; TRAILER_LEN];
+    file.read_exact_at(&mut t, len)
+        .map_err(|e| OpenError::Io(io_error("cannot read block", &path, &e)))?;
+    let damaged = |why: String| {
+        OpenError::Damaged(Error::store(format!(
+            "block {} is damaged: {why}",
+            path.display()
+        )))
+    };
+    match check_trailer(&t, len, index).map_err(damaged)? {
+        k if k == WRITTEN_WITH => {}
+        k => return Err(damaged(format!("it records a {} checksum", k.name()))),
+    }
+    if t[40..56] != owner_tag(dir) {
+        return Err(damaged(
+            "it belongs to another blob or version (its owner tag differs)".into(),
+        ));
+    }
+    Ok(Some((
+        file,
+        t[24..56].try_into().expect("32 checksum bytes"),
+    )))
+}
+
+/// The tag a block's trailer carries (after its XXH3-128) naming the blob
+/// version it belongs to: a hash of the names of its key and version
+/// directories, which are the same in every store. A block copied into the
+/// version directory of another blob or version does not carry its tag:
+/// the cluster tier, whose files other nodes write, takes no block without
+/// it. (Local blocks are not checked for it: blocks written before it
+/// carry zeros.)
+pub(crate) fn owner_tag(dir: &Path) -> [u8; 16] {
+    let name = |p: Option<&Path>| {
+        p.and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut h = Sha256::new();
+    h.update(b"blobcache block of ");
+    h.update(name(dir.parent()).as_bytes());
+    h.update(b"/");
+    h.update(name(Some(dir)).as_bytes());
+    h.finalize()[..16].try_into().expect("16 bytes")
 }
 
 /// A published block read with `pread` instead of a mapping: what a reader
@@ -287,7 +359,8 @@ impl FileBlock {
                 h.update(&buf[..n]);
                 pos += n as u64;
             }
-            if h.finish()[..] != t[24..56] {
+            let recorded = t[24..56].try_into().expect("32 checksum bytes");
+            if !checksum::matches(kind, &h.finish(), &recorded) {
                 return Err(torn(&path, kind));
             }
             mark_checked(&file);
@@ -381,6 +454,9 @@ pub(crate) struct BlockWriter {
     hasher: Hasher,
     fsync: bool,
     growing: Option<Arc<Growing>>,
+    /// The checksum the bytes must have (copied from a less trusted copy):
+    /// otherwise the block is not published.
+    expected: Option<[u8; 32]>,
 }
 
 /// A block being written, mapped for its readers: the bytes written so far
@@ -473,6 +549,7 @@ impl BlockWriter {
             hasher: Hasher::new(WRITTEN_WITH),
             fsync,
             growing: None,
+            expected: None,
         })
     }
 
@@ -517,6 +594,12 @@ impl BlockWriter {
     /// Appends the trailer, optionally fsyncs, renames into place, and maps
     /// the published block through the descriptor it was written with (no
     /// second lookup of the file).
+    /// Makes [`BlockWriter::publish`] refuse the block unless its bytes
+    /// have checksum `sum` (as recorded by `open_for_copy`).
+    pub(crate) fn expect(&mut self, sum: [u8; 32]) {
+        self.expected = Some(sum);
+    }
+
     pub(crate) fn publish(mut self) -> Result<Published> {
         if self.written != self.len {
             return Err(Error::internal(format!(
@@ -524,7 +607,23 @@ impl BlockWriter {
                 self.index, self.written, self.len
             )));
         }
-        let sum = std::mem::replace(&mut self.hasher, Hasher::new(WRITTEN_WITH)).finish();
+        let mut sum = std::mem::replace(&mut self.hasher, Hasher::new(WRITTEN_WITH)).finish();
+        if self
+            .expected
+            .is_some_and(|e| !checksum::matches(WRITTEN_WITH, &sum, &e))
+        {
+            return Err(Error::new(
+                ErrorKind::Store,
+                format!(
+                    "block {} does not match the checksum recorded with the copy it came from",
+                    self.index
+                ),
+            ));
+        }
+        // An XXH3-128 leaves the field's second half for the owner tag.
+        if WRITTEN_WITH == Kind::Xxh3 {
+            sum[16..].copy_from_slice(&owner_tag(&self.dir));
+        }
         let mut file = self.file.take().expect("file present until publish");
         file.write_all(&trailer(self.len, self.index, WRITTEN_WITH, &sum))
             .map_err(|e| io_error("cannot write block file", &self.tmp, &e))?;

@@ -75,6 +75,17 @@ impl Hasher {
 }
 
 /// The checksum of `data` of `kind`, as the trailer records it.
+/// Whether checksum `computed` of `kind` is the one `recorded` in a
+/// trailer's 32-byte field. An XXH3-128 fills the first half of the
+/// field; the second half holds the block's owner tag (see
+/// `block::owner_tag`), or zeros in blocks written before it.
+pub(crate) fn matches(kind: Kind, computed: &[u8; 32], recorded: &[u8; 32]) -> bool {
+    match kind {
+        Kind::Xxh3 => computed[..16] == recorded[..16],
+        Kind::Sha256 => computed == recorded,
+    }
+}
+
 pub(crate) fn of(kind: Kind, data: &[u8]) -> [u8; 32] {
     match kind {
         Kind::Xxh3 => {

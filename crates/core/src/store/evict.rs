@@ -79,6 +79,9 @@ pub fn scan(root: &Path, file_mode: u32) -> Usage {
 /// microseconds).
 const STALE_META_TMP: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A block copied aside this long ago has no writer left.
+const STALE_BLOCK_ASIDE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn older_than(m: &std::fs::Metadata, age: std::time::Duration) -> bool {
     m.modified()
         .ok()
@@ -127,11 +130,18 @@ fn scan_version(dir: VersionDir) -> VersionUsage {
             Name::MetaAside if older_than(&meta, STALE_META_TMP) => {
                 let _ = std::fs::remove_file(f.path());
             }
+            // A block copied aside into the cluster tier by a node that
+            // died (or whose mount failed) before the rename. No lock tells
+            // (they may not exclude across nodes), so only their age does:
+            // a publication takes at most the fetch timeout.
+            Name::BlockAside if older_than(&meta, STALE_BLOCK_ASIDE) => {
+                let _ = std::fs::remove_file(f.path());
+            }
             Name::Meta => {
                 vu.last_use = meta.modified().ok();
                 vu.bytes += bytes;
             }
-            Name::MetaAside | Name::Other => vu.bytes += bytes,
+            Name::MetaAside | Name::BlockAside | Name::Other => vu.bytes += bytes,
         }
     }
     vu.blocks.sort_unstable();

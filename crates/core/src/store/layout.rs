@@ -10,6 +10,8 @@
 //! b.<i>                 published block i (block.rs)
 //! tmp.<i>.<pid>.<n>     block i being written
 //! .<name>.<pid>.<n>     a small file (`meta`) being written aside, then renamed
+//! .b.<i>.<pid>.<n>      a copy of block i being written aside, then renamed
+//!                       (the cluster tier's publications)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +36,9 @@ pub(crate) enum Name {
     Tmp(Option<u64>),
     /// `.meta.…`: a `meta` being written aside.
     MetaAside,
+    /// `.b.<i>.…`: a copy of block `i` being written aside before it is
+    /// renamed into place (the cluster tier's publications).
+    BlockAside,
     /// `meta`.
     Meta,
     /// Anything else (`lock` included).
@@ -52,6 +57,13 @@ impl Name {
             .is_some_and(|r| r.starts_with('.'))
         {
             Name::MetaAside
+        } else if name
+            .strip_prefix('.')
+            .and_then(|r| r.strip_prefix(BLOCK_PREFIX))
+            .and_then(|r| r.split('.').next())
+            .is_some_and(|i| i.parse::<u64>().is_ok())
+        {
+            Name::BlockAside
         } else if name == META {
             Name::Meta
         } else {
@@ -108,6 +120,9 @@ mod tests {
         assert_eq!(Name::parse(&tmp(7)), Name::Tmp(Some(7)));
         assert!(Name::parse(&tmp(7)).holds_a_block());
         assert_eq!(Name::parse(&aside(META)), Name::MetaAside);
+        assert_eq!(Name::parse(&aside(&block(12))), Name::BlockAside);
+        assert!(!Name::parse(&aside(&block(12))).holds_a_block());
+        assert_eq!(Name::parse(".b.x.1.2"), Name::Other);
         assert_eq!(Name::parse(META), Name::Meta);
         assert_eq!(Name::parse(LOCK), Name::Other);
         assert_eq!(Name::parse(&aside("settings")), Name::Other);

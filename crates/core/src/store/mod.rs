@@ -203,6 +203,11 @@ impl Store {
         self.file_mode
     }
 
+    /// Whether blocks are fsynced before they are published.
+    pub fn fsync(&self) -> bool {
+        self.fsync
+    }
+
     pub fn key_dir(&self, key: &BlobKey) -> PathBuf {
         let h = key.digest_hex();
         self.root.join(layout::BLOBS).join(&h[..2]).join(h)

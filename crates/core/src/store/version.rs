@@ -84,6 +84,12 @@ impl VersionDir {
         self.path.join(layout::block(index))
     }
 
+    /// A new name for a copy of block `index` written aside before it is
+    /// renamed into place (the cluster tier's publications).
+    pub(crate) fn aside_block_path(&self, index: u64) -> PathBuf {
+        self.path.join(layout::aside(&layout::block(index)))
+    }
+
     /// Whether block `index` is published (one `stat`).
     pub fn has_block(&self, index: u64) -> bool {
         self.block_path(index).exists()

@@ -1,0 +1,164 @@
+//! Publishing a block in the cluster tier, and keeping the tier under its
+//! cap.
+//!
+//! The node that claimed a block ([`super::Took::Claimed`]) fetched it from
+//! the origin into its local cache; then its local block file (bytes and
+//! trailer, checksum included) is copied into the tier under a name of its
+//! own and renamed into place, and the claim's lock released. If the block
+//! is there already (another node fetched it too: the filesystem's locks do
+//! not exclude, or the other node waited past the bound) the copy is
+//! dropped and counted as a duplicate.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{Claim, Cluster, Tier};
+use crate::error::{io_error, Error, Result};
+use crate::log;
+use crate::store::{evict, VersionDir};
+
+/// What one publication did.
+enum Outcome {
+    Published(u64),
+    /// The block was there already.
+    Duplicate,
+    /// The local block was gone (evicted) before it could be copied.
+    Gone,
+}
+
+impl Cluster {
+    /// Copies published local block `index` (of `len` bytes, in `local`)
+    /// into the tier under `claim`, then releases the claim; bounded by the
+    /// fetch timeout (a tier that does not finish in time is marked down).
+    pub(crate) fn publish(&self, claim: Claim, local: &VersionDir, len: u64) {
+        let from = local.block_path(claim.index);
+        let tier = claim.tier.clone();
+        let index = claim.index;
+        let r = self.io.call(self.fetch_timeout, move || {
+            let r = copy_in(&claim, &from, len);
+            drop(claim); // releases the lock once the block is in place
+            r
+        });
+        match r {
+            Ok(Ok(Outcome::Published(bytes))) => {
+                self.stats.blocks_to_cluster.add(1);
+                self.after_publish(&tier, bytes);
+            }
+            Ok(Ok(Outcome::Duplicate)) => {
+                self.stats.cluster_duplicates.add(1);
+                log::debug!(
+                    "block {index} was published in the cluster tier by another node while this one fetched it (a duplicate fetch)"
+                );
+            }
+            Ok(Ok(Outcome::Gone)) => {}
+            Ok(Err(e)) => self.down(&format!("cannot take a block: {e}")),
+            Err(u) => self.down(&u.describe()),
+        }
+    }
+
+    /// Counts `bytes` published and, past the cap, evicts the tier's least
+    /// recently used blocks (one node at a time, under the tier's eviction
+    /// lock; bounded like everything else).
+    fn after_publish(&self, tier: &Arc<Tier>, bytes: u64) {
+        let usage = tier.usage.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let since = tier.since_scan.load(Ordering::Relaxed);
+        let since = since.saturating_add(bytes);
+        tier.since_scan.store(since, Ordering::Relaxed);
+        // Others publish too: look again after a tenth of the cap (and at
+        // the first publication).
+        if usage <= tier.cap && since <= tier.cap / 10 {
+            return;
+        }
+        let t = tier.clone();
+        let r = self.io.call(self.fetch_timeout, move || {
+            let (root, mode) = (t.store.root(), t.store.file_mode());
+            let scanned = evict::scan(root, mode).bytes;
+            if scanned <= t.cap {
+                return (scanned, 0);
+            }
+            let Some(_guard) = evict::try_evict_lock(root, mode) else {
+                return (scanned, 0); // another node is evicting
+            };
+            let r = evict::evict_to(root, mode, t.cap / 10 * 9, None);
+            (r.after, r.blocks_removed)
+        });
+        match r {
+            Ok((after, removed)) => {
+                tier.usage.store(after, Ordering::Relaxed);
+                tier.since_scan.store(0, Ordering::Relaxed);
+                if removed > 0 {
+                    log::info!(
+                        "evicted {removed} blocks from the cluster tier {} (cap {} bytes)",
+                        self.describe(),
+                        tier.cap
+                    );
+                }
+            }
+            Err(u) => self.down(&u.describe()),
+        }
+    }
+}
+
+/// Copies the local block file `from` into the claim's directory and
+/// renames it into place unless the block is there already.
+fn copy_in(claim: &Claim, from: &std::path::Path, len: u64) -> Result<Outcome> {
+    let mut src = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(from)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::Gone),
+        Err(e) => return Err(io_error("cannot open", from, &e)),
+    };
+    let dest = claim.dir.block_path(claim.index);
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        return Ok(Outcome::Duplicate);
+    }
+    let total = src
+        .metadata()
+        .map_err(|e| io_error("cannot stat", from, &e))?
+        .len();
+    if total != len + crate::store::block::TRAILER_LEN as u64 {
+        return Err(Error::internal(format!(
+            "{} has {total} bytes, not a block of {len}",
+            from.display()
+        )));
+    }
+    let mode = claim.tier.store.file_mode();
+    let aside = claim.dir.aside_block_path(claim.index);
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&aside)
+        .map_err(|e| io_error("cannot create", &aside, &e))?;
+    crate::store::set_file_mode(&dst, mode);
+    let copied = std::io::copy(&mut src, &mut dst)
+        .and_then(|n| {
+            if claim.tier.store.fsync() {
+                dst.sync_data()?;
+            }
+            Ok(n)
+        })
+        .map_err(|e| io_error("cannot write", &aside, &e));
+    let r = match copied {
+        Ok(n) if n != total => Err(Error::store(format!(
+            "copied {n} bytes of {total} into {}",
+            aside.display()
+        ))),
+        Err(e) => Err(e),
+        // Another node may have published it meanwhile; its copy stays.
+        Ok(_) if std::fs::symlink_metadata(&dest).is_ok() => Ok(Outcome::Duplicate),
+        Ok(_) => std::fs::rename(&aside, &dest)
+            .map(|()| Outcome::Published(total))
+            .map_err(|e| io_error("cannot publish", &dest, &e)),
+    };
+    if !matches!(r, Ok(Outcome::Published(_))) {
+        let _ = std::fs::remove_file(&aside);
+    }
+    r
+}
