@@ -74,8 +74,9 @@ impl Drop for StuckGuard {
 
 /// A call running on its thread: the messages it sends, each waited for
 /// within a bound. Dropped before the thread ended, the call is abandoned.
-pub(crate) struct Call<T> {
-    rx: mpsc::Receiver<T>,
+pub(crate) struct Call<T: Send + 'static> {
+    /// `None` once dropped.
+    rx: Option<mpsc::Receiver<T>>,
     abandoned: Arc<AtomicBool>,
     stuck: Arc<AtomicUsize>,
     stopped: Arc<AtomicBool>,
@@ -83,7 +84,7 @@ pub(crate) struct Call<T> {
     done: AtomicBool,
 }
 
-impl<T> Call<T> {
+impl<T: Send + 'static> Call<T> {
     /// Marks the call answered for good: its thread is ending.
     fn done(&self) {
         self.done.store(true, Ordering::Relaxed);
@@ -104,7 +105,8 @@ impl<T> Call<T> {
                 self.abandon();
                 return Err(Unanswered::Hung(bound));
             }
-            match self.rx.recv_timeout((deadline - now).min(POLL)) {
+            let rx = self.rx.as_ref().expect("present until dropped");
+            match rx.recv_timeout((deadline - now).min(POLL)) {
                 Ok(v) => return Ok(Some(v)),
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -122,12 +124,17 @@ impl<T> Call<T> {
     }
 }
 
-impl<T> Drop for Call<T> {
+impl<T: Send + 'static> Drop for Call<T> {
     fn drop(&mut self) {
         // A thread still running when its caller leaves is stuck until it
         // ends (its next send fails, and it returns).
         if !self.done.load(Ordering::Relaxed) {
             self.abandon();
+            // A message it sent meanwhile may hold something whose drop
+            // touches the mount (a lock to release): dropped elsewhere.
+            if let Some(rx) = self.rx.take() {
+                detach(move || drop(rx));
+            }
         }
     }
 }
@@ -181,7 +188,7 @@ impl Io {
         })
         .map_err(|e| Unanswered::NoThread(e.to_string()))?;
         Ok(Call {
-            rx,
+            rx: Some(rx),
             abandoned,
             stuck: self.stuck.clone(),
             stopped: self.stopped.clone(),
@@ -213,12 +220,16 @@ impl Io {
     /// Runs `f` on a thread of its own without waiting for it (releasing a
     /// lock on the cluster filesystem, which may block when it hangs).
     pub(crate) fn detach(&self, f: impl FnOnce() + Send + 'static) {
-        let builder = std::thread::Builder::new()
-            .name("blobcache-cluster-io".into())
-            .stack_size(256 << 10);
-        if let Err(e) = crate::fork::spawn(builder, f) {
-            crate::log::debug!("cannot start a cluster I/O thread: {e}");
-        }
+        detach(f);
+    }
+}
+
+fn detach(f: impl FnOnce() + Send + 'static) {
+    let builder = std::thread::Builder::new()
+        .name("blobcache-cluster-io".into())
+        .stack_size(256 << 10);
+    if let Err(e) = crate::fork::spawn(builder, f) {
+        crate::log::debug!("cannot start a cluster I/O thread: {e}");
     }
 }
 

@@ -19,6 +19,16 @@ use crate::error::{io_error, Error, Result};
 use crate::log;
 use crate::store::{evict, VersionDir};
 
+/// What a publication's thread reports.
+enum Copy {
+    /// Another piece was copied.
+    Piece,
+    Done(Result<Outcome>),
+}
+
+/// Bytes copied at a time.
+const PIECE: usize = 1 << 20;
+
 /// What one publication did.
 enum Outcome {
     Published(u64),
@@ -30,16 +40,25 @@ enum Outcome {
 
 impl Cluster {
     /// Copies published local block `index` (of `len` bytes, in `local`)
-    /// into the tier under `claim`, then releases the claim; bounded by the
-    /// fetch timeout (a tier that does not finish in time is marked down).
+    /// into the tier under `claim`, then releases the claim. Each piece of
+    /// the copy must land within the bound on the tier's answers: a tier
+    /// that stops answering is marked down and left to its thread.
     pub(crate) fn publish(&self, claim: Claim, local: &VersionDir, len: u64) {
         let from = local.block_path(claim.index);
         let tier = claim.tier.clone();
         let index = claim.index;
-        let r = self.io.call(self.fetch_timeout, move || {
-            let r = copy_in(&claim, &from, len);
+        let call = self.io.start(move |tx| {
+            let r = copy_in(&claim, &from, len, &mut || tx.send(Copy::Piece).is_ok());
             drop(claim); // releases the lock once the block is in place
-            r
+            let _ = tx.send(Copy::Done(r));
+        });
+        let r = call.and_then(|call| loop {
+            match call.next(self.op_bound) {
+                Ok(Some(Copy::Piece)) => continue,
+                Ok(Some(Copy::Done(r))) => break Ok(r),
+                Ok(None) => break Ok(Err(Error::internal("its I/O thread ended without an answer"))),
+                Err(u) => break Err(u),
+            }
         });
         match r {
             Ok(Ok(Outcome::Published(bytes))) => {
@@ -48,8 +67,13 @@ impl Cluster {
             }
             Ok(Ok(Outcome::Duplicate)) => {
                 self.stats.cluster_duplicates.add(1);
-                log::debug!(
-                    "block {index} was published in the cluster tier by another node while this one fetched it (a duplicate fetch)"
+                log::log_once(
+                    log::Level::Warn,
+                    "cluster-duplicate",
+                    &format!(
+                        "block {index} was fetched from the origin by this node and by another one at the same time: the locks of the cluster tier {} do not seem to exclude across nodes (sshfs, NFS without lock support, some SMB setups), or the other node was slow; bytes stay right, but blocks may be downloaded more than once (counter cluster_duplicates; `blobcache doctor` checks the locks)",
+                        self.describe()
+                    ),
                 );
             }
             Ok(Ok(Outcome::Gone)) => {}
@@ -102,8 +126,14 @@ impl Cluster {
 }
 
 /// Copies the local block file `from` into the claim's directory and
-/// renames it into place unless the block is there already.
-fn copy_in(claim: &Claim, from: &std::path::Path, len: u64) -> Result<Outcome> {
+/// renames it into place unless the block is there already; calls
+/// `piece` after each piece (false: the caller gave up).
+fn copy_in(
+    claim: &Claim,
+    from: &std::path::Path,
+    len: u64,
+    piece: &mut dyn FnMut() -> bool,
+) -> Result<Outcome> {
     let mut src = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -137,7 +167,7 @@ fn copy_in(claim: &Claim, from: &std::path::Path, len: u64) -> Result<Outcome> {
         .open(&aside)
         .map_err(|e| io_error("cannot create", &aside, &e))?;
     crate::store::set_file_mode(&dst, mode);
-    let copied = std::io::copy(&mut src, &mut dst)
+    let copied = copy_pieces(&mut src, &mut dst, piece)
         .and_then(|n| {
             if claim.tier.store.fsync() {
                 dst.sync_data()?;
@@ -161,4 +191,27 @@ fn copy_in(claim: &Claim, from: &std::path::Path, len: u64) -> Result<Outcome> {
         let _ = std::fs::remove_file(&aside);
     }
     r
+}
+
+/// Copies `src` to `dst` in pieces of [`PIECE`] bytes, calling `piece`
+/// after each; returns the bytes copied.
+fn copy_pieces(
+    src: &mut std::fs::File,
+    dst: &mut std::fs::File,
+    piece: &mut dyn FnMut() -> bool,
+) -> std::io::Result<u64> {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; PIECE];
+    let mut total = 0u64;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
+        if !piece() {
+            return Err(std::io::Error::other("the fill stopped waiting"));
+        }
+    }
 }
