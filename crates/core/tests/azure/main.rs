@@ -1,6 +1,8 @@
 //! The Azure origin against a real Azurite (npm, in-memory, loopback only),
 //! one module per behaviour:
 //!
+//! - `cluster`: the cluster tier: a node waits for another node's fill of
+//!   a block and takes it from the tier; replaced blobs are not mixed;
 //! - `credentials`: shared key, SAS, anonymous and Entra ID access, and no
 //!   secret in a message or a log line;
 //! - `versions`: a blob replaced at the origin between loads or during one;
@@ -25,6 +27,7 @@
 //! The measurements (throughput, CPU, memory, bytes fetched by several
 //! processes) are in bench/ (`bench/run`).
 
+mod cluster;
 mod credentials;
 mod endpoints;
 mod faults;
