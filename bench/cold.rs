@@ -21,6 +21,11 @@
 //! 7: 4 host processes sharing a fresh cache directory start together and
 //!    each load the whole blob; the counting proxy in front of Azurite adds
 //!    up the bytes of every answer.
+//! Cluster tier (issue 15): 4 host processes with local cache directories
+//!    of their own and one cluster directory (`BLOBCACHE_CLUSTER_DIR`, on
+//!    this machine's disk) start together; the proxy adds up the bytes sent.
+//!    Then a first node loads the blob from the origin (filling the tier)
+//!    and a second node loads it from the tier.
 //! 8: one host process loading a larger blob; its memory before, during, at
 //!    the end of the load and after the library's `shutdown()`.
 
@@ -296,20 +301,72 @@ pub fn run(args: &Args) -> String {
         }
         wall.push(t0.elapsed().as_secs_f64());
         let _ = std::fs::remove_dir_all(&barrier);
-        let sent: u64 = proxy.seen()[seen_before..]
-            .iter()
-            .filter(|s| s.method == "GET")
-            .map(|s| match (s.status, s.range.as_deref()) {
-                (206, Some(r)) => range_len(r, size as u64),
-                (200, _) => size as u64,
-                _ => 0,
-            })
-            .sum();
-        amp.push(sent as f64 / size as f64);
+        amp.push(sent_since(&proxy, seen_before, size) as f64 / size as f64);
     }
     let item7 = Json::default()
         .sum("bytes_sent_per_blob_size", Summary::of(&amp))
         .sum("wall_seconds", Summary::of(&wall))
+        .done();
+
+    // Issue 15: the cluster tier. 4 "nodes" (host processes with local
+    // cache directories of their own, one cluster directory) start together;
+    // then, interleaved, a first node loading from the origin (filling the
+    // tier) and a second node loading the same blob from the tier.
+    let (mut amp4, mut wall4, mut first_s, mut second_s, mut speedup) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for rep in 0..reps.min(3) {
+        let cluster = tempdir("bench-cluster");
+        let nodes: Vec<TempDir> = (0..4)
+            .map(|i| tempdir(&format!("bench-cluster-node{i}")))
+            .collect();
+        let barrier = cluster.path().with_extension(format!("barrier{rep}"));
+        let seen_before = proxy.seen().len();
+        let t0 = Instant::now();
+        let kids: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let b = barrier.display().to_string();
+                host(
+                    "model.bin",
+                    size,
+                    &proxy.template(),
+                    node,
+                    &["--barrier", &b, "--parties", "4"],
+                )
+                .env("BLOBCACHE_CLUSTER_DIR", cluster.path())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        for k in kids {
+            finish(k);
+        }
+        wall4.push(t0.elapsed().as_secs_f64());
+        let _ = std::fs::remove_dir_all(&barrier);
+        amp4.push(sent_since(&proxy, seen_before, size) as f64 / size as f64);
+
+        let cluster = tempdir("bench-cluster-2");
+        let (one, two) = (tempdir("bench-cluster-1st"), tempdir("bench-cluster-2nd"));
+        let load = |node: &TempDir| {
+            finish(
+                host("model.bin", size, &az.template(), node, &[])
+                    .env("BLOBCACHE_CLUSTER_DIR", cluster.path())
+                    .spawn()
+                    .unwrap(),
+            )
+            .get("seconds")
+        };
+        let (a, b) = (load(&one), load(&two));
+        first_s.push(a);
+        second_s.push(b);
+        speedup.push(a / b);
+    }
+    let cluster_tier = Json::default()
+        .sum("four_nodes_bytes_sent_per_blob_size", Summary::of(&amp4))
+        .sum("four_nodes_wall_seconds", Summary::of(&wall4))
+        .sum("first_node_seconds", Summary::of(&first_s))
+        .sum("second_node_seconds", Summary::of(&second_s))
+        .sum("second_node_speedup", Summary::of(&speedup))
         .done();
 
     // Item 8.
@@ -357,6 +414,7 @@ pub fn run(args: &Args) -> String {
         .raw("item5_far", item5_far)
         .raw("item5_far_thin", item5_far_thin)
         .raw("item7", item7)
+        .raw("cluster_tier", cluster_tier)
         .raw("item8", item8)
         .done()
 }
@@ -483,6 +541,20 @@ fn process_cpu_seconds(pid: u32) -> f64 {
 }
 
 /// `bytes=a-b` → b - a + 1 (b clipped to the blob).
+/// Body bytes of the GETs the counting proxy answered since its
+/// `seen_before`th request.
+fn sent_since(proxy: &Proxy, seen_before: usize, size: usize) -> u64 {
+    proxy.seen()[seen_before..]
+        .iter()
+        .filter(|s| s.method == "GET")
+        .map(|s| match (s.status, s.range.as_deref()) {
+            (206, Some(r)) => range_len(r, size as u64),
+            (200, _) => size as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
 fn range_len(r: &str, size: u64) -> u64 {
     let Some((a, b)) = r.trim_start_matches("bytes=").split_once('-') else {
         return 0;

@@ -288,6 +288,16 @@ def _rows(r):
                 f"{fmt(x['bytes_sent_per_blob_size'], '', 3)} × blob size sent",
                 f"blob size; wall time {fmt(x['wall_seconds'], ' s')}", "", "≤ 1.05",
                 verdict(x["bytes_sent_per_blob_size"]["median"] <= 1.05)))
+    x = c["cluster_tier"]
+    out.append(("15", f"4 nodes (own cache directories, one cluster tier) cold-loading the same "
+                f"{int(c['mib'])} MiB blob together",
+                f"{fmt(x['four_nodes_bytes_sent_per_blob_size'], '', 3)} × blob size sent",
+                f"blob size (4.0 without the tier); wall time {fmt(x['four_nodes_wall_seconds'], ' s')}",
+                "", "≤ 1.05", verdict(x["four_nodes_bytes_sent_per_blob_size"]["median"] <= 1.05)))
+    out.append(("15", "second node's cold load from the cluster tier (on this machine's disk)",
+                fmt(x["second_node_seconds"], " s"),
+                f"first node's load from the origin, filling the tier {fmt(x['first_node_seconds'], ' s')}",
+                fmt(x["second_node_speedup"], "× faster"), "for the record", ""))
     x = c["item8"]
     out.append(("8", f"host process memory during a {int(x['mib'])} MiB cold load",
                 f"RSS +{fmt(x['rss_growth_mib'], ' MiB', 0)}: anonymous +{fmt(x['anon_growth_mib'], ' MiB', 0)}, "
