@@ -451,6 +451,11 @@ impl Node {
         &self.netns
     }
 
+    /// The host side's veth (`bcn<slot>h<index>`).
+    pub fn host_if(&self) -> &str {
+        &self.host_if
+    }
+
     /// The host side's address: where the node reaches the host (the
     /// relay).
     pub fn host_addr(&self) -> Ipv4Addr {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use blobcache_testing::azurite::Azurite;
 use blobcache_testing::bytes;
-use blobcache_testing::nodes::{Node, Nodes};
+use blobcache_testing::nodes::{ip_binary, Node, Nodes};
 
 /// What no step of these tests comes near, however loaded the machine.
 const GENEROUS: Duration = Duration::from_secs(20);
@@ -96,7 +96,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn ip_netns_list() -> String {
-    let out = Command::new(blobcache_testing::nodes::ip_binary())
+    let out = Command::new(ip_binary())
         .args(["netns", "list"])
         .output()
         .unwrap();
@@ -104,7 +104,7 @@ fn ip_netns_list() -> String {
 }
 
 fn ip_link() -> String {
-    let out = Command::new(blobcache_testing::nodes::ip_binary())
+    let out = Command::new(ip_binary())
         .args(["-o", "link", "show"])
         .output()
         .unwrap();
@@ -269,7 +269,10 @@ fn a_dropped_set_leaves_nothing() {
 }
 
 /// What a process that died without dropping its set left behind goes at
-/// the next set made: the child below makes 2 nodes and exits at once.
+/// the next set made: the child below makes 2 nodes, marks what it made (an
+/// alias on each host-side veth and on each node's `lo`) and exits at once.
+/// The marks tell its leftovers from a set another test made since in the
+/// same slot, with the same names.
 #[test]
 fn a_crashed_run_s_leftovers_are_swept() {
     let out = Command::new(std::env::current_exe().unwrap())
@@ -283,23 +286,35 @@ fn a_crashed_run_s_leftovers_are_swept() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let slot: u16 = text
-        .lines()
-        .find_map(|l| l.split("SLOT=").nth(1))
-        .unwrap_or_else(|| panic!("the child said no slot:\n{text}"))
-        .parse()
-        .unwrap();
-    let left = |i: usize| Path::new(&format!("/run/netns/bcnode-{slot}-{i}")).exists();
+    let said = |key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.split(key).nth(1))
+            .unwrap_or_else(|| panic!("the child said no {key}:\n{text}"))
+            .to_string()
+    };
+    let (slot, mark) = (said("SLOT="), said("MARK="));
     // Whether the leftovers are still there now is not asserted: a set made
     // at the same time by another test (a thread, or a process under
     // nextest) may have swept them already. Once a set is made they are
     // gone, whoever swept them.
-    let nodes = Nodes::new(1);
-    assert!(!left(1));
-    assert!(!Path::new(&format!("/sys/class/net/bcn{slot}h1")).exists());
-    if nodes.slot() != slot {
-        assert!(!left(0));
-        assert!(!Path::new(&format!("/sys/class/net/bcn{slot}h0")).exists());
+    let _nodes = Nodes::new(1);
+    for i in 0..2 {
+        let ns = format!("bcnode-{slot}-{i}");
+        if Path::new(&format!("/run/netns/{ns}")).exists() {
+            let out = Command::new(ip_binary())
+                .args(["-n", &ns, "-o", "link", "show", "lo"])
+                .output()
+                .unwrap();
+            let shown = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !shown.split_whitespace().any(|w| w == mark),
+                "{ns} is the child's: {shown}"
+            );
+        }
+    }
+    for dev in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
+        let alias = std::fs::read_to_string(dev.path().join("ifalias")).unwrap_or_default();
+        assert!(alias.trim() != mark, "{:?} is the child's", dev.file_name());
     }
 }
 
@@ -311,7 +326,17 @@ fn crashing_child() {
         return;
     }
     let nodes = Nodes::new(2);
-    println!("SLOT={}", nodes.slot());
+    let mark = format!("bc-crashed-{}", std::process::id());
+    for node in &nodes {
+        for args in [
+            vec!["link", "set", node.host_if(), "alias", &mark],
+            vec!["-n", node.netns(), "link", "set", "lo", "alias", &mark],
+        ] {
+            let ok = Command::new(ip_binary()).args(&args).status().unwrap();
+            assert!(ok.success(), "ip {args:?}");
+        }
+    }
+    println!("\nSLOT={}\nMARK={mark}", nodes.slot());
     std::io::stdout().flush().unwrap();
     // No destructor runs: the namespaces and the veths stay, and the
     // slot's lock goes with the process.
