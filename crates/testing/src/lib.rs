@@ -17,7 +17,10 @@
 //!   as the Run:ai streamer loads it (`dlopen`, `dlsym`);
 //! - [`built`]: where the workspace's build put the shared library and the
 //!   `blobcache` command;
-//! - [`isolate`]: a test body in a process of its own.
+//! - [`isolate`]: a test body in a process of its own;
+//! - [`nodes`]: stand-ins for a cluster's machines on one host: network
+//!   namespaces joined to the host's by veth pairs, and an origin relay
+//!   counting the bytes each node takes from the origin.
 
 pub mod azurite;
 pub mod built;
@@ -25,6 +28,7 @@ pub mod cdylib;
 pub mod farlink;
 pub mod fixture;
 pub mod isolate;
+pub mod nodes;
 pub mod proxy;
 pub mod squid;
 pub mod tokens;
