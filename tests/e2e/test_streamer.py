@@ -148,6 +148,43 @@ def assert_each_byte_fetched_once(requests, model):
         assert pos == model.sizes[blob], f"{blob}: fetched up to {pos} of {model.sizes[blob]} bytes"
 
 
+# -- the cluster tier: two nodes sharing one --------------------------------------
+
+
+def test_two_nodes_sharing_a_cluster_tier_the_second_fetches_nothing_from_the_origin(origin, model, lib, new_cache,
+                                                                                     work):
+    cluster = work / "caches" / f"cluster-{origin.name}"
+    shutil.rmtree(cluster, ignore_errors=True)
+    first = run_loader(env_for(origin, new_cache("cluster-node-1"), BLOBCACHE_CLUSTER_DIR=str(cluster)),
+                       uris(origin, model), model.dir)
+    assert_all_tensors_correct(first, model)
+    s1 = first["sessions"][0]["stats"]
+    assert s1["bytes_from_origin"] == model.total_bytes, s1
+    assert s1["blocks_to_cluster"] == model.total_blocks, s1
+    # The second node: a cache of its own, the same tier; its requests go
+    # through a counting proxy when the origin allows one.
+    proxy = CountingProxy(origin.port) if origin.name == "azurite" else None
+    try:
+        env = env_for(origin, new_cache("cluster-node-2"), BLOBCACHE_CLUSTER_DIR=str(cluster),
+                      **(origin.env_through(proxy) if proxy else {}))
+        second = run_loader(env, uris(origin, model), model.dir)
+    finally:
+        if proxy:
+            proxy.close()
+    assert_all_tensors_correct(second, model)
+    assert_loaded_ours(second, lib)
+    s2 = second["sessions"][0]["stats"]
+    assert s2["bytes_from_origin"] == 0 and s2["blocks_fetched"] == 0, s2
+    assert s2["bytes_from_cluster"] == model.total_bytes, s2
+    assert s2["blocks_from_cluster"] == model.total_blocks, s2
+    assert s2["cluster_damaged"] == 0 and s2["read_errors"] == 0, s2
+    if proxy:
+        gets = [r for r in proxy.seen() if r.method == "GET" and "comp=" not in r.query]
+        assert gets == [], f"the second node fetched from the origin: {[(r.path, r.byte_range()) for r in gets]}"
+    record_time(origin.name, "second node's load from the cluster tier (its own cache empty)",
+                second["sessions"][0]["seconds"], model.tensor_bytes)
+
+
 # -- (e) and the switches: when our library must not be loaded -----------------
 
 
