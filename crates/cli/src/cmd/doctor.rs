@@ -44,6 +44,9 @@ pub struct Args {
     /// Seconds to wait for the endpoint, and for the cluster tier's directory
     #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
     timeout: u64,
+    /// The child process that checks the cluster tier (see cluster.rs): its findings as JSON lines
+    #[arg(long, hide = true)]
+    cluster_probe: bool,
 }
 
 /// Azure variables whose values are not secret, shown as they are. Every
@@ -84,7 +87,18 @@ fn var(name: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
+pub fn run(
+    Args {
+        uri,
+        timeout,
+        cluster_probe,
+    }: Args,
+    account: Option<&str>,
+) -> Outcome {
+    if cluster_probe {
+        cluster::serve(&super::config()?);
+        return Ok(());
+    }
     let timeout = Duration::from_secs(timeout);
     let loc = uri.as_deref().map(|u| location(u, account)).transpose()?;
     let mut r = Report {

@@ -4,28 +4,37 @@
 //! block size as this node's cache, and do locks work on it.
 //!
 //! Every look at the directory may block forever on a hung mount (an NFS
-//! server gone, a stopped sshfs), so the checks run on a helper thread that
-//! writes what it finds as it goes, and [`check`] gives up waiting after the
-//! doctor's timeout: what was found so far is shown, then why it stopped.
-//! The helper thread is left behind (nothing can interrupt a blocked system
-//! call from outside), and ends with the process.
+//! server gone, a stopped sshfs). A thread is not enough to bound that: a
+//! FUSE request the server has taken is waited for uninterruptibly, and a
+//! process with a thread stuck there cannot exit (nor close its stdout, so
+//! `blobcache doctor | less` would never end). So the checks run in a
+//! child process (this command again, as the hidden `doctor
+//! --cluster-probe`), which writes what it finds as it goes, one JSON line
+//! per finding, with stdin and stderr closed; [`check`] reads those lines on
+//! a helper thread and gives up after the doctor's timeout: what was found
+//! so far is shown, then why it stopped. A child stuck in the mount is
+//! killed (the kill lands when the mount answers or is aborted) and never
+//! waited for.
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blobcache_core::config::{Config, SETTINGS};
 use blobcache_core::store::{probe, Store, LAYOUT};
+use serde::{Deserialize, Serialize};
 
 use crate::output::size;
 
 /// One thing the check says, as the report shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(super) enum Said {
     Line(String),
     /// Works, but not as it should (the tier is still used, or harmlessly not).
@@ -34,13 +43,30 @@ pub(super) enum Said {
     Problem(String),
 }
 
-/// Where the helper thread writes what it finds, as it goes.
-#[derive(Clone, Default)]
-struct Out(Arc<Mutex<Vec<Said>>>);
+/// Where the checks say what they find, as they go: a list, or (in the
+/// child process) stdout.
+#[derive(Clone)]
+enum Out {
+    List(Arc<Mutex<Vec<Said>>>),
+    Stdout,
+}
+
+impl Default for Out {
+    fn default() -> Out {
+        Out::List(Arc::default())
+    }
+}
 
 impl Out {
     fn push(&self, s: Said) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        match self {
+            Out::List(l) => l.lock().unwrap_or_else(|e| e.into_inner()).push(s),
+            Out::Stdout => {
+                let mut out = std::io::stdout().lock();
+                crate::cmd::json_line(&mut out, &s);
+                let _ = out.flush();
+            }
+        }
     }
     fn line(&self, s: impl Into<String>) {
         self.push(Said::Line(format!("  {}", s.into())));
@@ -52,35 +78,92 @@ impl Out {
         self.push(Said::Problem(s.into()));
     }
     fn take(&self) -> Vec<Said> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        match self {
+            Out::List(l) => std::mem::take(&mut *l.lock().unwrap_or_else(|e| e.into_inner())),
+            Out::Stdout => vec![],
+        }
     }
 }
 
-/// Checks the cluster tier of `config` (which must name one), waiting at
-/// most `timeout` for the directory to answer.
-pub(super) fn check(config: &Config, timeout: Duration) -> Vec<Said> {
-    let Some(dir) = config.cluster_dir.clone() else {
-        return vec![];
-    };
-    let config = config.clone();
-    bounded(
-        timeout,
-        move |out| checks(&dir, &config, out),
-        |secs| {
-            format!(
-            "the cluster directory did not answer within {secs} s (hung mount?): whatever filesystem is mounted there blocks; check the mount on this node (mount, dmesg) and its server"
-        )
-        },
-    )
+/// The child process's part (`doctor --cluster-probe`): the checks of the
+/// cluster tier of `config`, said on stdout.
+pub(super) fn serve(config: &Config) {
+    if let Some(dir) = &config.cluster_dir {
+        checks(dir, config, &Out::Stdout);
+    }
 }
 
-/// Runs `work` on a helper thread and returns what it said, once it is
-/// done or `timeout` has passed; then `late(seconds)` is the last problem.
+/// Checks the cluster tier of `config` (none without one) in a child
+/// process, waiting at most `timeout` for it.
+pub(super) fn check(config: &Config, timeout: Duration) -> Vec<Said> {
+    if config.cluster_dir.is_none() {
+        return vec![];
+    }
+    let child = std::env::current_exe().and_then(|exe| {
+        Command::new(exe)
+            .args(["doctor", "--cluster-probe"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+    });
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Said::Problem(format!(
+                "cannot run the check of the cluster tier: {e}"
+            ))]
+        }
+    };
+    let Some(stdout) = child.stdout.take() else {
+        return vec![Said::Problem(
+            "the check of the cluster tier has no output".into(),
+        )];
+    };
+    let (mut said, finished) = bounded(
+        timeout,
+        move |out| {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                out.push(serde_json::from_str(&line).unwrap_or_else(|e| {
+                    Said::Problem(format!(
+                        "the check of the cluster tier said something unreadable ({e}): {line}"
+                    ))
+                }));
+            }
+        },
+        |secs| {
+            format!(
+                "the cluster directory did not answer within {secs} s (hung mount?): whatever filesystem is mounted there blocks; check the mount on this node (mount, dmesg) and its server"
+            )
+        },
+    );
+    if finished {
+        // Its stdout closed: it has exited.
+        match child.wait() {
+            Ok(s) if s.success() => {}
+            Ok(s) => said.push(Said::Problem(format!(
+                "the check of the cluster tier failed ({s})"
+            ))),
+            Err(e) => said.push(Said::Problem(format!(
+                "the check of the cluster tier failed ({e})"
+            ))),
+        }
+    } else {
+        // Stuck in the mount: killed, not waited for.
+        let _ = child.kill();
+    }
+    said
+}
+
+/// Runs `work` on a helper thread and returns what it said, and whether it
+/// finished, once it is done or `timeout` has passed (then `late(seconds)`
+/// is the last problem).
 fn bounded(
     timeout: Duration,
     work: impl FnOnce(&Out) + Send + 'static,
     late: impl FnOnce(u64) -> String,
-) -> Vec<Said> {
+) -> (Vec<Said>, bool) {
     let out = Out::default();
     let (done, finished) = mpsc::channel::<()>();
     let theirs = out.clone();
@@ -91,23 +174,26 @@ fn bounded(
             let _ = done.send(());
         });
     if let Err(e) = spawned {
-        return vec![Said::Problem(format!("cannot start a thread: {e}"))];
+        return (
+            vec![Said::Problem(format!("cannot start a thread: {e}"))],
+            false,
+        );
     }
     match finished.recv_timeout(timeout) {
-        Ok(()) => out.take(),
+        Ok(()) => (out.take(), true),
         Err(mpsc::RecvTimeoutError::Timeout) => {
             let mut said = out.take();
             // Rounded up: a timeout of 1.5 s is shown as 2 s.
             let secs = (timeout.as_millis() as u64).div_ceil(1000);
             said.push(Said::Problem(late(secs)));
-            said
+            (said, false)
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             let mut said = out.take();
             said.push(Said::Problem(
                 "the check of the cluster tier failed (its thread panicked)".into(),
             ));
-            said
+            (said, true)
         }
     }
 }
@@ -346,10 +432,20 @@ fn block_sizes(dir: &Path, config: &Config, writable: bool, out: &Out) {
             size(s.block_size()),
             settings.display(),
             size(local),
-            s.block_size(),
+            setting(s.block_size()),
             settings.display(),
         )),
         Err(e) => out.problem(format!("cannot use the cluster tier's store: {e}")),
+    }
+}
+
+/// A block size as `BLOBCACHE_BLOCK_SIZE` takes it (block sizes are
+/// multiples of 64 KiB).
+fn setting(bytes: u64) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{}M", bytes >> 20)
+    } else {
+        format!("{}K", bytes >> 10)
     }
 }
 
@@ -407,10 +503,13 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         assert_eq!(
             said,
-            vec![
-                Said::Line("  before".into()),
-                Said::Problem("no answer within 1 s".into())
-            ]
+            (
+                vec![
+                    Said::Line("  before".into()),
+                    Said::Problem("no answer within 1 s".into())
+                ],
+                false
+            )
         );
     }
 
@@ -421,7 +520,7 @@ mod tests {
             |out| out.warning("w"),
             |_| unreachable!(),
         );
-        assert_eq!(said, vec![Said::Warning("w".into())]);
+        assert_eq!(said, (vec![Said::Warning("w".into())], true));
         let said = bounded(
             Duration::from_secs(5),
             |out| {
@@ -430,8 +529,23 @@ mod tests {
             },
             |_| unreachable!(),
         );
-        assert_eq!(said.len(), 2, "{said:?}");
-        assert!(matches!(&said[1], Said::Problem(p) if p.contains("panicked")));
+        assert_eq!(said.0.len(), 2, "{said:?}");
+        assert!(matches!(&said.0[1], Said::Problem(p) if p.contains("panicked")));
+    }
+
+    #[test]
+    fn findings_cross_the_pipe_as_json_lines() {
+        for s in [
+            Said::Line("  a \"b\"\n".into()),
+            Said::Warning("w".into()),
+            Said::Problem("p".into()),
+        ] {
+            let mut v = Vec::new();
+            crate::cmd::json_line(&mut v, &s);
+            let line = String::from_utf8(v).unwrap();
+            assert_eq!(line.matches('\n').count(), 1, "{line}");
+            assert_eq!(serde_json::from_str::<Said>(&line).unwrap(), s);
+        }
     }
 
     #[test]
