@@ -524,7 +524,7 @@ fn doctor_gives_up_on_a_hung_cluster_mount_and_exits() {
     std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = r#"
 sshfs -f -o ssh_command="$3",cache=no "x:$4" "$2" & fs=$!
-i=0; until mountpoint -q "$2"; do i=$((i+1)); [ $i -gt 100 ] && { kill $fs; exit 90; }; sleep 0.1; done
+i=0; until mountpoint -q "$2" && [ -s "$5" ]; do i=$((i+1)); [ $i -gt 100 ] && { kill $fs; exit 90; }; sleep 0.1; done
 kill -STOP "$(cat "$5")"
 start=$(date +%s%N)
 PATH=/nonexistent "$1" doctor --timeout 2; rc=$?
