@@ -84,13 +84,16 @@ enum Command {
     /// Safe while readers run: files are unlinked, never truncated, and a
     /// block being filled is left alone.
     Evict(cmd::evict::Args),
-    /// Check the configuration, credentials, endpoint, cache directory and streamer
+    /// Check the configuration, credentials, endpoint, cache directory, cluster tier and streamer
     ///
     /// Prints every BLOBCACHE_* setting with its effective value, which Azure
     /// credentials are present (names only, never values), whether the
     /// endpoint answers, whether the cache directory is writable and how much
-    /// room it has, and whether an installed Run:ai streamer will load the
-    /// library. Exit status 1 if something is wrong.
+    /// room it has, the cluster tier when BLOBCACHE_CLUSTER_DIR is set (a real
+    /// directory, on a shared filesystem, writable, room, block size, locks;
+    /// given up on after --timeout if the mount hangs), and whether an
+    /// installed Run:ai streamer will load the library. Exit status 1 if
+    /// something is wrong.
     Doctor(cmd::doctor::Args),
     /// Write one blob's bytes to stdout (or a file), read through the cache
     ///

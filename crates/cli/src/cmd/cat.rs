@@ -14,7 +14,7 @@ use blobcache_core::stats::Reported;
 use blobcache_core::{BlobKey, Cache};
 use serde::Serialize;
 
-use super::{config, json_line, location, open_store, say_assumed_account};
+use super::{config, json_line, location, open_store, say_assumed_account, Tier};
 use crate::output::rounded;
 use crate::{Failure, Outcome};
 
@@ -73,7 +73,7 @@ pub fn run(
     let config = config()?;
     // The library would read straight from the origin without a store;
     // `cat` reads through the cache or not at all.
-    open_store(&config)?;
+    open_store(&config, Tier::Local)?;
     say_assumed_account(&loc, uri);
     let cache = Cache::new(config)?;
     let size = cache

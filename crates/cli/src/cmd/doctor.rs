@@ -4,7 +4,10 @@
 //! effective value), the Azure credentials present (names only: values never
 //! reach the output), whether the origin answers (one cheap request with a
 //! short timeout), whether the cache directory is writable and how much room
-//! it has, and whether an installed Run:ai streamer will load the library.
+//! it has, the cluster tier when one is configured (`cluster.rs`: mounted,
+//! shared, writable, room, block size, locks; bounded in time, as a hung
+//! mount blocks every look at it), and whether an installed Run:ai streamer
+//! will load the library.
 //! For the last one it runs `python -m blobcache --json` (the wheel's own
 //! check, which loads the library as the streamer does) with the Python
 //! beside this command, else `python3` on the PATH, and reads its report as
@@ -28,6 +31,8 @@ use blobcache_core::origin::Origin;
 use blobcache_core::{BlobKey, ErrorKind};
 use serde::Deserialize;
 
+mod cluster;
+
 use super::{env_account, location};
 use crate::output::size;
 use crate::{Failure, Outcome};
@@ -36,9 +41,12 @@ use crate::{Failure, Outcome};
 pub struct Args {
     /// Also list this az:// location (checks container and credential)
     uri: Option<String>,
-    /// Seconds to wait for the endpoint
+    /// Seconds to wait for the endpoint, and for the cluster tier's directory
     #[arg(long, default_value_t = 5, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=300))]
     timeout: u64,
+    /// The child process that checks the cluster tier (see cluster.rs): its findings as JSON lines
+    #[arg(long, hide = true)]
+    cluster_probe: bool,
 }
 
 /// Azure variables whose values are not secret, shown as they are. Every
@@ -54,11 +62,17 @@ const SHOWN: &[&str] = &[
 struct Report {
     lines: Vec<String>,
     problems: Vec<String>,
+    /// Things that work, but not as they should (doctor still exits 0).
+    warnings: usize,
 }
 
 impl Report {
     fn line(&mut self, s: impl Into<String>) {
         self.lines.push(s.into());
+    }
+    fn warning(&mut self, s: impl Into<String>) {
+        self.lines.push(format!("  WARNING: {}", s.into()));
+        self.warnings += 1;
     }
     fn problem(&mut self, s: impl Into<String>) {
         let s = s.into();
@@ -73,12 +87,24 @@ fn var(name: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
+pub fn run(
+    Args {
+        uri,
+        timeout,
+        cluster_probe,
+    }: Args,
+    account: Option<&str>,
+) -> Outcome {
+    if cluster_probe {
+        cluster::serve(&super::config()?);
+        return Ok(());
+    }
     let timeout = Duration::from_secs(timeout);
     let loc = uri.as_deref().map(|u| location(u, account)).transpose()?;
     let mut r = Report {
         lines: vec![format!("blobcache {}", env!("CARGO_PKG_VERSION"))],
         problems: vec![],
+        warnings: 0,
     };
     r.line("");
     r.line("configuration:");
@@ -178,15 +204,32 @@ pub fn run(Args { uri, timeout }: Args, account: Option<&str>) -> Outcome {
         check_dir(&mut r, c);
     }
 
+    if let Some(c) = config.as_ref().ok().filter(|c| c.cluster_dir.is_some()) {
+        r.line("");
+        r.line("cluster tier:");
+        for said in cluster::check(c, timeout) {
+            match said {
+                cluster::Said::Line(l) => r.line(l),
+                cluster::Said::Warning(w) => r.warning(w),
+                cluster::Said::Problem(p) => r.problem(p),
+            }
+        }
+    }
+
     r.line("");
     r.line("Run:ai streamer:");
     check_streamer(&mut r);
 
     r.line("");
+    let warnings = match r.warnings {
+        0 => String::new(),
+        1 => ", 1 warning".into(),
+        n => format!(", {n} warnings"),
+    };
     if r.problems.is_empty() {
-        r.line("no problems found");
+        r.line(format!("no problems found{warnings}"));
     } else {
-        r.line(format!("{} problem(s) found", r.problems.len()));
+        r.line(format!("{} problem(s) found{warnings}", r.problems.len()));
     }
     let mut out = std::io::stdout().lock();
     for l in &r.lines {

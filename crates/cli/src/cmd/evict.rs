@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use blobcache_core::store::{evict, inventory, Store};
 
-use super::{config, filter, say_nothing_cached_under, selected, store_or_say_empty};
+use super::{
+    filter, say_nothing_cached_under, selected, store_or_say_empty, tier_config, ClusterArg, Tier,
+};
 use crate::output::size;
 use crate::{Failure, Outcome};
 
@@ -21,6 +23,8 @@ pub struct Args {
     /// Remove everything
     #[arg(long)]
     all: bool,
+    #[command(flatten)]
+    tier: ClusterArg,
 }
 
 /// Waits for the store-wide eviction lock (held by a library evicting now).
@@ -39,11 +43,12 @@ fn evict_lock(store: &Store) -> Result<evict::EvictGuard, Failure> {
     }
 }
 
-pub fn run(Args { uri, to, all }: Args, account: Option<&str>) -> Outcome {
+pub fn run(Args { uri, to, all, tier }: Args, account: Option<&str>) -> Outcome {
     let uri = uri.as_deref();
     let only = filter(uri, account)?;
-    let config = config()?;
-    let Some(store) = store_or_say_empty(&config)? else {
+    let tier = Tier::of(tier.cluster);
+    let config = tier_config(tier, "--cluster")?;
+    let Some(store) = store_or_say_empty(&config, tier)? else {
         return Ok(());
     };
     let _guard = evict_lock(&store)?;
@@ -78,9 +83,15 @@ pub fn run(Args { uri, to, all }: Args, account: Option<&str>) -> Outcome {
     };
     let _ = writeln!(
         std::io::stdout(),
-        "removed {blocks} block{} from {}: the cache holds {}, was {} ({change})",
+        "removed {blocks} block{} from {}{}: the {} holds {}, was {} ({change})",
         if blocks == 1 { "" } else { "s" },
+        if tier == Tier::Cluster {
+            "the cluster tier "
+        } else {
+            ""
+        },
         store.root().parent().unwrap_or(store.root()).display(),
+        tier.name(),
         size(after),
         size(before),
     );

@@ -5,7 +5,7 @@ use std::io::Write;
 use blobcache_core::store::inventory;
 use serde::Serialize;
 
-use super::{cache_dir, config, filter, name_of, print_json, selected, store};
+use super::{filter, name_of, print_json, selected, store, tier_config, ClusterArg, Tier};
 use crate::output::{size, unix_secs, utc};
 use crate::uri;
 use crate::Outcome;
@@ -17,6 +17,8 @@ pub struct Args {
     /// One JSON array
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tier: ClusterArg,
 }
 
 /// One cached version in `ls --json`. A version whose `meta` is damaged has
@@ -69,10 +71,11 @@ impl<'a> Row<'a> {
     }
 }
 
-pub fn run(Args { uri, json }: Args, account: Option<&str>) -> Outcome {
+pub fn run(Args { uri, json, tier }: Args, account: Option<&str>) -> Outcome {
     let only = filter(uri.as_deref(), account)?;
-    let config = config()?;
-    let items = match store(&config)? {
+    let tier = Tier::of(tier.cluster);
+    let config = tier_config(tier, "--cluster")?;
+    let items = match store(&config, tier)? {
         Some(s) => inventory::inventory(s.root(), s.file_mode()),
         None => vec![],
     };
@@ -88,9 +91,7 @@ pub fn run(Args { uri, json }: Args, account: Option<&str>) -> Outcome {
     if items.is_empty() {
         match (&uri, &only) {
             (Some(uri), Some(loc)) => super::say_nothing_cached_under(uri, loc),
-            _ => {
-                let _ = writeln!(out, "nothing cached in {}", cache_dir(&config).display());
-            }
+            _ => super::say_nothing_cached(&config, tier),
         }
         return Ok(());
     }

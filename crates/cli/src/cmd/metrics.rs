@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use blobcache_core::prometheus::CONTENT_TYPE;
 use blobcache_core::Config;
 
-use super::{config, stats};
+use super::{config, stats, Tier};
 use crate::{signals, Failure, Outcome};
 
 /// Connections served at once; more are closed without an answer.
@@ -50,7 +50,7 @@ pub fn run(Args { listen }: Args) -> Outcome {
     let signals = signals::Termination::block();
     // Fails now, not at the first scrape, when the cache directory cannot
     // be used.
-    stats::gather(&config)?;
+    stats::gather(&config, Tier::Local)?;
     let listener = TcpListener::bind(listen)
         .map_err(|e| Failure::Failed(format!("cannot listen on {listen}: {e}")))?;
     let at = listener
@@ -165,7 +165,7 @@ fn answer(head: &str, config: &Config) -> (&'static str, &'static str, String) {
     if method != "GET" {
         return ("405 Method Not Allowed", TEXT, "use GET\n".into());
     }
-    match stats::gather(config) {
+    match stats::gather(config, Tier::Local) {
         Ok(g) => ("200 OK", CONTENT_TYPE, g.prometheus()),
         Err(f) => {
             let why = match f {

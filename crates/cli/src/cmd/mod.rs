@@ -7,6 +7,11 @@
 //! saying why: `warm` and `cat` open the store as the library does
 //! ([`open_store`]); the others, which create nothing, accept a directory
 //! not made yet only if the library could make it ([`store`]).
+//!
+//! The cluster tier (`BLOBCACHE_CLUSTER_DIR`) has the local store's layout
+//! and protocol, so `ls`, `stats`, `verify` and `evict` (`--cluster`) and
+//! `warm` (`--cluster-only`) work on it as on a cache directory of its own:
+//! the same code, on [`Config::cluster_as_store`] ([`Tier`]).
 
 pub mod cat;
 pub mod doctor;
@@ -82,56 +87,140 @@ pub fn config() -> Result<Config, Failure> {
     Ok(c)
 }
 
+/// Which directory a command works on: this node's cache, or the cluster
+/// tier seen as a cache directory of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// `BLOBCACHE_DIR`.
+    Local,
+    /// `BLOBCACHE_CLUSTER_DIR`, through [`Config::cluster_as_store`].
+    Cluster,
+}
+
+impl Tier {
+    pub fn of(cluster: bool) -> Tier {
+        if cluster {
+            Tier::Cluster
+        } else {
+            Tier::Local
+        }
+    }
+
+    /// The variable that names the tier's directory.
+    pub fn variable(self) -> &'static str {
+        match self {
+            Tier::Local => "BLOBCACHE_DIR",
+            Tier::Cluster => "BLOBCACHE_CLUSTER_DIR",
+        }
+    }
+
+    /// What the outputs call it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Local => "cache",
+            Tier::Cluster => "cluster tier",
+        }
+    }
+
+    /// "the cache directory" or "the cluster tier's directory", in messages.
+    fn directory(self) -> &'static str {
+        match self {
+            Tier::Local => "the cache directory",
+            Tier::Cluster => "the cluster tier's directory",
+        }
+    }
+}
+
+/// `--cluster`, of the commands that can work on the cluster tier.
+#[derive(clap::Args)]
+pub struct ClusterArg {
+    /// Work on the cluster tier (BLOBCACHE_CLUSTER_DIR, the directory every node mounts) instead of this node's cache
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+/// The configuration of `tier`: the environment's, or for the cluster tier
+/// the one that makes its directory the cache directory. `flag` is the
+/// option that asked for the cluster tier; without `BLOBCACHE_CLUSTER_DIR`
+/// it is a usage error naming the variable.
+pub fn tier_config(tier: Tier, flag: &str) -> Result<Config, Failure> {
+    let c = config()?;
+    match tier {
+        Tier::Local => Ok(c),
+        Tier::Cluster => c.cluster_as_store().ok_or_else(|| {
+            Failure::Usage(format!(
+                "{flag} needs BLOBCACHE_CLUSTER_DIR: set it to the cluster tier's directory, on the shared filesystem every node mounts (e.g. /mnt/models/blobcache)"
+            ))
+        }),
+    }
+}
+
 /// [`store`], saying "nothing cached" on stdout when there is none.
-fn store_or_say_empty(config: &Config) -> Result<Option<Store>, Failure> {
-    let store = store(config)?;
+fn store_or_say_empty(config: &Config, tier: Tier) -> Result<Option<Store>, Failure> {
+    let store = store(config, tier)?;
     if store.is_none() {
-        let _ = writeln!(
-            std::io::stdout(),
-            "nothing cached in {}",
-            cache_dir(config).display()
-        );
+        say_nothing_cached(config, tier);
     }
     Ok(store)
 }
 
-/// The configured cache directory.
-fn dir(config: &Config) -> Result<PathBuf, Failure> {
+/// `nothing cached in <dir>` on stdout (naming the cluster tier as such).
+fn say_nothing_cached(config: &Config, tier: Tier) {
+    let _ = writeln!(
+        std::io::stdout(),
+        "nothing cached in {}{}",
+        if tier == Tier::Cluster {
+            "the cluster tier "
+        } else {
+            ""
+        },
+        cache_dir(config).display()
+    );
+}
+
+/// The configured directory of `tier`.
+fn dir(config: &Config, tier: Tier) -> Result<PathBuf, Failure> {
     config.dir.clone().ok_or_else(|| {
-        Failure::Failed(
-            "no cache directory: set BLOBCACHE_DIR (HOME and XDG_CACHE_HOME are unset)".into(),
-        )
+        Failure::Failed(match tier {
+            Tier::Local => {
+                "no cache directory: set BLOBCACHE_DIR (HOME and XDG_CACHE_HOME are unset)".into()
+            }
+            Tier::Cluster => "no cluster tier: set BLOBCACHE_CLUSTER_DIR".into(),
+        })
     })
 }
 
-/// The failure of a command that cannot use the cache directory.
-fn unusable(dir: &Path, why: impl std::fmt::Display) -> Failure {
+/// The failure of a command that cannot use the directory of `tier`.
+fn unusable(dir: &Path, tier: Tier, why: impl std::fmt::Display) -> Failure {
     Failure::Failed(format!(
-        "cannot use the cache directory {}: {why}; set BLOBCACHE_DIR to a directory this user can create and write",
-        dir.display()
+        "cannot use {} {}: {why}; set {} to a directory this user can create and write",
+        tier.directory(),
+        dir.display(),
+        tier.variable(),
     ))
 }
 
-/// The store of the configured cache directory, or `None` when there is no
-/// cache there yet but the library could make one (nothing is created); an
-/// error when the directory cannot be used.
-fn store(config: &Config) -> Result<Option<Store>, Failure> {
-    let dir = dir(config)?;
+/// The store of the configured directory of `tier`, or `None` when there
+/// is no cache there yet but the library could make one (nothing is
+/// created); an error when the directory cannot be used.
+fn store(config: &Config, tier: Tier) -> Result<Option<Store>, Failure> {
+    let dir = dir(config, tier)?;
     if !dir.join(blobcache_core::store::LAYOUT).is_dir() {
-        creatable(&dir).map_err(|why| unusable(&dir, why))?;
+        creatable(&dir).map_err(|why| unusable(&dir, tier, why))?;
         return Ok(None);
     }
     Store::open(&dir, config.block_size, config.shared, config.fsync)
         .map(Some)
-        .map_err(|e| unusable(&dir, e))
+        .map_err(|e| unusable(&dir, tier, e))
 }
 
-/// The store of the configured cache directory, opened (created if need
-/// be) as the library opens it: for the commands that fill it. The library
-/// would read straight from the origin without it; a command fails.
-pub fn open_store(config: &Config) -> Result<Store, Failure> {
-    let dir = dir(config)?;
-    Store::open(&dir, config.block_size, config.shared, config.fsync).map_err(|e| unusable(&dir, e))
+/// The store of the configured directory of `tier`, opened (created if
+/// need be) as the library opens it: for the commands that fill it. The
+/// library would read straight from the origin without it; a command fails.
+pub fn open_store(config: &Config, tier: Tier) -> Result<Store, Failure> {
+    let dir = dir(config, tier)?;
+    Store::open(&dir, config.block_size, config.shared, config.fsync)
+        .map_err(|e| unusable(&dir, tier, e))
 }
 
 /// Whether the library could set up its store in `dir`, which has none

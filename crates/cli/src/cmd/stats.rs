@@ -11,7 +11,7 @@ use blobcache_core::store::{counters, inventory};
 use blobcache_core::Config;
 use serde::Serialize;
 
-use super::{cache_dir, cap, config, existing, print_json, store};
+use super::{cache_dir, cap, existing, print_json, store, tier_config, ClusterArg, Tier};
 use crate::output::{size, utc};
 use crate::{Failure, Outcome};
 
@@ -26,6 +26,8 @@ pub struct Args {
     /// Start the counters again from zero (after printing them)
     #[arg(long)]
     reset: bool,
+    #[command(flatten)]
+    tier: ClusterArg,
 }
 
 /// `stats --json`.
@@ -56,11 +58,12 @@ pub struct Gathered {
     pub persisted: counters::Persisted,
 }
 
-/// Reads the cache directory of `config` afresh: its store (none when the
-/// cache is not made yet), a walk of what it holds, and the counters.
-pub fn gather(config: &Config) -> Result<Gathered, Failure> {
+/// Reads the cache directory of `config` (the directory of `tier`)
+/// afresh: its store (none when the cache is not made yet), a walk of what
+/// it holds, and the counters.
+pub fn gather(config: &Config, tier: Tier) -> Result<Gathered, Failure> {
     let dir = cache_dir(config);
-    let store = store(config)?;
+    let store = store(config, tier)?;
     let versions = match &store {
         Some(s) => inventory::inventory(s.root(), s.file_mode()),
         None => vec![],
@@ -115,10 +118,12 @@ pub fn run(
         json,
         prometheus,
         reset,
+        tier,
     }: Args,
 ) -> Outcome {
-    let config = config()?;
-    let g = gather(&config)?;
+    let tier = Tier::of(tier.cluster);
+    let config = tier_config(tier, "--cluster")?;
+    let g = gather(&config, tier)?;
     let Gauges {
         size_bytes: usage,
         cap_bytes: cap,
@@ -159,7 +164,7 @@ pub fn run(
         let used_pct = cap.filter(|c| *c > 0).map_or(String::new(), |cap| {
             format!(" ({:.0}%)", usage as f64 * 100.0 / cap as f64)
         });
-        let _ = writeln!(out, "cache            {}", dir.display());
+        let _ = writeln!(out, "{:<17}{}", tier.name(), dir.display());
         let _ = writeln!(
             out,
             "size             {} of {cap_s} cap{used_pct}; {} blobs ({complete} complete), {blocks} blocks",
@@ -172,7 +177,8 @@ pub fn run(
         if persisted.since == 0 {
             let _ = writeln!(
                 out,
-                "counters         none yet (no process has used this cache)"
+                "counters         none yet (no process has used this {})",
+                tier.name()
             );
         } else {
             let _ = writeln!(

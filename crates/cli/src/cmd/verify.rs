@@ -8,7 +8,8 @@ use blobcache_core::store::inventory;
 use serde::Serialize;
 
 use super::{
-    config, filter, name_of, print_json, say_nothing_cached_under, selected, store_or_say_empty,
+    filter, name_of, print_json, say_nothing_cached_under, selected, store_or_say_empty,
+    tier_config, ClusterArg, Tier,
 };
 use crate::output::size;
 use crate::{Failure, Outcome};
@@ -23,6 +24,8 @@ pub struct Args {
     /// One JSON object
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tier: ClusterArg,
 }
 
 /// `verify --json`.
@@ -44,10 +47,19 @@ struct BadBlock<'a> {
     removed: bool,
 }
 
-pub fn run(Args { uri, dry_run, json }: Args, account: Option<&str>) -> Outcome {
+pub fn run(
+    Args {
+        uri,
+        dry_run,
+        json,
+        tier,
+    }: Args,
+    account: Option<&str>,
+) -> Outcome {
     let only = filter(uri.as_deref(), account)?;
-    let config = config()?;
-    let Some(store) = store_or_say_empty(&config)? else {
+    let tier = Tier::of(tier.cluster);
+    let config = tier_config(tier, "--cluster")?;
+    let Some(store) = store_or_say_empty(&config, tier)? else {
         return Ok(());
     };
     let items = inventory::inventory(store.root(), store.file_mode());

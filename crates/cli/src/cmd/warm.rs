@@ -1,6 +1,13 @@
 //! `blobcache warm`: fills every block of every blob under a location
 //! through the library's own fill path ([`Cache::fill_all`]), several blobs
 //! at once, each with its blocks fetched in parallel by the fill pool.
+//!
+//! With `--cluster-only` the same machinery runs on the cluster tier as a
+//! cache directory of its own ([`Config::cluster_as_store`]): the blocks go
+//! to the shared volume, none to this node's cache (a Kubernetes Job that
+//! warms the tier once for every node).
+//!
+//! [`Config::cluster_as_store`]: blobcache_core::Config::cluster_as_store
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,7 +18,7 @@ use blobcache_core::origin::Listed;
 use blobcache_core::{BlobKey, Cache};
 use serde::Serialize;
 
-use super::{config, location, open_store, print_json, say_assumed_account};
+use super::{location, open_store, print_json, say_assumed_account, tier_config, Tier};
 use crate::output::{rate, rounded, size};
 use crate::progress::Progress;
 use crate::uri;
@@ -34,6 +41,9 @@ pub struct Args {
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
+    /// Fill the cluster tier (BLOBCACHE_CLUSTER_DIR) only, not this node's cache: warms the shared volume once for every node
+    #[arg(long)]
+    cluster_only: bool,
 }
 
 /// `warm --json`.
@@ -63,16 +73,22 @@ pub fn run(
         progress_every: every,
         quiet,
         json,
+        cluster_only,
     }: Args,
     account: Option<&str>,
 ) -> Outcome {
     let (uri, jobs) = (uri.as_str(), jobs as usize);
     let loc = location(uri, account)?;
     let container = loc.container(uri).map_err(Failure::Usage)?.to_string();
-    let config = config()?;
+    let tier = Tier::of(cluster_only);
+    let config = tier_config(tier, "--cluster-only")?;
     // The library would read straight from the origin without a store;
     // warming needs one.
-    open_store(&config)?;
+    open_store(&config, tier)?;
+    let into = match (tier, &config.dir) {
+        (Tier::Cluster, Some(d)) => format!(" into the cluster tier {}", d.display()),
+        _ => String::new(),
+    };
     say_assumed_account(&loc, uri);
     let cache = Arc::new(Cache::new(config)?);
     // The listing asks for the folder's prefix; `covers` then keeps the
@@ -121,7 +137,7 @@ pub fn run(
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "warmed {} of {} blobs ({}) under {uri} in {:.1} s: {} fetched from the origin ({}), {} were already cached",
+            "warmed {} of {} blobs ({}) under {uri}{into} in {:.1} s: {} fetched from the origin ({}), {} were already cached",
             r.blobs - r.failed.len(),
             r.blobs,
             size(r.bytes),
