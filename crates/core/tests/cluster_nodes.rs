@@ -64,7 +64,11 @@ fn four_nodes_loading_one_model_cold_together_pull_it_from_the_origin_about_once
         let o = kid.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{stderr}");
-        assert!(std::fs::read(&out).unwrap() == data, "{} differs", out.display());
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "{} differs",
+            out.display()
+        );
         from_origin += counter(&stderr, "bytes_from_origin");
         from_cluster += counter(&stderr, "bytes_from_cluster");
         duplicates += counter(&stderr, "cluster_duplicates");

@@ -56,7 +56,11 @@ impl Cluster {
             match call.next(self.op_bound) {
                 Ok(Some(Copy::Piece)) => continue,
                 Ok(Some(Copy::Done(r))) => break Ok(r),
-                Ok(None) => break Ok(Err(Error::internal("its I/O thread ended without an answer"))),
+                Ok(None) => {
+                    break Ok(Err(Error::internal(
+                        "its I/O thread ended without an answer",
+                    )))
+                }
                 Err(u) => break Err(u),
             }
         });

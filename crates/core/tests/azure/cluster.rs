@@ -90,7 +90,11 @@ fn a_node_waits_for_the_node_fetching_a_block_and_takes_it_from_the_tier() {
     assert!(rb.join().unwrap().unwrap() == data[..MIB]);
     let sb = b.cache.stats();
     assert_eq!(gets(&b.proxy), 0);
-    assert_eq!((sb.bytes_from_origin, sb.bytes_from_cluster), (0, MIB as u64), "{sb:?}");
+    assert_eq!(
+        (sb.bytes_from_origin, sb.bytes_from_cluster),
+        (0, MIB as u64),
+        "{sb:?}"
+    );
     a.cache.shutdown();
     assert_eq!(a.cache.stats().blocks_to_cluster, 1);
 
