@@ -17,16 +17,26 @@
 //!   as the Run:ai streamer loads it (`dlopen`, `dlsym`);
 //! - [`built`]: where the workspace's build put the shared library and the
 //!   `blobcache` command;
-//! - [`isolate`]: a test body in a process of its own.
+//! - [`isolate`]: a test body in a process of its own;
+//! - [`sshfs`]: a private sshd on a free loopback port and `sshfs` mounts
+//!   of one directory through it, one per simulated node: a shared,
+//!   non-local filesystem whose locks are per mount;
+//! - [`hungfs`]: a passthrough FUSE filesystem whose every operation
+//!   blocks on command, as a dead cluster filesystem's;
+//! - [`mounts`]: what those mounts share (is it mounted, `/dev/fuse`,
+//!   bounded unmounts and waits).
 
 pub mod azurite;
 pub mod built;
 pub mod cdylib;
 pub mod farlink;
 pub mod fixture;
+pub mod hungfs;
 pub mod isolate;
+pub mod mounts;
 pub mod proxy;
 pub mod squid;
+pub mod sshfs;
 pub mod tokens;
 
 pub use fixture::{bytes, tempdir, Fixture, TempDir};
