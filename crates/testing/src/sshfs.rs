@@ -9,19 +9,26 @@
 //! the options of [`MOUNT_OPTIONS`]):
 //!
 //! - a file written and renamed into place through one mount is read back
-//!   through another at once (no caching of names, attributes or contents);
+//!   through another at once (within a few milliseconds: no caching of
+//!   names, attributes or contents), and so are a rename over it and an
+//!   unlink;
 //! - `rename` over an existing file replaces it (sshfs uses OpenSSH's
 //!   `posix-rename@openssh.com`);
 //! - `O_CREAT|O_EXCL` through a second mount fails with `EEXIST` (SFTP's
 //!   open with `SSH_FXF_EXCL` reaches the server's `open(2)`);
 //! - `link(2)` works (`hardlink@openssh.com`), and fails with `EEXIST` on
 //!   an existing name; the link count sshfs reports is not the server's;
-//! - locks lie: `fcntl` (OFD or POSIX) and `flock` locks are the local
-//!   kernel's, per mount. Two opens through one mount exclude each other;
-//!   through two mounts both get the lock.
+//! - times are whole seconds, read or set (SFTP version 3 carries no
+//!   fractions);
+//! - locks lie: OFD (`F_OFD_SETLK`) and `flock` locks are the local
+//!   kernel's, per mount (sshfs implements no lock operation). Two opens
+//!   through one mount exclude each other; through two mounts both get the
+//!   lock.
 //!
-//! Dropping the [`Sshd`] before its mounts makes them fail (`ENOTCONN` or
-//! `EIO`), as a cluster filesystem whose server went away.
+//! Dropping the [`Sshd`] before its mounts (it kills its sessions too)
+//! makes sshfs exit: calls through the mounts fail at once
+//! (`ECONNABORTED`, then `ENOTCONN`), as on a cluster filesystem whose
+//! server went away; the mounts still unmount on drop.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

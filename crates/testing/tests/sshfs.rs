@@ -223,3 +223,58 @@ fn hard_links_work_and_refuse_an_existing_name() {
         std::fs::metadata(t.b.path().join("g")).unwrap().nlink()
     );
 }
+
+#[test]
+fn a_mount_whose_server_is_gone_fails_and_still_unmounts() {
+    let sshd = Sshd::start();
+    let shared = tempdir("shared");
+    let mnt = tempdir("mnt");
+    let a = sshd.mount(shared.path(), mnt.path());
+    std::fs::write(a.path().join("f"), b"x").unwrap();
+    let open = File::open(a.path().join("f")).unwrap();
+    drop(sshd);
+    let p = a.path().join("f");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(std::fs::read(p).map(drop)).unwrap());
+    let r = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a read through a mount whose server is gone did not return within 10 s");
+    let e = r.expect_err("a read through a mount whose server is gone succeeded");
+    eprintln!("through a mount whose server is gone: {e}");
+    let mountpoint = a.path().to_path_buf();
+    drop(a); // with `open` still open: unmounted lazily
+    assert_eq!(blobcache_testing::mounts::mount_type(&mountpoint), None);
+    drop(open);
+}
+
+#[test]
+fn times_through_sshfs_are_whole_seconds() {
+    let t = two();
+    let f = t.shared.path().join("t");
+    std::fs::write(&f, b"x").unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::new(1_600_000_000, 123_456_789);
+    File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    // SFTP version 3 carries seconds only, both ways.
+    assert_eq!(
+        std::fs::metadata(t.a.path().join("t"))
+            .unwrap()
+            .mtime_nsec(),
+        0
+    );
+    File::options()
+        .write(true)
+        .open(t.a.path().join("t"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let on_server = std::fs::metadata(&f).unwrap();
+    assert_eq!(
+        (on_server.mtime(), on_server.mtime_nsec()),
+        (1_600_000_000, 0)
+    );
+}
