@@ -15,14 +15,12 @@ pub fn mount_type(dir: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     // Fields: id parent major:minor root mountpoint options... - type source super.
     // The last entry for a mount point is the one on top.
-    info.lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let mp = unescape(f.nth(4)?);
-            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
-            (mp == want).then(|| fstype.to_string())
-        })
-        .last()
+    info.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let mp = unescape(f.nth(4)?);
+        let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+        (mp == want).then(|| fstype.to_string())
+    })
 }
 
 /// `dir` with its parent canonicalized (not `dir` itself, whose `stat`
