@@ -18,8 +18,9 @@ the mount hangs:
 
 Each command is answered with one line, `ok <number>` (`waiting`'s count,
 else 0), once it has taken effect. When its standard input reaches end of
-file (the test process that started it is gone, however it died), the
-daemon unmounts lazily and exits, so no hung mount outlives the tests.
+file or its parent is a zombie (the test process that started it is gone
+or dying, however it died), the daemon opens the gate, unmounts lazily and
+exits, so no hung mount outlives the tests.
 
 Locks are left to the kernel (no `lock` operation): they are local to this
 mount, as with any FUSE filesystem that does not implement them.
@@ -27,6 +28,7 @@ mount, as with any FUSE filesystem that does not implement them.
 
 import errno
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -192,11 +194,34 @@ def serve_control(sock_path, gate):
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
+def parent_gone(parent):
+    """Whether the process that started this one is dead or dying.
+
+    A process killed while one of its threads waits in this mount cannot
+    finish dying: a request the daemon has read is waited for
+    uninterruptibly, and the dying process keeps its files (so the end of
+    file on stdin never comes) until then. Its main thread is a zombie
+    meanwhile."""
+    if os.getppid() != parent:
+        return True
+    try:
+        with open("/proc/%d/stat" % parent) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 def watch_parent(mountpoint, gate):
-    # Standard input is a pipe from the test process: end of file means it
-    # is gone. Open the gate, detach the mount and leave.
-    while sys.stdin.buffer.read(4096):
-        pass
+    # Standard input is a pipe from the test process: end of file, or the
+    # test process dead or dying, means no one will unmount. Open the gate
+    # (the dying process's blocked threads can then finish), detach the
+    # mount and leave.
+    parent = os.getppid()
+    while not parent_gone(parent):
+        ready, _, _ = select.select([0], [], [], 0.1)
+        if ready and not os.read(0, 4096):
+            break
     gate.open.set()
     subprocess.run(["umount", "-l", mountpoint], stderr=subprocess.DEVNULL)
     os._exit(0)

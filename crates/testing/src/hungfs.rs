@@ -15,8 +15,11 @@
 //!
 //! Dropping a [`HungFs`] kills the daemon, which makes every call blocked
 //! in the mount return at once with an error (`ENOTCONN`), then unmounts.
-//! Should the test process die without dropping it, the daemon sees its
-//! standard input close, opens the gate, unmounts and exits.
+//! Should the test process die without dropping it (a panic that aborts, a
+//! kill), the daemon sees its standard input close or the process turn
+//! zombie (a process killed while a thread of it waits in the mount cannot
+//! finish dying until the daemon answers), opens the gate, unmounts and
+//! exits.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

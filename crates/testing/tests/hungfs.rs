@@ -130,3 +130,56 @@ fn dropping_a_hung_mount_frees_its_blocked_callers_with_an_error() {
     }
     assert_eq!(mount_type(&mountpoint), None, "still mounted after drop");
 }
+
+/// Set by [`a_test_process_killed_while_hung_leaves_no_mount`] for
+/// [`killed_while_hung`]: the mount point to use.
+const CHILD_MOUNTPOINT: &str = "BC_HUNGFS_KILLED_MOUNTPOINT";
+
+/// Not a test of its own: the body that
+/// [`a_test_process_killed_while_hung_leaves_no_mount`] runs in a child
+/// process. Mounts, hangs, blocks a thread in the mount and kills its own
+/// process (SIGKILL: no drop runs).
+#[test]
+#[ignore = "run by a_test_process_killed_while_hung_leaves_no_mount"]
+fn killed_while_hung() {
+    let Some(mnt) = std::env::var_os(CHILD_MOUNTPOINT) else {
+        return;
+    };
+    let backing = tempdir("hungfs-killed");
+    let fs = HungFs::mount(backing.path(), std::path::Path::new(&mnt));
+    std::fs::write(fs.path().join("f"), b"x").unwrap();
+    fs.hang();
+    let p = fs.path().join("f");
+    std::thread::spawn(move || std::fs::metadata(p));
+    until_waiting(&fs, 1);
+    // SAFETY: a plain system call; this process is meant to die here.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}
+
+#[test]
+fn a_test_process_killed_while_hung_leaves_no_mount() {
+    use std::os::unix::process::ExitStatusExt;
+    // The child's temporary directories (it cannot remove them) go in
+    // this one; so does the mount point.
+    let tmp = tempdir("hungfs-killed");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["killed_while_hung", "--exact", "--ignored", "--nocapture"])
+        .env(CHILD_MOUNTPOINT, &mnt)
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A process killed with a thread waiting in a hung mount cannot finish
+    // dying until the daemon answers; the daemon notices and lets it.
+    let status = blobcache_testing::mounts::wait_or_kill(&mut child, GENEROUS)
+        .expect("the killed test process did not finish dying");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    let gone = blobcache_testing::mounts::poll(GENEROUS, || mount_type(&mnt).is_none());
+    if !gone {
+        // Not into a live mount when `tmp` is removed.
+        blobcache_testing::mounts::unmount(&mnt);
+        panic!("the mount outlived the killed test process");
+    }
+}
