@@ -33,6 +33,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::azurite::free_port;
@@ -171,10 +172,10 @@ impl Sshd {
             "LogLevel=ERROR".into(),
         ];
         opts.extend(MOUNT_OPTIONS.iter().chain(extra).map(|s| s.to_string()));
-        let log = std::env::temp_dir().join(format!(
-            "blobcache-test-sshfs-{}-{}.log",
-            std::process::id(),
-            mountpoint.display().to_string().replace('/', "_")
+        static MOUNTS: AtomicU64 = AtomicU64::new(0);
+        let log = d.join(format!(
+            "sshfs-{}.log",
+            MOUNTS.fetch_add(1, Ordering::Relaxed)
         ));
         let log_file = std::fs::File::create(&log).unwrap();
         // -f: in the foreground, a child of this process, its errors in
@@ -288,7 +289,8 @@ impl SshfsMount {
         &self.mountpoint
     }
 
-    /// sshfs's log so far (its errors).
+    /// sshfs's log so far (its errors; kept in the server's directory,
+    /// gone with the [`Sshd`]).
     pub fn log(&self) -> String {
         read(&self.log)
     }
@@ -305,7 +307,6 @@ impl Drop for SshfsMount {
         if !unmounted && !unmount(&self.mountpoint) && !std::thread::panicking() {
             panic!("{} is still mounted", self.mountpoint.display());
         }
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
