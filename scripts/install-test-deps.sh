@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, or confirms it is there (a few seconds when up
 # to date): cargo-nextest, cargo-fuzz, clippy/rustfmt, valgrind, binutils,
-# g++, prometheus and squid (Debian), the Rust dependencies, Azurite (npm)
+# g++, prometheus, squid, openssh-server, sshfs, fuse3, python3-fusepy and
+# iproute2 (Debian), the Rust dependencies, Azurite (npm)
 # and the Python venv with the pinned streamer wheels and the wheel's build
 # tools (PyPI). scripts/test calls it first, so the test command works on a
 # fresh machine; slow downloads are cached (see the scripts it calls). It does
@@ -29,6 +30,15 @@ command -v c++ >/dev/null || apt+=(g++)  # installs: g++
 [[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]] || apt+=(prometheus)  # installs: prometheus
 # The proxy tests start their own Squid (crates/testing/src/squid.rs).
 [[ -x /usr/sbin/squid ]] || apt+=(squid)  # installs: squid
+# The cluster tier's tests share a directory through sshfs mounts of a
+# private sshd on loopback (crates/testing/src/sshfs.rs), and hang a FUSE
+# filesystem written with fusepy (crates/testing/src/hungfs.rs); fusermount3
+# unmounts them.
+[[ -x /usr/sbin/sshd ]] || apt+=(openssh-server)  # installs: openssh-server
+[[ -x /usr/bin/sshfs ]] || apt+=(sshfs)  # installs: sshfs
+[[ -x /usr/bin/fusermount3 ]] || apt+=(fuse3)  # installs: fuse3
+[[ -f /usr/lib/python3/dist-packages/fusepy.py ]] || apt+=(python3-fusepy)  # installs: python3-fusepy
+command -v ip >/dev/null || apt+=(iproute2)  # installs: iproute2
 if (( ${#apt[@]} )); then
     [[ $(id -u) == 0 ]] || { echo "install-test-deps: needs root to install ${apt[*]}" >&2; exit 1; }
     apt-get update -qq && apt-get install -y -qq "${apt[@]}"

@@ -20,17 +20,27 @@
 //! - [`isolate`]: a test body in a process of its own;
 //! - [`nodes`]: stand-ins for a cluster's machines on one host: network
 //!   namespaces joined to the host's by veth pairs, and an origin relay
-//!   counting the bytes each node takes from the origin.
+//!   counting the bytes each node takes from the origin;
+//! - [`sshfs`]: a private sshd on a free loopback port and `sshfs` mounts
+//!   of one directory through it, one per simulated node: a shared,
+//!   non-local filesystem whose locks are per mount;
+//! - [`hungfs`]: a passthrough FUSE filesystem whose every operation
+//!   blocks on command, as a dead cluster filesystem's;
+//! - [`mounts`]: what those mounts share (is it mounted, `/dev/fuse`,
+//!   bounded unmounts and waits).
 
 pub mod azurite;
 pub mod built;
 pub mod cdylib;
 pub mod farlink;
 pub mod fixture;
+pub mod hungfs;
 pub mod isolate;
+pub mod mounts;
 pub mod nodes;
 pub mod proxy;
 pub mod squid;
+pub mod sshfs;
 pub mod tokens;
 
 pub use fixture::{bytes, tempdir, Fixture, TempDir};
