@@ -284,3 +284,35 @@ fn the_tier_is_group_shared_whatever_the_umask() {
     });
     assert!(seen >= 3, "{seen} files");
 }
+
+#[test]
+fn a_claim_left_by_a_node_that_died_is_taken_over_once_it_goes_stale() {
+    let n = nodes("cl-stale-claim", 2);
+    let data = bytes(8, 2 * MIB);
+    n.fx.put("m", &data);
+    let a = n.cache(0);
+    assert_eq!(read_all(&a, "m", data.len()), data);
+    a.shutdown();
+    // A node died while filling block 0 again: its claim stays, no longer
+    // kept fresh (its lock went with it).
+    let (b0, _) = blocks_under(n.cluster.path()).remove(0);
+    std::fs::remove_file(&b0).unwrap();
+    let claim = b0.with_file_name("claim.0");
+    std::fs::write(&claim, b"").unwrap();
+
+    let b = n.cache(1);
+    let t0 = std::time::Instant::now();
+    let mut got = vec![0u8; MIB];
+    b.read(&key("m"), 0, &mut got).unwrap();
+    let took = t0.elapsed();
+    assert!(got[..] == data[..MIB]);
+    // Waited for the claim while it might have been alive, then took over.
+    assert!(
+        took >= std::time::Duration::from_secs(4) && took < std::time::Duration::from_secs(25),
+        "{took:?}"
+    );
+    b.shutdown();
+    let s = b.stats();
+    assert_eq!((s.bytes_from_origin, s.blocks_to_cluster), (BS, 1), "{s:?}");
+    assert!(b0.exists() && !claim.exists());
+}

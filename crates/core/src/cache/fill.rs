@@ -319,11 +319,14 @@ impl Inner {
     /// Publishes block `index` of `entry`, just fetched from the origin,
     /// in the cluster tier (bounded; see [`Cluster::publish`]).
     pub(super) fn publish(&self, entry: &Entry, index: u64, claim: Claim) {
-        let (Some(tier), Some(dir)) = (&self.cluster, &entry.dir) else {
-            return;
-        };
-        let (start, end) = entry.block_range(index);
-        tier.publish(claim, dir, end - start);
+        let tier = self.cluster.as_ref().expect("a claim comes from the tier");
+        match &entry.dir {
+            Some(dir) => {
+                let (start, end) = entry.block_range(index);
+                tier.publish(claim, dir, end - start);
+            }
+            None => tier.release(claim),
+        }
     }
 }
 

@@ -282,12 +282,12 @@ impl Cache {
             return;
         }
         inner.origin.shutdown();
-        // Fills that are publishing in the cluster tier get the pool's
-        // wait to finish; then waits on the tier give up.
-        inner.pool.stop(SHUTDOWN_WAIT);
+        // Blocks being published in the cluster tier get a moment to land
+        // (bounded); then waits on the tier give up.
         if let Some(c) = &inner.cluster {
             c.shutdown();
         }
+        inner.pool.stop(SHUTDOWN_WAIT);
         {
             let (m, cv) = &inner.janitor_wake;
             *m.locked() = true;

@@ -14,8 +14,9 @@
 //!   published only if they match the checksum the tier recorded (another
 //!   node wrote them; a shared filesystem is trusted less than local disk);
 //!   a block that does not verify is removed and filled again;
-//! - not there: the fill takes the tier's lock of block *i* and fetches
-//!   from the origin; once the local block is published its file is copied
+//! - not there: the fill takes the tier's lock of block *i*, and its claim
+//!   (`claims.rs`: an exclusive create, for filesystems whose locks do not
+//!   exclude across nodes), and fetches from the origin; once the local block is published its file is copied
 //!   into the tier and renamed into place ([`Cluster::publish`]), and the
 //!   lock released. Other nodes wanting the block meanwhile wait for the
 //!   lock (at most the fetch timeout) and then copy it from the tier.
@@ -31,12 +32,13 @@
 //! with one warning, and the tier is left alone for a while ([`DOWN_FOR`]).
 //! `shutdown` never waits for it.
 
+mod claims;
 mod io;
 mod publish;
 mod take;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,10 @@ pub(crate) struct Cluster {
     io: io::Io,
     state: Mutex<State>,
     stats: Arc<Stats>,
+    claims: Arc<claims::Claims>,
+    /// Blocks claimed and not yet published or released (see
+    /// [`Cluster::shutdown`]).
+    publishing: AtomicUsize,
 }
 
 enum State {
@@ -103,6 +109,8 @@ impl Cluster {
             io: io::Io::default(),
             state: Mutex::new(State::Closed),
             stats,
+            claims: Arc::default(),
+            publishing: AtomicUsize::new(0),
         })
     }
 
@@ -113,6 +121,9 @@ impl Cluster {
 
     /// The tier, opening it if needed; `None` while it is down.
     fn tier(&self) -> Option<Arc<Tier>> {
+        if self.io.stopped() {
+            return None;
+        }
         let mut state = self.state.locked();
         match &*state {
             State::Open(t) => return Some(t.clone()),
@@ -154,6 +165,9 @@ impl Cluster {
 
     /// Marks the tier down for [`DOWN_FOR`], with one warning per process.
     fn down(&self, why: &str) {
+        if self.io.stopped() {
+            return; // shutting down: nothing failed
+        }
         {
             let mut state = self.state.locked();
             if matches!(&*state, State::Down(until) if Instant::now() < *until) {
@@ -174,8 +188,15 @@ impl Cluster {
         log::debug!("{msg}");
     }
 
-    /// Stops waiting on the tier: calls in flight give up at once.
+    /// Stops waiting on the tier: blocks claimed and not yet published get
+    /// at most the bound on one answer to be (the blocks this process
+    /// fetched are what the other nodes wait for), then calls in flight
+    /// give up at once.
     pub(crate) fn shutdown(&self) {
+        let t0 = Instant::now();
+        while self.publishing.load(Ordering::Acquire) > 0 && t0.elapsed() < self.op_bound {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.io.stop();
     }
 }

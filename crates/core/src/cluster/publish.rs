@@ -44,6 +44,11 @@ impl Cluster {
     /// the copy must land within the bound on the tier's answers: a tier
     /// that stops answering is marked down and left to its thread.
     pub(crate) fn publish(&self, claim: Claim, local: &VersionDir, len: u64) {
+        self.publish_counted(claim, local, len);
+        self.publishing.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn publish_counted(&self, claim: Claim, local: &VersionDir, len: u64) {
         let from = local.block_path(claim.index);
         let tier = claim.tier.clone();
         let index = claim.index;

@@ -5,11 +5,13 @@
 //! ([`Cluster::take`]) writes the bytes it sends into the local block and
 //! gives up on it when an answer does not come within the bound.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::claims::{Claims, Watch};
 use super::{Cluster, Tier};
 use crate::error::{Error, Result};
 use crate::log;
@@ -23,7 +25,7 @@ use crate::store::{BlockWriter, VersionDir};
 const CHUNK: usize = 1 << 20;
 /// How often a node waiting for another node's fill of a block looks again
 /// (the longest pause; it starts at a tenth of it).
-const WAIT_POLL: Duration = Duration::from_millis(100);
+const WAIT_POLL: Duration = Duration::from_millis(250);
 
 /// What the fill got from [`Cluster::take`].
 pub(crate) enum Taken {
@@ -41,12 +43,23 @@ pub(crate) enum Taken {
     Restart(Error),
 }
 
-/// The right to publish a block in the tier: its lock, held.
+/// The right to publish a block in the tier: its lock and its claim,
+/// held. Dropped (on a thread that may block on the mount), it removes the
+/// claim and releases the lock.
 pub(crate) struct Claim {
     pub(super) dir: VersionDir,
     pub(super) index: u64,
-    pub(super) _lock: BlockLock,
+    _lock: BlockLock,
     pub(super) tier: Arc<Tier>,
+    path: PathBuf,
+    claims: Arc<Claims>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.claims.forget(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// What the tier's thread reports.
@@ -77,6 +90,7 @@ struct Job {
     len: u64,
     wait: Duration,
     stopped: Arc<AtomicBool>,
+    claims: Arc<Claims>,
 }
 
 impl Cluster {
@@ -106,6 +120,7 @@ impl Cluster {
             len,
             wait: self.fetch_timeout,
             stopped: self.io.stop_flag(),
+            claims: self.claims.clone(),
         };
         let call = match self.io.start(move |tx| find_or_claim(job, &tx)) {
             Ok(c) => c,
@@ -145,7 +160,11 @@ impl Cluster {
                     let why = format!("sent {copied} bytes of a block of {len}");
                     return Ok(self.fall_back(&why, copied > 0));
                 }
-                Msg::Claimed(c) => return Ok(Taken::Claimed(c)),
+                Msg::Claimed(c) => {
+                    // Until published or released (see `Cluster::shutdown`).
+                    self.publishing.fetch_add(1, Ordering::AcqRel);
+                    return Ok(Taken::Claimed(c));
+                }
                 Msg::Busy => {
                     self.stats.cluster_fallbacks.add(1);
                     log::debug!(
@@ -202,6 +221,7 @@ impl Cluster {
     /// of its own: unlocking on a hung mount may block.
     pub(crate) fn release(&self, claim: Claim) {
         self.io.detach(move || drop(claim));
+        self.publishing.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -225,7 +245,10 @@ fn find_or_claim_in(job: Job, tx: &SyncSender<Msg>) -> Result<()> {
         }
     };
     let start = Instant::now();
-    let mut pause = WAIT_POLL / 10;
+    let mut pause = WAIT_POLL / 25;
+    let claim = dir.claim_path(job.index);
+    // Another node's claim being waited for (its lock did not exclude us).
+    let mut watch: Option<Watch> = None;
     loop {
         if job.stopped.load(Ordering::Acquire) {
             return Ok(());
@@ -233,18 +256,37 @@ fn find_or_claim_in(job: Job, tx: &SyncSender<Msg>) -> Result<()> {
         if send_if_published(&dir, &job, tx)? {
             return Ok(());
         }
-        if let Some(lock) = dir.try_lock_block(job.index)? {
-            // Published between the look and the lock?
-            if send_if_published(&dir, &job, tx)? {
-                return Ok(());
+        // While a claim is fresh, only the block and the claim are looked
+        // at (two cheap lookups a poll, however many nodes wait).
+        let fresh = match watch.as_mut().map(|w| w.stale(&claim)) {
+            Some(false) => true,
+            Some(true) => {
+                if claim.exists() {
+                    log::debug!(
+                        "taking over the stale claim {} (its node stopped keeping it fresh)",
+                        claim.display()
+                    );
+                    let _ = std::fs::remove_file(&claim);
+                }
+                watch = None;
+                false
             }
-            let _ = tx.send(Msg::Claimed(Claim {
-                dir,
-                index: job.index,
-                _lock: lock,
-                tier: job.tier.clone(),
-            }));
-            return Ok(());
+            None => false,
+        };
+        if !fresh {
+            if let Some(lock) = dir.try_lock_block(job.index)? {
+                match claim_it(&dir, &job, &claim, lock, tx)? {
+                    Claimed::Ours(held) => {
+                        let _ = tx.send(Msg::Claimed(held));
+                        return Ok(());
+                    }
+                    Claimed::Published => return Ok(()),
+                    // Another node's claim, though its lock did not
+                    // exclude us: waited for as a lock is, unless it goes
+                    // stale.
+                    Claimed::Theirs => watch = Some(Watch::default()),
+                }
+            }
         }
         if start.elapsed() > job.wait {
             let _ = tx.send(Msg::Busy);
@@ -256,6 +298,53 @@ fn find_or_claim_in(job: Job, tx: &SyncSender<Msg>) -> Result<()> {
         std::thread::sleep(pause);
         pause = (pause * 2).min(WAIT_POLL);
     }
+}
+
+/// What [`claim_it`] did.
+enum Claimed {
+    Ours(Claim),
+    /// The block was published meanwhile, and sent.
+    Published,
+    /// Another node holds the claim.
+    Theirs,
+}
+
+/// With the block's lock held: claims the block unless it was published
+/// meanwhile or another node holds its claim.
+fn claim_it(
+    dir: &VersionDir,
+    job: &Job,
+    claim: &std::path::Path,
+    lock: BlockLock,
+    tx: &SyncSender<Msg>,
+) -> Result<Claimed> {
+    // Published between the look and the lock?
+    if send_if_published(dir, job, tx)? {
+        return Ok(Claimed::Published);
+    }
+    let created = job
+        .claims
+        .create(claim, job.tier.store.file_mode())
+        .map_err(|e| crate::error::io_error("cannot create", claim, &e))?;
+    if !created {
+        return Ok(Claimed::Theirs);
+    }
+    job.claims.hold(claim.to_path_buf(), &job.stopped);
+    let held = Claim {
+        dir: dir.clone(),
+        index: job.index,
+        _lock: lock,
+        tier: job.tier.clone(),
+        path: claim.to_path_buf(),
+        claims: job.claims.clone(),
+    };
+    // A node that published the block renamed it into place before it
+    // removed its claim: once ours is created, a look shows whether that
+    // happened since our last look.
+    if send_if_published(dir, job, tx)? {
+        return Ok(Claimed::Published); // dropping `held` removes our claim
+    }
+    Ok(Claimed::Ours(held))
 }
 
 /// Sends block `index` if the tier has it published and sound: true when

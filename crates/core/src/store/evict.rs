@@ -130,18 +130,19 @@ fn scan_version(dir: VersionDir) -> VersionUsage {
             Name::MetaAside if older_than(&meta, STALE_META_TMP) => {
                 let _ = std::fs::remove_file(f.path());
             }
-            // A block copied aside into the cluster tier by a node that
-            // died (or whose mount failed) before the rename. No lock tells
+            // A block copied aside into the cluster tier, or a claim, by a
+            // node that died (or whose mount failed) before it was done
+            // with them (claims are kept fresh while held). No lock tells
             // (they may not exclude across nodes), so only their age does:
             // a publication takes at most the fetch timeout.
-            Name::BlockAside if older_than(&meta, STALE_BLOCK_ASIDE) => {
+            Name::BlockAside | Name::Claim if older_than(&meta, STALE_BLOCK_ASIDE) => {
                 let _ = std::fs::remove_file(f.path());
             }
             Name::Meta => {
                 vu.last_use = meta.modified().ok();
                 vu.bytes += bytes;
             }
-            Name::MetaAside | Name::BlockAside | Name::Other => vu.bytes += bytes,
+            Name::MetaAside | Name::BlockAside | Name::Claim | Name::Other => vu.bytes += bytes,
         }
     }
     vu.blocks.sort_unstable();

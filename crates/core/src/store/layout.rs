@@ -12,6 +12,7 @@
 //! .<name>.<pid>.<n>     a small file (`meta`) being written aside, then renamed
 //! .b.<i>.<pid>.<n>      a copy of block i being written aside, then renamed
 //!                       (the cluster tier's publications)
+//! claim.<i>             a node of the cluster tier fills block i
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ pub(crate) const META: &str = "meta";
 pub(crate) const LOCK: &str = "lock";
 const BLOCK_PREFIX: &str = "b.";
 const TMP_PREFIX: &str = "tmp.";
+const CLAIM_PREFIX: &str = "claim.";
 
 /// What a file of a version directory is, by its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub(crate) enum Name {
     /// `.b.<i>.…`: a copy of block `i` being written aside before it is
     /// renamed into place (the cluster tier's publications).
     BlockAside,
+    /// `claim.<i>`: a node of the cluster tier fills block `i`.
+    Claim,
     /// `meta`.
     Meta,
     /// Anything else (`lock` included).
@@ -64,6 +68,11 @@ impl Name {
             .is_some_and(|i| i.parse::<u64>().is_ok())
         {
             Name::BlockAside
+        } else if name
+            .strip_prefix(CLAIM_PREFIX)
+            .is_some_and(|i| i.parse::<u64>().is_ok())
+        {
+            Name::Claim
         } else if name == META {
             Name::Meta
         } else {
@@ -73,7 +82,7 @@ impl Name {
 
     /// A block being published or written: the directory is in use.
     pub(crate) fn holds_a_block(self) -> bool {
-        matches!(self, Name::Block(_) | Name::Tmp(_))
+        matches!(self, Name::Block(_) | Name::Tmp(_) | Name::Claim)
     }
 }
 
@@ -104,6 +113,12 @@ pub(crate) fn tmp(index: u64) -> String {
     format!("{}{}", tmp_prefix(index), unique())
 }
 
+/// `claim.<index>`: created (exclusively) by the node of the cluster tier
+/// that fills block `index`, and kept fresh while it does.
+pub(crate) fn claim(index: u64) -> String {
+    format!("{CLAIM_PREFIX}{index}")
+}
+
 /// A new name for writing `name` aside before it is renamed or linked into
 /// place: `.<name>.<pid>.<n>`.
 pub(crate) fn aside(name: &str) -> String {
@@ -123,6 +138,8 @@ mod tests {
         assert_eq!(Name::parse(&aside(&block(12))), Name::BlockAside);
         assert!(!Name::parse(&aside(&block(12))).holds_a_block());
         assert_eq!(Name::parse(".b.x.1.2"), Name::Other);
+        assert_eq!(Name::parse(&claim(3)), Name::Claim);
+        assert!(Name::parse(&claim(3)).holds_a_block());
         assert_eq!(Name::parse(META), Name::Meta);
         assert_eq!(Name::parse(LOCK), Name::Other);
         assert_eq!(Name::parse(&aside("settings")), Name::Other);

@@ -84,6 +84,11 @@ impl VersionDir {
         self.path.join(layout::block(index))
     }
 
+    /// The claim file of block `index` (the cluster tier's).
+    pub(crate) fn claim_path(&self, index: u64) -> PathBuf {
+        self.path.join(layout::claim(index))
+    }
+
     /// A new name for a copy of block `index` written aside before it is
     /// renamed into place (the cluster tier's publications).
     pub(crate) fn aside_block_path(&self, index: u64) -> PathBuf {
