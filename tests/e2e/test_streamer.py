@@ -160,7 +160,10 @@ def test_two_nodes_sharing_a_cluster_tier_the_second_fetches_nothing_from_the_or
     assert_all_tensors_correct(first, model)
     s1 = first["sessions"][0]["stats"]
     assert s1["bytes_from_origin"] == model.total_bytes, s1
-    assert s1["blocks_to_cluster"] == model.total_blocks, s1
+    # The counters are read before the session's shutdown(), which lets the
+    # last publications land: count what the tier holds instead.
+    published = [p for p in cluster.rglob("b.*") if p.name[2:].isdigit()]
+    assert len(published) == model.total_blocks, sorted(str(p) for p in published)
     # The second node: a cache of its own, the same tier; its requests go
     # through a counting proxy when the origin allows one.
     proxy = CountingProxy(origin.port) if origin.name == "azurite" else None
