@@ -92,6 +92,10 @@ pub(crate) struct Tier {
     /// What this process published since its last scan (`u64::MAX`: no
     /// scan yet).
     since_scan: AtomicU64,
+    /// A scan (and eviction) of the tier is running in this process.
+    scanning: std::sync::atomic::AtomicBool,
+    /// Publications since the running scan began: scan again after it.
+    rescan: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -144,6 +148,8 @@ impl Cluster {
                     cap,
                     usage: AtomicU64::new(0),
                     since_scan: AtomicU64::new(u64::MAX),
+                    scanning: Default::default(),
+                    rescan: Default::default(),
                 });
                 log::debug!("cluster tier {} open (cap {cap} bytes)", self.describe());
                 *state = State::Open(t.clone());

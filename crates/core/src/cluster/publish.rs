@@ -93,7 +93,9 @@ impl Cluster {
 
     /// Counts `bytes` published and, past the cap, evicts the tier's least
     /// recently used blocks (one node at a time, under the tier's eviction
-    /// lock; bounded like everything else).
+    /// lock). The scan walks the whole tier, which on a large shared
+    /// filesystem takes a while: it runs on a thread of its own, one at a
+    /// time in a process, and nothing waits for it.
     fn after_publish(&self, tier: &Arc<Tier>, bytes: u64) {
         let usage = tier.usage.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let since = tier.since_scan.load(Ordering::Relaxed);
@@ -104,33 +106,38 @@ impl Cluster {
         if usage <= tier.cap && since <= tier.cap / 10 {
             return;
         }
-        let t = tier.clone();
-        let r = self.io.call(self.fetch_timeout, move || {
+        // A scan running now looks again when it is done.
+        tier.rescan.store(true, Ordering::Release);
+        if tier.scanning.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (t, dir) = (tier.clone(), self.describe());
+        self.io.detach(move || loop {
+            t.rescan.store(false, Ordering::Release);
+            t.since_scan.store(0, Ordering::Relaxed);
             let (root, mode) = (t.store.root(), t.store.file_mode());
             let scanned = evict::scan(root, mode).bytes;
-            if scanned <= t.cap {
-                return (scanned, 0);
-            }
-            let Some(_guard) = evict::try_evict_lock(root, mode) else {
-                return (scanned, 0); // another node is evicting
-            };
-            let r = evict::evict_to(root, mode, t.cap / 10 * 9, None);
-            (r.after, r.blocks_removed)
-        });
-        match r {
-            Ok((after, removed)) => {
-                tier.usage.store(after, Ordering::Relaxed);
-                tier.since_scan.store(0, Ordering::Relaxed);
-                if removed > 0 {
-                    log::info!(
-                        "evicted {removed} blocks from the cluster tier {} (cap {} bytes)",
-                        self.describe(),
-                        tier.cap
-                    );
+            let (after, removed) = match evict::try_evict_lock(root, mode) {
+                Some(_guard) if scanned > t.cap => {
+                    let r = evict::evict_to(root, mode, t.cap / 10 * 9, None);
+                    (r.after, r.blocks_removed)
                 }
+                // Under the cap, or another node is evicting.
+                _ => (scanned, 0),
+            };
+            t.usage.store(after, Ordering::Relaxed);
+            if removed > 0 {
+                log::info!(
+                    "evicted {removed} blocks from the cluster tier {dir} (cap {} bytes)",
+                    t.cap
+                );
             }
-            Err(u) => self.down(&u.describe()),
-        }
+            t.scanning.store(false, Ordering::Release);
+            // Publications during the scan asked for another.
+            if !t.rescan.load(Ordering::Acquire) || t.scanning.swap(true, Ordering::AcqRel) {
+                break;
+            }
+        });
     }
 }
 

@@ -234,7 +234,9 @@ fn find_or_claim(job: Job, tx: &SyncSender<Msg>) {
 }
 
 fn find_or_claim_in(job: Job, tx: &SyncSender<Msg>) -> Result<()> {
-    let dir = match job.dir.clone() {
+    // The directory this process opened may have been evicted since by
+    // another node: then it is made again.
+    let dir = match job.dir.clone().filter(|d| d.path().is_dir()) {
         Some(d) => d,
         None => {
             let d = job.tier.store.open_version(&job.key, &job.info, false)?;
