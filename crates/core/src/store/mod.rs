@@ -13,6 +13,9 @@
 //!       lock                          byte i locks block i (see lock.rs)
 //!       b.<i>                         published block i (see block.rs)
 //!       tmp.<i>.<pid>.<n>             block i being written
+//!       .b.<i>.<pid>.<n>              a copy of block i being published
+//!                                     (cluster tier only, see cluster/)
+//!       claim.<i>                     a node fills block i (cluster tier only)
 //! ```
 //!
 //! The names of a version directory's files are spelled in `layout.rs`
