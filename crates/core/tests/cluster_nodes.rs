@@ -37,7 +37,7 @@ fn cat_in(node: &Node, local: &Path, cluster: &Path, out: &Path) -> Child {
         .env("BLOBCACHE_CLUSTER_DIR", cluster)
         .env("BLOBCACHE_AZURE_ENDPOINT", node.origin_template())
         .env("BLOBCACHE_BLOCK_SIZE", "1M")
-        .env("BLOBCACHE_FETCH_TIMEOUT", "20s")
+        .env("BLOBCACHE_FETCH_TIMEOUT", "60s")
         .env("AZURE_STORAGE_ACCOUNT_KEY", KEY)
         .args(["cat", URI, "--threads", "4", "--stats", "--out"])
         .arg(out)
