@@ -60,7 +60,10 @@ impl Cluster {
         let r = call.and_then(|call| loop {
             match call.next(self.op_bound) {
                 Ok(Some(Copy::Piece)) => continue,
-                Ok(Some(Copy::Done(r))) => break Ok(r),
+                Ok(Some(Copy::Done(r))) => {
+                    call.done();
+                    break Ok(r);
+                }
                 Ok(None) => {
                     break Ok(Err(Error::internal(
                         "its I/O thread ended without an answer",

@@ -136,6 +136,13 @@ impl Cluster {
                 }
                 Err(u) => return Ok(self.fall_back(&u.describe(), copied > 0)),
             };
+            // Every message but these is the thread's last.
+            if !matches!(
+                msg,
+                Msg::Dir(_) | Msg::Waiting | Msg::Damaged(_) | Msg::Bytes(_)
+            ) {
+                call.done();
+            }
             match msg {
                 Msg::Dir(d) => {
                     let _ = dir.set(d);
