@@ -50,6 +50,7 @@ pub mod redact;
 mod state;
 pub mod stats;
 pub mod store;
+mod stuck;
 mod sync;
 #[allow(unsafe_code)]
 mod sys;

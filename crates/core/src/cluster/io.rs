@@ -14,6 +14,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::stuck::StuckGuard;
+
 /// Abandoned calls still running, past which calls are refused.
 pub(crate) const MAX_STUCK: usize = 4;
 /// How often a waiting caller looks at the shutdown flag.
@@ -54,22 +56,6 @@ impl Unanswered {
 pub(crate) struct Io {
     stuck: Arc<AtomicUsize>,
     stopped: Arc<AtomicBool>,
-}
-
-/// Counts a call as stuck while alive, once its caller gave up on it.
-struct StuckGuard {
-    stuck: Arc<AtomicUsize>,
-    abandoned: Arc<AtomicBool>,
-}
-
-impl Drop for StuckGuard {
-    fn drop(&mut self) {
-        // The caller marks the call abandoned (and counts it) when it gives
-        // up; whoever comes second undoes the count.
-        if self.abandoned.swap(true, Ordering::AcqRel) {
-            self.stuck.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
 }
 
 /// A call running on its thread: the messages it sends, each waited for
@@ -122,9 +108,7 @@ impl<T: Send + 'static> Call<T> {
     }
 
     fn abandon(&self) {
-        if !self.abandoned.swap(true, Ordering::AcqRel) {
-            self.stuck.fetch_add(1, Ordering::AcqRel);
-        }
+        crate::stuck::abandon(&self.stuck, &self.abandoned);
     }
 }
 
@@ -178,11 +162,7 @@ impl Io {
             return Err(Unanswered::TooManyStuck(n));
         }
         let (tx, rx) = mpsc::sync_channel(2);
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let guard = StuckGuard {
-            stuck: self.stuck.clone(),
-            abandoned: abandoned.clone(),
-        };
+        let (guard, abandoned) = StuckGuard::new(&self.stuck);
         let builder = std::thread::Builder::new()
             .name("blobcache-cluster-io".into())
             .stack_size(256 << 10);

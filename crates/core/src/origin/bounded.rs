@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::BlobKey;
 use crate::origin::{Listed, ObjectInfo, Origin, Sink};
+use crate::stuck::StuckGuard;
 
 /// Abandoned calls still running, past which calls fail at once.
 pub(crate) const MAX_STUCK: usize = 4;
@@ -32,22 +33,6 @@ pub(crate) struct Bounded {
     timeout: Duration,
     stopped: Arc<AtomicBool>,
     stuck: Arc<AtomicUsize>,
-}
-
-/// Counts a call as stuck while alive, once its caller gave up on it.
-struct StuckGuard {
-    stuck: Arc<AtomicUsize>,
-    abandoned: Arc<AtomicBool>,
-}
-
-impl Drop for StuckGuard {
-    fn drop(&mut self) {
-        // The caller marks the call abandoned (and counts it) when it gives
-        // up; whoever comes second undoes the count.
-        if self.abandoned.swap(true, Ordering::AcqRel) {
-            self.stuck.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
 }
 
 impl Bounded {
@@ -106,11 +91,7 @@ impl Bounded {
             return Err(e);
         }
         let inner = self.inner.clone();
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let guard = StuckGuard {
-            stuck: self.stuck.clone(),
-            abandoned: abandoned.clone(),
-        };
+        let (guard, abandoned) = StuckGuard::new(&self.stuck);
         let builder = std::thread::Builder::new()
             .name("blobcache-origin-io".into())
             .stack_size(256 << 10);
@@ -124,9 +105,7 @@ impl Bounded {
 
     /// Gives up on a call: counts it as stuck unless it already ended.
     fn abandon(&self, abandoned: &AtomicBool) {
-        if !abandoned.swap(true, Ordering::AcqRel) {
-            self.stuck.fetch_add(1, Ordering::AcqRel);
-        }
+        crate::stuck::abandon(&self.stuck, abandoned);
     }
 
     /// Waits for one message from a call's thread until `deadline`.
