@@ -682,6 +682,61 @@ fn doctor_names_credentials_but_never_their_values_and_checks_the_endpoint() {
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
 }
 
+#[test]
+fn doctor_checks_dfdaemon_and_refuses_a_shared_key_in_dragonfly_mode() {
+    let az = Azurite::start();
+    az.create_container("models");
+    let dir = tempdir("doctor-dragonfly");
+    let dead = format!("127.0.0.1:{}", azurite::free_port());
+    let base = |credential: (&'static str, String)| {
+        let mut env: Vec<(&'static str, String)> = azure_env(&az.template(), dir.path())
+            .into_iter()
+            .filter(|(k, _)| *k != "AZURE_STORAGE_ACCOUNT_KEY")
+            .collect();
+        env.push(credential);
+        env.push(("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT.into()));
+        env.push(("BLOBCACHE_DRAGONFLY", dead.clone()));
+        env.push(("PATH", "/nonexistent".into()));
+        env
+    };
+    // A SAS: the route is shown; a dead daemon and 256 KiB blocks are
+    // warnings (GETs fall back to Azure), not problems.
+    let o = run(
+        &base(("AZURE_STORAGE_SAS_TOKEN", az.account_sas())),
+        &["doctor", "--timeout", "2"],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for line in [
+        &format!("requests go blob GETs through dfdaemon at http://{dead}"),
+        "HEAD and listing direct",
+        &format!("WARNING: dfdaemon at {dead} cannot be reached"),
+        "WARNING: BLOBCACHE_BLOCK_SIZE=256.0 KiB is not larger than 4 MiB",
+        "no problems found, 2 warnings",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    // Without fallback the dead daemon is a problem.
+    let mut env = base(("AZURE_STORAGE_SAS_TOKEN", az.account_sas()));
+    env.push(("BLOBCACHE_DRAGONFLY_FALLBACK", "0".into()));
+    let o = run(&env, &["doctor", "--timeout", "2"]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("reads will fail"), "{out}");
+    // A shared key: a problem that says why and what to use.
+    let o = run(
+        &base(("AZURE_STORAGE_ACCOUNT_KEY", KEY.into())),
+        &["doctor", "--timeout", "2"],
+    );
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("PROBLEM: BLOBCACHE_DRAGONFLY is set, but account devstoreaccount1 would use a shared key"),
+        "{out}"
+    );
+    assert!(!out.contains(KEY), "the key leaked:\n{out}");
+}
+
 /// Runs `doctor` from a copy of the command in a directory of its own,
 /// beside a `python3` that is the shell script `python` (none when `None`),
 /// with no other Python on the PATH.

@@ -81,6 +81,11 @@ pub struct Config {
     pub cluster_dir: Option<PathBuf>,
     /// The cap on the cluster tier's disk usage.
     pub cluster_max_size: MaxSize,
+    /// Dragonfly mode: blob GETs go through the dfdaemon proxy at this
+    /// `http://host:port` (see `origin::azure::dragonfly`).
+    pub dragonfly: Option<String>,
+    /// Whether a GET whose dfdaemon fails goes on directly to Azure.
+    pub dragonfly_fallback: bool,
 }
 
 pub const DEFAULT_BLOCK_SIZE: u64 = 16 << 20;
@@ -132,8 +137,10 @@ impl Setting {
     /// The error for an invalid `value`: names the variable and the form.
     fn invalid(&self, value: &str) -> Error {
         Error::config(format!(
-            "{}={value} is not valid; use {}",
-            self.name, self.form
+            "{}={} is not valid; use {}",
+            self.name,
+            shown_value(value),
+            self.form
         ))
     }
 
@@ -323,6 +330,28 @@ pub const SETTINGS: &[Setting] = &[
         }),
     },
     Setting {
+        name: "BLOBCACHE_DRAGONFLY",
+        default: DefaultValue::Unset,
+        form: "the http://host:port of the node's dfdaemon proxy, such as http://127.0.0.1:4001",
+        description: "Dragonfly mode: blob GETs go through the node's dfdaemon proxy at this address, which shares pieces between nodes (see [Dragonfly](#dragonfly-p2p)); HEAD and listing go direct. Needs a SAS or Entra ID (a shared key is refused)",
+        parse: |c, v| {
+            c.dragonfly = Some(parse_dragonfly(v)?);
+            Some(())
+        },
+        show: Some(|c| c.dragonfly.clone().unwrap_or("(not set)".into())),
+    },
+    Setting {
+        name: "BLOBCACHE_DRAGONFLY_FALLBACK",
+        default: DefaultValue::Value("1"),
+        form: "1 or 0",
+        description: "with `BLOBCACHE_DRAGONFLY`: `1` sends a GET on directly to Azure when dfdaemon fails (unreachable, hung, failing), and all GETs for the next 60 s, warning once; `0` retries dfdaemon within the fetch timeout, then fails the read",
+        parse: |c, v| {
+            c.dragonfly_fallback = parse_flag(v)?;
+            Some(())
+        },
+        show: Some(|c| u8::from(c.dragonfly_fallback).to_string()),
+    },
+    Setting {
         name: "BLOBCACHE_SHARED",
         default: DefaultValue::Value("0"),
         form: "1 or 0",
@@ -499,6 +528,8 @@ impl Default for Config {
             azure_endpoint: None,
             azure_auth: AzureAuth::Auto,
             proxy: ProxyMode::Env,
+            dragonfly: None,
+            dragonfly_fallback: true,
             shared: false,
             fsync: false,
             mapped_blocks: DEFAULT_MAPPED_BLOCKS,
@@ -565,12 +596,43 @@ fn default_dir(get: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
 }
 
 /// `1`, `true`, `yes`, `on`; `0`, `false`, `no`, `off` (any case).
+/// A value as it may appear in a message: anything between `://` and `@`
+/// (user and password) replaced.
+pub(crate) fn shown_value(v: &str) -> String {
+    match (v.find("://"), v.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &v[..s + 3], &v[at..]),
+        (None, Some(at)) => format!("***{}", &v[at..]),
+        _ => v.to_string(),
+    }
+}
+
 fn parse_flag(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
         "0" | "false" | "no" | "off" => Some(false),
         _ => None,
     }
+}
+
+/// dfdaemon's proxy: `http://host[:port]` (no scheme means `http://`; the
+/// port defaults to dfdaemon's 4001), as `http://host:port`. No path, query
+/// or credentials.
+fn parse_dragonfly(v: &str) -> Option<String> {
+    let t = v.trim();
+    let with_scheme = if t.contains("://") {
+        t.to_string()
+    } else {
+        format!("http://{t}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).ok()?;
+    let plain = url.scheme() == "http"
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    let host = url.host_str().filter(|h| !h.is_empty() && plain)?;
+    Some(format!("http://{host}:{}", url.port().unwrap_or(4001)))
 }
 
 fn parse_origin(v: &str) -> Option<OriginConfig> {
@@ -853,6 +915,8 @@ mod tests {
             ),
             ("BLOBCACHE_AZURE_AUTH", "Anonymous", "anonymous"),
             ("BLOBCACHE_PROXY", "OFF", "off"),
+            ("BLOBCACHE_DRAGONFLY", "127.0.0.1", "http://127.0.0.1:4001"),
+            ("BLOBCACHE_DRAGONFLY_FALLBACK", "off", "0"),
             ("BLOBCACHE_SHARED", "on", "1"),
             ("BLOBCACHE_CLUSTER_DIR", "/mnt/shared", "/mnt/shared"),
             ("BLOBCACHE_CLUSTER_MAX_SIZE", "2T", "2.0 TiB"),
@@ -868,7 +932,33 @@ mod tests {
                 assert_ne!(c, cfg(&[]).unwrap(), "{var} changed nothing");
             }
         }
-        assert_eq!(VARIABLES.len(), 19);
+        assert_eq!(VARIABLES.len(), 21);
+    }
+
+    #[test]
+    fn dragonfly_is_a_plain_http_address_and_nothing_more() {
+        for (v, want) in [
+            ("http://127.0.0.1:4001", "http://127.0.0.1:4001"),
+            ("http://127.0.0.1:4001/", "http://127.0.0.1:4001"),
+            ("10.0.0.7:65001", "http://10.0.0.7:65001"),
+            ("dfdaemon.local", "http://dfdaemon.local:4001"),
+            ("http://[::1]:4001", "http://[::1]:4001"),
+        ] {
+            assert_eq!(parse_dragonfly(v).as_deref(), Some(want), "{v}");
+        }
+        for v in [
+            "https://127.0.0.1:4001",
+            "http://u:p@127.0.0.1:4001",
+            "http://127.0.0.1:4001/proxy",
+            "http://127.0.0.1:4001/?x=1",
+            "socks5://127.0.0.1:1080",
+            "http://",
+        ] {
+            assert_eq!(parse_dragonfly(v), None, "{v}");
+            let e = cfg(&[("BLOBCACHE_DRAGONFLY", v)]).unwrap_err();
+            assert!(e.message().contains("BLOBCACHE_DRAGONFLY="), "{e}");
+            assert!(!e.message().contains("u:p"), "credentials shown: {e}");
+        }
     }
 
     /// The README's settings table as it should read.

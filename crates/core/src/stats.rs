@@ -174,6 +174,10 @@ counters! {
         metric = "blobcache_cluster_damaged_blocks_total", "Blocks of the cluster tier that did not verify (damaged or planted): removed, never served, filled again.";
     cluster_fallbacks: Count, summary = false,
         metric = "blobcache_cluster_fallbacks_total", "Fills that went to the origin without the cluster tier (down, hung, failing, or another node held the block too long).";
+    bytes_via_dragonfly: Bytes, summary = false,
+        metric = "blobcache_fetched_via_dragonfly_bytes_total", "Bytes of blob GETs answered through dfdaemon (Dragonfly mode): from its P2P network or its own fetch from Azure.";
+    dragonfly_fallbacks: Count, summary = false,
+        metric = "blobcache_dragonfly_fallbacks_total", "Blob GETs that went on directly to Azure because dfdaemon failed (unreachable, hung, failing, or no proxy rule).";
 }
 
 impl Snapshot {
@@ -344,6 +348,8 @@ mod tests {
                 "cluster_duplicates",
                 "cluster_damaged",
                 "cluster_fallbacks",
+                "bytes_via_dragonfly",
+                "dragonfly_fallbacks",
             ]
         );
         assert_eq!(
@@ -357,7 +363,8 @@ mod tests {
                 r#""bytes_from_fills":12000000084,"blocks_from_cluster":13000000091,"#,
                 r#""bytes_from_cluster":14000000098,"blocks_to_cluster":15000000105,"#,
                 r#""cluster_duplicates":16000000112,"cluster_damaged":17000000119,"#,
-                r#""cluster_fallbacks":18000000126}"#
+                r#""cluster_fallbacks":18000000126,"bytes_via_dragonfly":19000000133,"#,
+                r#""dragonfly_fallbacks":20000000140}"#
             )
         );
     }
@@ -377,7 +384,8 @@ mod tests {
                 r#""bytes_from_fills":12000000084,"blocks_from_cluster":13000000091,"#,
                 r#""bytes_from_cluster":14000000098,"blocks_to_cluster":15000000105,"#,
                 r#""cluster_duplicates":16000000112,"cluster_damaged":17000000119,"#,
-                r#""cluster_fallbacks":18000000126}"#
+                r#""cluster_fallbacks":18000000126,"bytes_via_dragonfly":19000000133,"#,
+                r#""dragonfly_fallbacks":20000000140}"#
             )
         );
         assert_eq!(
@@ -388,7 +396,7 @@ mod tests {
                 r#""origin_errors":0,"read_errors":0,"origin_wait_ms":0,"blocks_evicted":0,"#,
                 r#""bytes_from_fills":0,"blocks_from_cluster":0,"bytes_from_cluster":0,"#,
                 r#""blocks_to_cluster":0,"cluster_duplicates":0,"cluster_damaged":0,"#,
-                r#""cluster_fallbacks":0}"#
+                r#""cluster_fallbacks":0,"bytes_via_dragonfly":0,"dragonfly_fallbacks":0}"#
             )
         );
         assert_eq!(

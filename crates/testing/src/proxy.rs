@@ -3,6 +3,12 @@
 //! stall or pause mid-way, and answers that never come.
 //!
 //! Faults are queued per method and each applies to one request, in order.
+//!
+//! It also stands as a forward proxy ([`Proxy::add_answer_header`] and
+//! absolute-form requests): a request whose target is `http://host:port/path`
+//! is recorded with its whole head and sent to Azurite in origin form, and
+//! the answer may be given extra headers, as Dragonfly's dfdaemon adds
+//! `X-Dragonfly-Task-ID` to the answers it serves through P2P.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -80,6 +86,9 @@ pub struct Seen {
     pub fault: Option<String>,
     /// The Authorization header's scheme and first 16 characters.
     pub authorization: Option<String>,
+    /// The request's head: its line and every header (the test's own
+    /// credentials included).
+    pub head: String,
 }
 
 /// A method, the faults applied in turn, and the next one's index.
@@ -98,6 +107,8 @@ struct State {
     /// Response body bytes passed from upstream to the client.
     body_bytes: AtomicU64,
     seen: Mutex<Vec<Seen>>,
+    /// Header lines added to every answer passed from upstream.
+    answer_headers: Mutex<Vec<String>>,
     stop: AtomicBool,
 }
 
@@ -120,6 +131,7 @@ impl Proxy {
             requests: AtomicUsize::new(0),
             body_bytes: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
+            answer_headers: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let st = state.clone();
@@ -194,6 +206,21 @@ impl Proxy {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Adds `line` (`Name: value`) to every later answer passed from
+    /// upstream.
+    pub fn add_answer_header(&self, line: &str) {
+        self.state
+            .answer_headers
+            .lock()
+            .unwrap()
+            .push(line.to_string());
+    }
+
+    /// `http://127.0.0.1:<port>`: this proxy's address.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 }
 
@@ -298,6 +325,12 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
             status: 0,
             fault: fault.as_ref().map(|f| format!("{f:?}")),
             authorization: header(&text, "authorization").map(|v| v.chars().take(16).collect()),
+            head: text.clone(),
+        };
+        // Absolute form (a forward proxy's request): origin form upstream.
+        let head = match origin_form(&text) {
+            Some(h) => h.into_bytes(),
+            None => head,
         };
         match &fault {
             Some(Fault::Status { code, retry_after }) => {
@@ -337,7 +370,18 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         st.seen.lock().unwrap().push(seen.clone());
-        to_client.write_all(&rhead)?;
+        let extra = st.answer_headers.lock().unwrap().clone();
+        if extra.is_empty() {
+            to_client.write_all(&rhead)?;
+        } else {
+            let mut h = rtext.trim_end_matches("\r\n").to_string();
+            for line in extra {
+                h.push_str("\r\n");
+                h.push_str(&line);
+            }
+            h.push_str("\r\n\r\n");
+            to_client.write_all(h.as_bytes())?;
+        }
         if method == "HEAD" || seen.status == 204 || seen.status == 304 {
             continue;
         }
@@ -407,6 +451,18 @@ fn serve(client: TcpStream, st: &State) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// A request head whose target is in absolute form (`GET http://h:p/x
+/// HTTP/1.1`), in origin form (`GET /x HTTP/1.1`); `None` when it already
+/// is.
+fn origin_form(head: &str) -> Option<String> {
+    let (line, rest) = head.split_once("\r\n")?;
+    let mut parts = line.splitn(3, ' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let after = target.strip_prefix("http://")?;
+    let path = after.find('/').map_or("/", |i| &after[i..]);
+    Some(format!("{method} {path} {version}\r\n{rest}"))
 }
 
 /// Makes the coming close send RST instead of FIN (SO_LINGER of 0); for

@@ -6,8 +6,10 @@
 //! short timeout), whether the cache directory is writable and how much room
 //! it has, the cluster tier when one is configured (`cluster.rs`: mounted,
 //! shared, writable, room, block size, locks; bounded in time, as a hung
-//! mount blocks every look at it), and whether an installed Run:ai streamer
-//! will load the library.
+//! mount blocks every look at it), Dragonfly's dfdaemon when
+//! `BLOBCACHE_DRAGONFLY` is set (does its proxy port take connections, are
+//! blocks large enough to go through P2P), and whether an installed Run:ai
+//! streamer will load the library.
 //! For the last one it runs `python -m blobcache --json` (the wheel's own
 //! check, which loads the library as the streamer does) with the Python
 //! beside this command, else `python3` on the PATH, and reads its report as
@@ -216,6 +218,12 @@ pub fn run(
         }
     }
 
+    if let Some(c) = config.as_ref().ok().filter(|c| c.dragonfly.is_some()) {
+        r.line("");
+        r.line("dragonfly:");
+        check_dragonfly(&mut r, c, timeout);
+    }
+
     r.line("");
     r.line("Run:ai streamer:");
     check_streamer(&mut r);
@@ -279,6 +287,43 @@ fn check_azure(r: &mut Report, config: &Config, account: &str, hint: &str) {
     }
     origin.shutdown();
 }
+
+/// Dragonfly mode: whether dfdaemon's proxy port takes connections, and
+/// whether the blocks are large enough for it to share them.
+fn check_dragonfly(r: &mut Report, c: &Config, timeout: Duration) {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let Some(url) = c.dragonfly.as_deref() else {
+        return;
+    };
+    let host_port = url.trim_start_matches("http://");
+    r.line(format!(
+        "  dfdaemon proxy {url}: blob GETs go through it, HEAD and listing go direct"
+    ));
+    let connected = host_port
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())
+        .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()))
+        .and_then(|a| TcpStream::connect_timeout(&a, timeout).map_err(|e| e.to_string()));
+    match connected {
+        Ok(_) => r.line("  dfdaemon accepts connections"),
+        Err(e) if c.dragonfly_fallback => r.warning(format!(
+            "dfdaemon at {host_port} cannot be reached ({e}): blob GETs will go directly to Azure (BLOBCACHE_DRAGONFLY_FALLBACK=1)"
+        )),
+        Err(e) => r.problem(format!(
+            "dfdaemon at {host_port} cannot be reached ({e}), and BLOBCACHE_DRAGONFLY_FALLBACK=0: reads will fail"
+        )),
+    }
+    if c.block_size <= DRAGONFLY_MIN_RANGE {
+        r.warning(format!(
+            "BLOBCACHE_BLOCK_SIZE={} is not larger than 4 MiB: dfdaemon fetches ranges that small from Azure itself, without P2P; use 8M or more",
+            size(c.block_size)
+        ));
+    }
+}
+
+/// dfdaemon fetches ranges of at most this many bytes from the origin
+/// without P2P.
+const DRAGONFLY_MIN_RANGE: u64 = 4 << 20;
 
 fn check_listing(r: &mut Report, origin: &dyn Origin, l: &crate::uri::Location) {
     let Some(container) = &l.container else {

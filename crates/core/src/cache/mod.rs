@@ -131,6 +131,7 @@ impl Cache {
             .unwrap_or(0);
         let pool = Pool::new(config.fetch_concurrency, "blobcache-fill")?;
         let stats = Arc::new(Stats::default());
+        origin.attach_stats(&stats);
         // Without a store of its own a node has nothing to copy the tier's
         // blocks into (and reads straight from the origin).
         let cluster = store

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::{Config, OriginConfig};
 use crate::error::Result;
 use crate::names::BlobKey;
+use crate::stats::Stats;
 
 pub mod azure;
 pub(crate) mod bounded;
@@ -32,6 +33,10 @@ pub struct Listed {
 pub type Sink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
 
 pub trait Origin: Send + Sync {
+    /// Gives the origin the cache's counters, for what only it sees (GETs
+    /// through dfdaemon, say). Called once, when the cache is built.
+    fn attach_stats(&self, _stats: &Arc<Stats>) {}
+
     /// A short description for log lines and `doctor` (never a credential).
     fn describe(&self) -> String;
 

@@ -5,6 +5,8 @@
 //!   a block and takes it from the tier; replaced blobs are not mixed;
 //! - `credentials`: shared key, SAS, anonymous and Entra ID access, and no
 //!   secret in a message or a log line;
+//! - `dragonfly`: Dragonfly mode: what GETs through dfdaemon carry, shared
+//!   keys refused, and going direct when the daemon fails;
 //! - `versions`: a blob replaced at the origin between loads or during one;
 //! - `identity`: every Entra ID credential kind against an Azurite that
 //!   checks tokens, and tokens across lifecycles;
@@ -29,6 +31,7 @@
 
 mod cluster;
 mod credentials;
+mod dragonfly;
 mod endpoints;
 mod faults;
 mod identity;

@@ -28,7 +28,17 @@ pub(crate) fn client(
     fetch_timeout: Duration,
     proxies: &Proxies,
 ) -> Result<reqwest::Client> {
-    let builder = match proxies.client_proxy() {
+    client_via(concurrency, fetch_timeout, proxies.client_proxy())
+}
+
+/// The same client as [`client`], its requests going through `proxy`
+/// (Dragonfly mode's dfdaemon), or none.
+pub(crate) fn client_via(
+    concurrency: usize,
+    fetch_timeout: Duration,
+    proxy: Option<reqwest::Proxy>,
+) -> Result<reqwest::Client> {
+    let builder = match proxy {
         Some(p) => reqwest::Client::builder().proxy(p),
         None => reqwest::Client::builder().no_proxy(),
     };

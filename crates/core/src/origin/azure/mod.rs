@@ -9,6 +9,8 @@
 //! - `http.rs`: the HTTP client, and reading headers and errors from it;
 //! - `proxy.rs`: which forward proxy, if any, requests go through
 //!   (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, `BLOBCACHE_PROXY`);
+//! - `dragonfly.rs`: Dragonfly mode (`BLOBCACHE_DRAGONFLY`): blob GETs through
+//!   the node's dfdaemon, and going direct when it fails;
 //! - `retry.rs`: what is retried, the backoff, and the time budget;
 //! - `request.rs`: one request and its attempts: signing and sending each,
 //!   retrying as `retry.rs` says, and the final error message;
@@ -27,6 +29,7 @@
 //! except Entra ID tokens, which are plain data (`token.rs`).
 
 pub mod auth;
+mod dragonfly;
 mod endpoint;
 mod http;
 mod list;
@@ -50,10 +53,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 use crate::names::BlobKey;
 use crate::origin::{Listed, ObjectInfo, Origin, Sink};
+use crate::stats::Stats;
 use crate::sync::MutexExt;
 
 pub use auth::AzureEnv;
-use request::{Account, Call};
+use request::{Account, Call, Clients};
 
 /// How long `shutdown` waits for cancelled calls to return, and then for the
 /// runtime's threads to stop.
@@ -67,6 +71,8 @@ pub struct AzureOrigin {
     concurrency: usize,
     env: AzureEnv,
     proxies: proxy::Proxies,
+    /// Dragonfly mode's daemon, if set.
+    dragonfly: Option<Arc<dragonfly::Dragonfly>>,
     accounts: Mutex<HashMap<String, Arc<Account>>>,
     runtime: Mutex<Slot>,
     stopped: AtomicBool,
@@ -83,6 +89,8 @@ enum Slot {
     Running {
         runtime: Runtime,
         client: reqwest::Client,
+        /// Through dfdaemon (Dragonfly mode).
+        dragonfly_client: Option<reqwest::Client>,
     },
     Stopped,
 }
@@ -115,8 +123,19 @@ impl AzureOrigin {
     pub fn with_env(config: &Config, env: AzureEnv) -> Result<AzureOrigin> {
         env.register_secrets();
         let proxies = proxy::Proxies::from_env(&env, config.proxy)?;
+        let dragonfly = config
+            .dragonfly
+            .as_deref()
+            .map(|url| Arc::new(dragonfly::Dragonfly::new(url, config.dragonfly_fallback)));
+        if dragonfly.is_some() && config.block_size <= dragonfly::MIN_P2P_RANGE {
+            log::warning!(
+                "dragonfly: blocks of {} bytes are not larger than 4 MiB, and dfdaemon fetches ranges that small from Azure itself, without P2P; set BLOBCACHE_BLOCK_SIZE=8M or more",
+                config.block_size
+            );
+        }
         Ok(AzureOrigin {
             proxies,
+            dragonfly,
             endpoint_template: config.azure_endpoint.clone(),
             anonymous: config.azure_auth == AzureAuth::Anonymous,
             fetch_timeout: config.fetch_timeout,
@@ -153,13 +172,21 @@ impl AzureOrigin {
         let credential =
             auth::Credential::choose(name, &self.env, self.anonymous, self.fetch_timeout)?
                 .with_proxies(&self.proxies);
+        if self.dragonfly.is_some() {
+            dragonfly::check_credential(name, &credential.source)?;
+        }
         log::debug!(
             "azure: account {name} at {endpoint}, credential: {}",
             credential.source.describe()
         );
         let proxy = self.proxies.for_endpoint(&endpoint).cloned();
         let route = self.proxies.route(&endpoint);
-        if proxy.is_some() {
+        if let Some(d) = &self.dragonfly {
+            log::info!(
+                "azure: blob GETs to {endpoint} go through dfdaemon at {} (Dragonfly); HEAD and listing go {route}",
+                d.host_port()
+            );
+        } else if proxy.is_some() {
             log::info!("azure: requests to {endpoint} go {route}");
         } else {
             log::debug!("azure: requests to {endpoint} go {route}");
@@ -169,8 +196,9 @@ impl AzureOrigin {
         Ok(account)
     }
 
-    /// The runtime's handle and the HTTP client, starting them on first use.
-    fn runtime(&self) -> Result<(Handle, reqwest::Client)> {
+    /// The runtime's handle and the HTTP clients, starting them on first
+    /// use.
+    fn runtime(&self) -> Result<(Handle, Clients)> {
         let mut slot = self.runtime.locked();
         if let Slot::NotStarted = *slot {
             // Built with forks held off: it starts its worker threads here
@@ -184,14 +212,40 @@ impl AzureOrigin {
                     .build()
             })
             .map_err(|e| Error::internal(format!("cannot start the Azure I/O runtime: {e}")))?;
-            let client = {
+            let (client, dragonfly_client) = {
                 let _in_runtime = runtime.enter();
-                http::client(self.concurrency, self.fetch_timeout, &self.proxies)?
+                let client = http::client(self.concurrency, self.fetch_timeout, &self.proxies)?;
+                let dragonfly_client = match &self.dragonfly {
+                    Some(d) => Some(http::client_via(
+                        self.concurrency,
+                        self.fetch_timeout,
+                        Some(d.client_proxy()?),
+                    )?),
+                    None => None,
+                };
+                (client, dragonfly_client)
             };
-            *slot = Slot::Running { runtime, client };
+            *slot = Slot::Running {
+                runtime,
+                client,
+                dragonfly_client,
+            };
         }
         match &*slot {
-            Slot::Running { runtime, client } => Ok((runtime.handle().clone(), client.clone())),
+            Slot::Running {
+                runtime,
+                client,
+                dragonfly_client,
+            } => {
+                let dragonfly = self.dragonfly.clone().zip(dragonfly_client.clone());
+                Ok((
+                    runtime.handle().clone(),
+                    Clients {
+                        direct: client.clone(),
+                        dragonfly,
+                    },
+                ))
+            }
             _ => Err(shut_down()),
         }
     }
@@ -215,9 +269,9 @@ impl AzureOrigin {
                 "blobcache's blocking read was called from inside a Tokio task; call it from a plain thread (for example with tokio::task::spawn_blocking)",
             ));
         }
-        let (handle, client) = self.runtime()?;
+        let (handle, clients) = self.runtime()?;
         let mut cancel = self.cancel.subscribe();
-        let work = op(Call::new(account, client, self.fetch_timeout));
+        let work = op(Call::new(account, clients, self.fetch_timeout));
         let result = handle.block_on(async move {
             tokio::select! {
                 biased;
@@ -237,7 +291,19 @@ impl AzureOrigin {
     /// How an account's requests go: through which proxy (without its
     /// password), or direct and why (for `doctor`).
     pub fn route_of(&self, account: &str) -> Result<String> {
-        Ok(self.proxies.route(&self.account(account)?.endpoint))
+        let route = self.proxies.route(&self.account(account)?.endpoint);
+        Ok(match &self.dragonfly {
+            Some(d) => format!(
+                "blob GETs through dfdaemon at {} (Dragonfly; {}), HEAD and listing {route}",
+                d.url(),
+                if d.fallback {
+                    "direct to Azure when it fails"
+                } else {
+                    "no fallback"
+                }
+            ),
+            None => route,
+        })
     }
 
     /// The credential an account uses, described without its value.
@@ -247,6 +313,12 @@ impl AzureOrigin {
 }
 
 impl Origin for AzureOrigin {
+    fn attach_stats(&self, stats: &Arc<Stats>) {
+        if let Some(d) = &self.dragonfly {
+            d.attach_stats(stats);
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.endpoint_template {
             Some(t) => format!("azure ({t})"),
@@ -300,8 +372,13 @@ impl Origin for AzureOrigin {
         }
         let busy = self.in_flight.load(Ordering::SeqCst);
         let slot = std::mem::replace(&mut *self.runtime.locked(), Slot::Stopped);
-        if let Slot::Running { runtime, client } = slot {
-            drop(client);
+        if let Slot::Running {
+            runtime,
+            client,
+            dragonfly_client,
+        } = slot
+        {
+            drop((client, dragonfly_client));
             if busy == 0 && Handle::try_current().is_err() {
                 runtime.shutdown_timeout(RUNTIME_STOP);
             } else if busy == 0 {

@@ -63,7 +63,7 @@ impl ProxyUrl {
         let invalid = |why: &str| {
             Error::config(format!(
                 "{var}={} is not valid ({why}); use http://host:port or http://user:password@host:port, or set BLOBCACHE_PROXY=off to use no proxy",
-                shown_value(v)
+                crate::config::shown_value(v)
             ))
         };
         let url = reqwest::Url::parse(&with_scheme).map_err(|_| invalid("not a URL"))?;
@@ -102,16 +102,6 @@ impl ProxyUrl {
     /// `http://user@host:port (from HTTPS_PROXY)`.
     pub(crate) fn describe(&self) -> String {
         format!("{} (from {})", self.shown(), self.var)
-    }
-}
-
-/// A value as it may appear in a message: anything between `://` and `@`
-/// (user and password) replaced.
-fn shown_value(v: &str) -> String {
-    match (v.find("://"), v.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &v[..s + 3], &v[at..]),
-        (None, Some(at)) => format!("***{}", &v[at..]),
-        _ => v.to_string(),
     }
 }
 

@@ -85,8 +85,9 @@ enum Stale {
 }
 
 impl Stale {
-    fn new(call: &Call) -> Stale {
-        if call.account.proxy.is_some() {
+    fn new(call: &Call, req: &Request<'_>) -> Stale {
+        // dfdaemon's task is the version itself: nothing to refresh.
+        if call.account.proxy.is_some() && req.dragonfly().is_none() {
             Stale::Fresh
         } else {
             Stale::Direct
@@ -192,13 +193,14 @@ where
     })?;
     let url = endpoint::blob_url(&call.account.endpoint, &key.container, &key.blob);
     let mut req = call.request(url, format!("GET bytes={offset}-{}", end - 1));
+    req.through_dragonfly(&info.version);
     // Bytes received: `[offset, pos)`; those not yet given to the sink are
     // the tail of `pending`.
     let mut pos = offset;
     let mut pending: Vec<u8> = Vec::new();
     // Through a proxy (maybe a shared cache holding an older version):
     // what this GET did about an answer of another version.
-    let mut stale = Stale::new(&call);
+    let mut stale = Stale::new(&call, &req);
     loop {
         let mut headers = vec![
             ("range", format!("bytes={pos}-{}", end - 1)),
@@ -275,20 +277,20 @@ where
         }
         // Stream the body.
         let failure = loop {
-            let idle = req.budget.idle_limit();
+            let idle = req.idle_limit();
             match tokio::time::timeout(idle, response.chunk()).await {
                 Err(_) => {
-                    break Failure::Stalled(format!(
+                    break req.body_failure(Failure::Stalled(format!(
                         "the response stalled: no bytes for {} at byte {}",
                         retry::fmt_duration(idle),
                         pos
-                    ))
+                    )))
                 }
                 Ok(Err(e)) => {
-                    break Failure::Broken(format!(
+                    break req.body_failure(Failure::Broken(format!(
                         "the response broke off at byte {pos}: {}",
                         http::cause(&e)
-                    ))
+                    )))
                 }
                 Ok(Ok(None)) if pos == end => {
                     if !pending.is_empty() {
@@ -297,9 +299,9 @@ where
                     return Ok(());
                 }
                 Ok(Ok(None)) => {
-                    break Failure::Broken(format!(
+                    break req.body_failure(Failure::Broken(format!(
                         "the response ended early at byte {pos} of {offset}..{end}"
-                    ))
+                    )))
                 }
                 Ok(Ok(Some(chunk))) => {
                     if chunk.len() as u64 > end - pos {
@@ -312,6 +314,9 @@ where
                     }
                     pos += chunk.len() as u64;
                     req.budget.progressed();
+                    if let Some(d) = req.dragonfly() {
+                        d.received(chunk.len() as u64);
+                    }
                     if pending.is_empty() && chunk.len() >= COALESCE {
                         sink(&chunk)?;
                     } else {

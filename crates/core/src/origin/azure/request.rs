@@ -19,6 +19,7 @@ use object_store::client::{HttpRequest, HttpRequestBody};
 use reqwest::{Method, Response, StatusCode};
 
 use super::auth::Credential;
+use super::dragonfly::{self, Dragonfly, Trouble};
 use super::http;
 use super::proxy::ProxyUrl;
 use super::retry::{self, Budget};
@@ -76,23 +77,27 @@ impl Account {
     }
 }
 
+/// The HTTP clients of an origin instance: direct (or through the proxy
+/// variables), and through dfdaemon in Dragonfly mode.
+#[derive(Clone)]
+pub(crate) struct Clients {
+    pub(crate) direct: reqwest::Client,
+    pub(crate) dragonfly: Option<(Arc<Dragonfly>, reqwest::Client)>,
+}
+
 /// One call of the origin (a stat, a listing, a read): the account it goes
-/// to, the HTTP client, and the time each of its requests may take.
+/// to, the HTTP clients, and the time each of its requests may take.
 pub(crate) struct Call {
     pub(crate) account: Arc<Account>,
-    client: reqwest::Client,
+    clients: Clients,
     fetch_timeout: Duration,
 }
 
 impl Call {
-    pub(crate) fn new(
-        account: Arc<Account>,
-        client: reqwest::Client,
-        fetch_timeout: Duration,
-    ) -> Call {
+    pub(crate) fn new(account: Arc<Account>, clients: Clients, fetch_timeout: Duration) -> Call {
         Call {
             account,
-            client,
+            clients,
             fetch_timeout,
         }
     }
@@ -105,6 +110,7 @@ impl Call {
             url,
             what,
             budget: self.account.budget(self.fetch_timeout),
+            tag: None,
         }
     }
 }
@@ -116,9 +122,60 @@ pub(crate) struct Request<'a> {
     url: String,
     pub(crate) what: String,
     pub(crate) budget: Budget,
+    /// Set while the request goes through dfdaemon: the version it asks
+    /// for, which is its task's tag.
+    tag: Option<String>,
 }
 
 impl Request<'_> {
+    /// Sends this GET of version `etag` through dfdaemon, in Dragonfly
+    /// mode, unless the daemon failed recently.
+    pub(crate) fn through_dragonfly(&mut self, etag: &str) {
+        if let Some((d, _)) = &self.call.clients.dragonfly {
+            if d.usable() {
+                self.tag = Some(etag.to_string());
+            }
+        }
+    }
+
+    /// The daemon this request goes through now, if any.
+    pub(crate) fn dragonfly(&self) -> Option<&Dragonfly> {
+        self.tag.as_ref()?;
+        self.call.clients.dragonfly.as_ref().map(|(d, _)| &**d)
+    }
+
+    /// How long to wait for the next piece of an answer: through a daemon
+    /// that has a fallback, at most half the budget, so that going direct
+    /// still fits in it.
+    pub(crate) fn idle_limit(&self) -> Duration {
+        let idle = self.budget.idle_limit();
+        match self.dragonfly() {
+            Some(d) if d.fallback => idle.min(self.budget.limit() / 2),
+            _ => idle,
+        }
+    }
+
+    /// A failure of the answer's body, said of the daemon when the request
+    /// goes through it.
+    pub(crate) fn body_failure(&self, f: Failure) -> Failure {
+        match self.dragonfly() {
+            Some(d) => Failure::Dragonfly(d.unreachable(&f.describe_answer())),
+            None => f,
+        }
+    }
+
+    /// Where the request goes, for messages.
+    fn target(&self) -> String {
+        match self.dragonfly() {
+            Some(d) => format!(
+                "{} through dfdaemon at {}",
+                self.call.account.endpoint,
+                d.host_port()
+            ),
+            None => self.call.account.target(),
+        }
+    }
+
     /// A final error: what was asked, what happened, what to do, and how
     /// hard it tried.
     pub(crate) fn fail(
@@ -133,11 +190,7 @@ impl Request<'_> {
             m.push_str("; ");
             m.push_str(hint);
         }
-        m.push_str(&format!(
-            " [{}, {}",
-            self.call.account.target(),
-            self.budget.summary()
-        ));
+        m.push_str(&format!(" [{}, {}", self.target(), self.budget.summary()));
         if let Some(s) = stopped {
             m.push_str("; ");
             m.push_str(s);
@@ -227,6 +280,19 @@ impl Request<'_> {
     /// service's `Retry-After`, or the backoff) and returns `Ok` to try
     /// again, or returns the final error.
     pub(crate) async fn after_failure(&mut self, failure: Failure) -> Result<()> {
+        if let Failure::Dragonfly(t) = &failure {
+            if let Some(d) = self.dragonfly() {
+                if d.fallback {
+                    // Go on directly, at once.
+                    d.fall_back(t);
+                    self.tag = None;
+                    return Ok(());
+                }
+            }
+            if t.lasting {
+                return Err(self.fail(ErrorKind::Config, &t.why, "", None));
+            }
+        }
         match self
             .budget
             .next_wait(failure.is_connect(), failure.retry_after())
@@ -244,6 +310,10 @@ impl Request<'_> {
             }
             Err(why) => {
                 let hint = match (&self.call.account.proxy, failure.is_connect()) {
+                    _ if matches!(failure, Failure::Dragonfly(_)) => format!(
+                        "check that dfdaemon runs at {} (BLOBCACHE_DRAGONFLY), or set BLOBCACHE_DRAGONFLY_FALLBACK=1 to go directly to Azure when it fails",
+                        self.dragonfly().map_or("", |d| d.host_port())
+                    ),
                     (None, true) => {
                         "check the network and the endpoint (BLOBCACHE_AZURE_ENDPOINT, AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ENDPOINT_SUFFIX)".to_string()
                     }
@@ -286,6 +356,11 @@ impl Request<'_> {
         for (name, value) in headers {
             builder = builder.header(*name, value.as_str());
         }
+        if let Some(tag) = &self.tag {
+            for (name, value) in Dragonfly::headers(tag) {
+                builder = builder.header(name, value);
+            }
+        }
         let mut request: HttpRequest = builder
             .body(HttpRequestBody::empty())
             .map_err(|e| Error::internal(format!("cannot build a request for {url}: {e}")))?;
@@ -299,22 +374,27 @@ impl Request<'_> {
             )
             .await?;
         let (parts, _) = request.into_parts();
-        let idle = self.budget.idle_limit();
-        let pending = self
-            .call
-            .client
-            .request(parts.method, parts.uri.to_string())
+        let idle = self.idle_limit();
+        let (client, uri) = match (&self.tag, &self.call.clients.dragonfly) {
+            (Some(_), Some((_, client))) => (client, dragonfly::absolute(&parts.uri.to_string())),
+            _ => (&self.call.clients.direct, parts.uri.to_string()),
+        };
+        let pending = client
+            .request(parts.method, uri)
             .headers(parts.headers)
             .send();
         let response = match tokio::time::timeout(idle, pending).await {
             Err(_) => {
-                return Ok(Err(Failure::Stalled(format!(
-                    "no answer within {}",
-                    retry::fmt_duration(idle)
-                ))))
+                let f = Failure::Stalled(format!("no answer within {}", retry::fmt_duration(idle)));
+                return Ok(Err(self.body_failure(f)));
             }
             Ok(Err(e)) => {
                 let failure = Failure::from_reqwest(&e, idle);
+                if let Some(d) = self.dragonfly() {
+                    return Ok(Err(Failure::Dragonfly(
+                        d.unreachable(&failure.describe_answer()),
+                    )));
+                }
                 if let (Some(p), Failure::Connect(why)) = (&self.call.account.proxy, &failure) {
                     // A tunnel the proxy refused for want of credentials:
                     // no retry changes that.
@@ -336,6 +416,11 @@ impl Request<'_> {
             }
             Ok(Ok(r)) => r,
         };
+        if let Some(d) = self.dragonfly() {
+            if let Err(t) = d.judge(response.status(), response.headers()) {
+                return Ok(Err(Failure::Dragonfly(t)));
+            }
+        }
         self.budget.answered();
         self.call
             .account
@@ -368,6 +453,9 @@ pub(crate) enum Failure {
     Broken(String),
     /// The service answered with an error status.
     Refused(Refusal),
+    /// dfdaemon failed, or its answer did not come through P2P (Dragonfly
+    /// mode).
+    Dragonfly(Trouble),
 }
 
 impl Failure {
@@ -408,6 +496,7 @@ impl Failure {
             Failure::Connect(why) => why.clone(),
             Failure::Stalled(why) | Failure::Broken(why) => why.clone(),
             Failure::Refused(r) => r.to_string(),
+            Failure::Dragonfly(t) => t.why.clone(),
         }
     }
 

@@ -122,6 +122,11 @@ impl Budget {
         MAX_IDLE.min(self.limit).min(self.remaining())
     }
 
+    /// The whole budget.
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
+    }
+
     pub(crate) fn elapsed(&self) -> Duration {
         self.start.elapsed()
     }

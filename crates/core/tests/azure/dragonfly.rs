@@ -1,0 +1,321 @@
+//! Dragonfly mode (`BLOBCACHE_DRAGONFLY`) as the library speaks it, through
+//! a recording forward proxy on loopback standing where dfdaemon's proxy
+//! would (blobcache_testing::proxy): what each GET looks like (absolute
+//! form, the ETag as the task's tag, the fixed piece length, the SAS
+//! parameters filtered, block ranges, no Authorization), that HEAD goes
+//! direct, that a shared key is refused, and the fallback to Azure when the
+//! daemon is dead, hung, cuts an answer short, or does not answer through
+//! P2P. The proxy adds `X-Dragonfly-Task-ID` to its answers, as dfdaemon
+//! does to those it serves through P2P.
+
+use std::time::{Duration, Instant};
+
+use blobcache_core::config::Config;
+use blobcache_core::ErrorKind;
+
+use blobcache_testing::azurite::{self, Azurite};
+use blobcache_testing::proxy::{Fault, Proxy};
+use blobcache_testing::{blobcache_cmd, bytes, tempdir};
+
+use crate::{cache, key, read_all};
+
+const BLOCK: usize = 8 << 20;
+
+/// Azurite with container `models`, and a recording proxy before it that
+/// answers as dfdaemon does through P2P.
+fn setup() -> (Azurite, Proxy) {
+    let az = Azurite::start();
+    az.create_container("models");
+    let daemon = Proxy::start(az.port);
+    daemon.add_answer_header("X-Dragonfly-Task-ID: test-task");
+    (az, daemon)
+}
+
+/// Dragonfly mode through `daemon` (`http://host:port`), 8 MiB blocks.
+fn config(az: &Azurite, dir: &std::path::Path, daemon: &str) -> Config {
+    Config {
+        block_size: BLOCK as u64,
+        dragonfly: Some(daemon.to_string()),
+        fetch_timeout: Duration::from_secs(4),
+        ..azurite::config(&az.template(), dir)
+    }
+}
+
+/// A header's value in a recorded request head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A loopback port nothing listens on.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn gets_go_to_dfdaemon_in_absolute_form_tagged_with_the_etag_and_heads_go_direct() {
+    let (az, daemon) = setup();
+    let data = bytes(61, 2 * BLOCK + (3 << 20));
+    let etag = az.put("models", "m.bin", &data);
+    let sas = az.account_sas();
+    let dir = tempdir("df-shape");
+    let c = cache(
+        &config(&az, dir.path(), &daemon.url()),
+        azurite::sas_env(&sas),
+    );
+    let k = key("models", "m.bin");
+    assert!(
+        read_all(&c, &k, data.len()).unwrap() == data,
+        "bytes differ"
+    );
+    let seen = daemon.seen();
+    assert_eq!(seen.len(), 3, "one GET per block, nothing else: {seen:#?}");
+    let mut ranges: Vec<_> = seen.iter().map(|s| s.range.clone().unwrap()).collect();
+    ranges.sort_by_key(|r| r[6..].split('-').next().unwrap().parse::<u64>().unwrap());
+    assert_eq!(
+        ranges,
+        [
+            format!("bytes=0-{}", BLOCK - 1),
+            format!("bytes={}-{}", BLOCK, 2 * BLOCK - 1),
+            format!("bytes={}-{}", 2 * BLOCK, data.len() - 1),
+        ]
+    );
+    let want_target = format!(
+        "http://127.0.0.1:{}/devstoreaccount1/models/m.bin?",
+        az.port
+    );
+    for s in &seen {
+        assert_eq!(s.method, "GET");
+        assert!(s.target.starts_with(&want_target), "{}", s.target);
+        assert!(
+            s.target.contains("&sig="),
+            "the SAS rides along: {}",
+            s.target
+        );
+        let h = &s.head;
+        assert_eq!(header(h, "x-dragonfly-tag"), Some(etag.trim_matches('"')));
+        assert_eq!(header(h, "x-dragonfly-piece-length"), Some("16mib"));
+        let filtered: Vec<_> = header(h, "x-dragonfly-filtered-query-params")
+            .unwrap()
+            .split(',')
+            .collect();
+        for p in [
+            "sv", "ss", "srt", "sp", "se", "st", "spr", "sig", "sr", "skoid", "sdd",
+        ] {
+            assert!(filtered.contains(&p), "{p} not filtered: {filtered:?}");
+        }
+        assert_eq!(header(h, "if-match"), Some(etag.as_str()));
+        assert_eq!(header(h, "authorization"), None, "{h}");
+        assert_eq!(s.status, 206);
+    }
+    let st = c.stats();
+    assert_eq!(st.bytes_via_dragonfly, data.len() as u64);
+    assert_eq!(st.dragonfly_fallbacks, 0);
+    // A warm read asks nothing.
+    assert!(read_all(&c, &k, data.len()).unwrap() == data);
+    assert_eq!(daemon.seen().len(), 3);
+}
+
+#[test]
+fn a_shared_key_is_refused_saying_why_and_nothing_is_sent() {
+    let (az, daemon) = setup();
+    let data = bytes(62, 1 << 20);
+    az.put("models", "m.bin", &data);
+    let dir = tempdir("df-key");
+    let c = cache(&config(&az, dir.path(), &daemon.url()), azurite::key_env());
+    let e = read_all(&c, &key("models", "m.bin"), data.len()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    for w in ["shared key", "Range", "AZURE_STORAGE_SAS_TOKEN", "Entra ID"] {
+        assert!(e.message().contains(w), "{w}: {e}");
+    }
+    assert_eq!(daemon.requests(), 0);
+    assert_eq!(c.stats().bytes_from_origin, 0);
+}
+
+#[test]
+fn a_dead_dfdaemon_sends_gets_directly_to_azure_and_warns_once() {
+    let az = Azurite::start();
+    az.create_container("models");
+    let data = bytes(63, 3 * BLOCK);
+    az.put("models", "m.bin", &data);
+    let dir = tempdir("df-dead");
+    let out = dir.path().join("out.bin");
+    let daemon = format!("http://127.0.0.1:{}", dead_port());
+    let env: Vec<(&str, String)> = vec![
+        (
+            "BLOBCACHE_DIR",
+            dir.path().join("cache").display().to_string(),
+        ),
+        ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
+        ("BLOBCACHE_BLOCK_SIZE", "8M".into()),
+        ("BLOBCACHE_FETCH_TIMEOUT", "4s".into()),
+        ("BLOBCACHE_LOG", "info".into()),
+        ("BLOBCACHE_DRAGONFLY", daemon.clone()),
+        ("AZURE_STORAGE_SAS_TOKEN", az.account_sas()),
+    ];
+    let t0 = Instant::now();
+    let o = blobcache_cmd(
+        &env,
+        &[
+            "cat",
+            "az://devstoreaccount1/models/m.bin",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(std::fs::read(&out).unwrap() == data, "bytes differ");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    let warnings: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("warn:") && l.contains("dragonfly"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    let port = daemon.trim_start_matches("http://");
+    assert!(
+        warnings[0].contains(port) && warnings[0].contains("directly to Azure"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn a_hung_dfdaemon_costs_at_most_half_the_fetch_timeout() {
+    let (az, daemon) = setup();
+    daemon.rule(
+        "GET",
+        vec![Some(Fault::StallHead {
+            stall: Duration::from_secs(30),
+        })],
+    );
+    let data = bytes(64, 2 * BLOCK);
+    az.put("models", "m.bin", &data);
+    let dir = tempdir("df-hung");
+    let cfg = config(&az, dir.path(), &daemon.url());
+    let c = cache(&cfg, azurite::sas_env(&az.account_sas()));
+    let t0 = Instant::now();
+    assert!(read_all(&c, &key("models", "m.bin"), data.len()).unwrap() == data);
+    let took = t0.elapsed();
+    assert!(
+        took >= cfg.fetch_timeout / 2 && took < cfg.fetch_timeout,
+        "{took:?} with a {:?} fetch timeout",
+        cfg.fetch_timeout
+    );
+    assert!(c.stats().dragonfly_fallbacks >= 1);
+    assert_eq!(c.stats().bytes_via_dragonfly, 0);
+}
+
+#[test]
+fn without_fallback_a_dead_dfdaemon_fails_the_read_in_time_saying_what_to_check() {
+    let az = Azurite::start();
+    az.create_container("models");
+    let data = bytes(65, 1 << 20);
+    az.put("models", "m.bin", &data);
+    let dir = tempdir("df-nofallback");
+    let daemon = format!("http://127.0.0.1:{}", dead_port());
+    let cfg = Config {
+        dragonfly_fallback: false,
+        ..config(&az, dir.path(), &daemon)
+    };
+    let c = cache(&cfg, azurite::sas_env(&az.account_sas()));
+    let t0 = Instant::now();
+    let e = read_all(&c, &key("models", "m.bin"), data.len()).unwrap_err();
+    assert!(t0.elapsed() < cfg.fetch_timeout + Duration::from_secs(1));
+    let m = e.message();
+    for w in [
+        "dfdaemon",
+        daemon.trim_start_matches("http://"),
+        "BLOBCACHE_DRAGONFLY_FALLBACK=1",
+    ] {
+        assert!(m.contains(w), "{w}: {m}");
+    }
+    assert_eq!(c.stats().bytes_from_origin, 0);
+}
+
+#[test]
+fn an_answer_not_served_through_p2p_sends_gets_direct_for_good_saying_to_add_the_rule() {
+    let az = Azurite::start();
+    az.create_container("models");
+    // A plain forward proxy: no X-Dragonfly-Task-ID.
+    let plain = Proxy::start(az.port);
+    let a = bytes(66, BLOCK);
+    let b = bytes(67, BLOCK);
+    az.put("models", "a.bin", &a);
+    az.put("models", "b.bin", &b);
+    let dir = tempdir("df-norule");
+    let c = cache(
+        &config(&az, dir.path(), &plain.url()),
+        azurite::sas_env(&az.account_sas()),
+    );
+    assert!(read_all(&c, &key("models", "a.bin"), a.len()).unwrap() == a);
+    assert_eq!(plain.seen().len(), 1, "{:#?}", plain.seen());
+    assert!(read_all(&c, &key("models", "b.bin"), b.len()).unwrap() == b);
+    assert_eq!(plain.seen().len(), 1, "b.bin went through the proxy again");
+    assert_eq!(c.stats().dragonfly_fallbacks, 1);
+    assert_eq!(c.stats().bytes_via_dragonfly, 0);
+    // Without fallback, that is a configuration error naming the rule.
+    let dir = tempdir("df-norule-strict");
+    let cfg = Config {
+        dragonfly_fallback: false,
+        ..config(&az, dir.path(), &plain.url())
+    };
+    let c = cache(&cfg, azurite::sas_env(&az.account_sas()));
+    let e = read_all(&c, &key("models", "a.bin"), a.len()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.message().contains("useTLS"), "{e}");
+}
+
+#[test]
+fn an_answer_cut_short_by_dfdaemon_is_resumed_directly_from_where_it_broke() {
+    let (az, daemon) = setup();
+    daemon.inject("GET", Fault::CutBody { after: 3 << 20 });
+    let data = bytes(68, BLOCK);
+    az.put("models", "m.bin", &data);
+    let dir = tempdir("df-cut");
+    let c = cache(
+        &config(&az, dir.path(), &daemon.url()),
+        azurite::sas_env(&az.account_sas()),
+    );
+    assert!(read_all(&c, &key("models", "m.bin"), data.len()).unwrap() == data);
+    assert_eq!(daemon.seen().len(), 1);
+    let st = c.stats();
+    assert_eq!(st.dragonfly_fallbacks, 1);
+    assert_eq!(st.bytes_via_dragonfly, 3 << 20, "the rest came direct");
+    assert_eq!(st.bytes_from_origin, BLOCK as u64);
+}
+
+#[test]
+fn a_replaced_blob_is_asked_for_under_its_new_tag_and_never_mixed() {
+    let (az, daemon) = setup();
+    let v1 = bytes(69, BLOCK + (1 << 20));
+    let e1 = az.put("models", "m.bin", &v1);
+    let sas = az.account_sas();
+    let k = key("models", "m.bin");
+    let dir = tempdir("df-replaced");
+    {
+        let c = cache(
+            &config(&az, dir.path(), &daemon.url()),
+            azurite::sas_env(&sas),
+        );
+        assert!(read_all(&c, &k, v1.len()).unwrap() == v1);
+    }
+    let v2 = bytes(70, BLOCK + (2 << 20));
+    let e2 = az.put("models", "m.bin", &v2);
+    assert_ne!(e1, e2);
+    let c = cache(
+        &config(&az, dir.path(), &daemon.url()),
+        azurite::sas_env(&sas),
+    );
+    assert!(read_all(&c, &k, v2.len()).unwrap() == v2, "the new version");
+    let tags: Vec<_> = daemon
+        .seen()
+        .iter()
+        .map(|s| header(&s.head, "x-dragonfly-tag").unwrap().to_string())
+        .collect();
+    let (t1, t2) = (e1.trim_matches('"'), e2.trim_matches('"'));
+    assert_eq!(tags, [t1, t1, t2, t2], "two blocks per version");
+}
