@@ -174,7 +174,8 @@ void blobcache_shutdown(void);
  * origin), `blocks_evicted`, `bytes_from_fills` (bytes served from
  * blocks still being filled, as they arrived), and the cluster tier's
  * `blocks_from_cluster`, `bytes_from_cluster`, `blocks_to_cluster`,
- * `cluster_duplicates`, `cluster_damaged` and `cluster_fallbacks`. Members
+ * `cluster_duplicates`, `cluster_damaged` and `cluster_fallbacks`, and
+ * Dragonfly mode's `bytes_via_dragonfly` and `dragonfly_fallbacks`. Members
  * may be added; none are removed.
  *
  * # Safety

@@ -4,7 +4,7 @@
 //! cached with the origin unreachable.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,24 +16,9 @@ use blobcache_core::{BlobKey, Cache, ErrorKind};
 
 use blobcache_testing::azurite::{self, Azurite, ACCOUNT, KEY};
 use blobcache_testing::proxy::Proxy;
-use blobcache_testing::{blobcache_cmd as run, bytes, tempdir, Fixture};
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn ok(o: &Output) -> String {
-    let (out, err) = text(o);
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {out}\nstderr: {err}",
-        o.status
-    );
-    out
-}
+use blobcache_testing::{
+    blobcache_cmd as run, bytes, output_ok as ok, output_text as text, tempdir, Fixture,
+};
 
 /// A directory origin (`acct/models/...`) and a cache, with the variables
 /// that select them.
@@ -461,6 +446,8 @@ fn every_json_output_keeps_its_members_and_the_counters_their_names() {
         "cluster_duplicates",
         "cluster_damaged",
         "cluster_fallbacks",
+        "bytes_via_dragonfly",
+        "dragonfly_fallbacks",
     ];
     // cat --stats: the counters as blobcache_stats_json reports them (ms),
     // one JSON line on stderr after the bytes.

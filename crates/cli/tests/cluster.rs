@@ -10,24 +10,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use blobcache_testing::fixture::walk;
-use blobcache_testing::{blobcache_cmd as run, bytes, tempdir, Fixture, TempDir};
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn ok(o: &Output) -> String {
-    let (out, err) = text(o);
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {out}\nstderr: {err}",
-        o.status
-    );
-    out
-}
+use blobcache_testing::{
+    blobcache_cmd as run, bytes, output_ok as ok, output_text as text, tempdir, Fixture, TempDir,
+};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))

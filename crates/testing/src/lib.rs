@@ -60,6 +60,26 @@ pub fn blobcache_cmd(env: &[(&str, String)], args: &[&str]) -> std::process::Out
     cmd.args(args).output().unwrap()
 }
 
+/// A finished command's stdout and stderr, as text.
+pub fn output_text(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A finished command's stdout; fails the test, showing both outputs,
+/// unless it exited 0.
+pub fn output_ok(o: &std::process::Output) -> String {
+    let (out, err) = output_text(o);
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {out}\nstderr: {err}",
+        o.status
+    );
+    out
+}
+
 /// Hex SHA-256, to compare large contents without printing them.
 pub fn sha256(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
