@@ -42,6 +42,7 @@ mod escape;
 mod fork;
 pub mod log;
 mod names;
+mod offload;
 pub mod origin;
 mod pool;
 pub mod prometheus;
@@ -50,7 +51,6 @@ pub mod redact;
 mod state;
 pub mod stats;
 pub mod store;
-mod stuck;
 mod sync;
 #[allow(unsafe_code)]
 mod sys;

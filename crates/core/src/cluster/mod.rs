@@ -27,13 +27,12 @@
 //! `cluster_duplicates`); bytes are never wrong or mixed, since publication
 //! is by rename, blocks carry checksums and versions are tied to the ETag.
 //!
-//! Every touch of the tier is bounded (`io.rs`): a mount that hangs, is
+//! Every touch of the tier is bounded (`crate::offload`): a mount that hangs, is
 //! gone, read-only or full makes the fill go to the origin within a bound,
 //! with one warning, and the tier is left alone for a while ([`DOWN_FOR`]).
 //! `shutdown` never waits for it.
 
 mod claims;
-mod io;
 mod publish;
 mod take;
 
@@ -66,7 +65,7 @@ pub(crate) struct Cluster {
     /// Bound on waiting for another node's fill of a block, and on one
     /// publication.
     fetch_timeout: Duration,
-    io: io::Io,
+    io: crate::offload::Io,
     state: Mutex<State>,
     stats: Arc<Stats>,
     claims: Arc<claims::Claims>,
@@ -110,7 +109,7 @@ impl Cluster {
             fsync: config.fsync,
             op_bound: op_bound(config.fetch_timeout),
             fetch_timeout: config.fetch_timeout,
-            io: io::Io::default(),
+            io: crate::offload::Io::new("blobcache-cluster-io"),
             state: Mutex::new(State::Closed),
             stats,
             claims: Arc::default(),

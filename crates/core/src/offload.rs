@@ -1,20 +1,26 @@
-//! Bounded calls into the cluster filesystem.
+//! Calls offloaded to threads of their own, for what may block in the
+//! kernel forever: the origin's calls into a directory on a network
+//! filesystem (`origin/bounded.rs`) and every touch of the cluster tier
+//! (`cluster/`).
 //!
-//! A shared filesystem can hang: a dead NFS server or a frozen FUSE daemon
-//! blocks `stat`, `open`, `read` and even `fcntl` forever, often
-//! uninterruptibly. So every touch of the cluster directory runs on a
-//! thread of its own that reports through a channel, and the caller waits
-//! for each message at most a bound; a thread that stops answering is
-//! abandoned, to end whenever the kernel lets it. While [`MAX_STUCK`] of
-//! them are still stuck, new calls are refused at once instead of piling
-//! up more threads on a dead mount.
+//! A dead NFS server or a frozen FUSE daemon blocks `stat`, `open`, `read`
+//! and even `fcntl` forever, often uninterruptibly: no signal or timeout
+//! reaches a thread stuck there. So each call runs on a thread of its own
+//! that reports through a channel, and the caller waits for each message
+//! at most a bound; a thread that stops answering is abandoned, to end
+//! whenever the kernel lets it. While [`MAX_STUCK`] of them are still
+//! stuck, new calls are refused at once instead of piling up more threads
+//! on a dead mount.
+//!
+//! A call's thread holds a [`StuckGuard`]; its caller, when it stops
+//! waiting, abandons it. Both swap the call's `abandoned` flag: the caller
+//! counts the call as stuck only if the thread is still running, and the
+//! thread, ending, uncounts it only if the caller had counted it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crate::stuck::StuckGuard;
 
 /// Abandoned calls still running, past which calls are refused.
 pub(crate) const MAX_STUCK: usize = 4;
@@ -51,9 +57,47 @@ impl Unanswered {
     }
 }
 
-/// Runs calls into the cluster filesystem on threads of their own.
-#[derive(Default)]
+/// Held by a call's thread: counts the call as stuck while alive, once its
+/// caller gave up on it.
+pub(crate) struct StuckGuard {
+    stuck: Arc<AtomicUsize>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl StuckGuard {
+    /// A guard for a new call counted in `stuck`, and the call's flag for
+    /// its caller (see [`abandon`]).
+    pub(crate) fn new(stuck: &Arc<AtomicUsize>) -> (StuckGuard, Arc<AtomicBool>) {
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let guard = StuckGuard {
+            stuck: stuck.clone(),
+            abandoned: abandoned.clone(),
+        };
+        (guard, abandoned)
+    }
+}
+
+impl Drop for StuckGuard {
+    fn drop(&mut self) {
+        // The caller marks the call abandoned (and counts it) when it gives
+        // up; whoever comes second undoes the count.
+        if self.abandoned.swap(true, Ordering::AcqRel) {
+            self.stuck.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The caller gives up on a call: counts it as stuck unless it already
+/// ended.
+fn abandon(stuck: &AtomicUsize, abandoned: &AtomicBool) {
+    if !abandoned.swap(true, Ordering::AcqRel) {
+        stuck.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs calls on threads of their own, named `name`.
 pub(crate) struct Io {
+    name: &'static str,
     stuck: Arc<AtomicUsize>,
     stopped: Arc<AtomicBool>,
 }
@@ -68,6 +112,7 @@ pub(crate) struct Call<T: Send + 'static> {
     stopped: Arc<AtomicBool>,
     /// The thread sent its last message (it is ending): not stuck.
     done: AtomicBool,
+    name: &'static str,
 }
 
 impl<T: Send + 'static> Call<T> {
@@ -108,7 +153,7 @@ impl<T: Send + 'static> Call<T> {
     }
 
     fn abandon(&self) {
-        crate::stuck::abandon(&self.stuck, &self.abandoned);
+        abandon(&self.stuck, &self.abandoned);
     }
 }
 
@@ -121,13 +166,22 @@ impl<T: Send + 'static> Drop for Call<T> {
             // A message it sent meanwhile may hold something whose drop
             // touches the mount (a lock to release): dropped elsewhere.
             if let Some(rx) = self.rx.take() {
-                detach(move || drop(rx));
+                detach(self.name, move || drop(rx));
             }
         }
     }
 }
 
 impl Io {
+    /// Calls on threads named `name`.
+    pub(crate) fn new(name: &'static str) -> Io {
+        Io {
+            name,
+            stuck: Arc::default(),
+            stopped: Arc::default(),
+        }
+    }
+
     /// Calls abandoned and still running.
     pub(crate) fn stuck(&self) -> usize {
         self.stuck.load(Ordering::Acquire)
@@ -163,10 +217,7 @@ impl Io {
         }
         let (tx, rx) = mpsc::sync_channel(2);
         let (guard, abandoned) = StuckGuard::new(&self.stuck);
-        let builder = std::thread::Builder::new()
-            .name("blobcache-cluster-io".into())
-            .stack_size(256 << 10);
-        crate::fork::spawn(builder, move || {
+        crate::fork::spawn(thread(self.name), move || {
             let _guard = guard;
             body(tx);
         })
@@ -177,6 +228,7 @@ impl Io {
             stuck: self.stuck.clone(),
             stopped: self.stopped.clone(),
             done: AtomicBool::new(false),
+            name: self.name,
         })
     }
 
@@ -195,25 +247,29 @@ impl Io {
                 call.done();
                 Ok(v)
             }
-            None => Err(Unanswered::NoThread(
-                "a cluster I/O thread ended without an answer".into(),
-            )),
+            None => Err(Unanswered::NoThread(format!(
+                "a {} thread ended without an answer",
+                self.name
+            ))),
         }
     }
 
     /// Runs `f` on a thread of its own without waiting for it (releasing a
-    /// lock on the cluster filesystem, which may block when it hangs).
+    /// lock on a filesystem, which may block when it hangs).
     pub(crate) fn detach(&self, f: impl FnOnce() + Send + 'static) {
-        detach(f);
+        detach(self.name, f);
     }
 }
 
-fn detach(f: impl FnOnce() + Send + 'static) {
-    let builder = std::thread::Builder::new()
-        .name("blobcache-cluster-io".into())
-        .stack_size(256 << 10);
-    if let Err(e) = crate::fork::spawn(builder, f) {
-        crate::log::debug!("cannot start a cluster I/O thread: {e}");
+fn thread(name: &'static str) -> std::thread::Builder {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(256 << 10)
+}
+
+fn detach(name: &'static str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = crate::fork::spawn(thread(name), f) {
+        crate::log::debug!("cannot start a {name} thread: {e}");
     }
 }
 
@@ -223,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_call_that_blocks_is_abandoned_after_its_bound_and_counted_until_it_ends() {
-        let io = Io::default();
+        let io = Io::new("test-io");
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let t0 = Instant::now();
         let r = io.call(Duration::from_millis(100), move || {
@@ -245,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_call_whose_thread_sent_its_last_message_is_not_stuck_while_it_exits() {
-        let io = Io::default();
+        let io = Io::new("test-io");
         for _ in 0..2 * MAX_STUCK {
             let call = io
                 .start(|tx| {
@@ -263,7 +319,7 @@ mod tests {
 
     #[test]
     fn calls_are_refused_at_once_while_too_many_are_stuck_and_after_stop() {
-        let io = Io::default();
+        let io = Io::new("test-io");
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
         for _ in 0..MAX_STUCK {
