@@ -27,11 +27,14 @@
 //! - [`hungfs`]: a passthrough FUSE filesystem whose every operation
 //!   blocks on command, as a dead cluster filesystem's;
 //! - [`mounts`]: what those mounts share (is it mounted, `/dev/fuse`,
-//!   bounded unmounts and waits).
+//!   bounded unmounts and waits);
+//! - [`dragonfly`]: a real Dragonfly `dfdaemon` on loopback, with a
+//!   stand-in for its scheduler (`scripts/test-dragonfly` builds it).
 
 pub mod azurite;
 pub mod built;
 pub mod cdylib;
+pub mod dragonfly;
 pub mod farlink;
 pub mod fixture;
 pub mod hungfs;

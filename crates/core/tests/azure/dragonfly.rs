@@ -319,3 +319,159 @@ fn a_replaced_blob_is_asked_for_under_its_new_tag_and_never_mixed() {
     let (t1, t2) = (e1.trim_matches('"'), e2.trim_matches('"'));
     assert_eq!(tags, [t1, t1, t2, t2], "two blocks per version");
 }
+
+/// Through a real dfdaemon (the long form: `scripts/test-dragonfly` builds
+/// it and sets `BC_DFDAEMON`). The daemon's scheduler is a stand-in, so it
+/// has no peers: one daemon is a node-local piece cache in front of the
+/// origin, and these tests show what the library and dfdaemon do together
+/// there. Between the daemon and Azurite, a counting proxy.
+mod daemon {
+    use super::*;
+    use blobcache_testing::dragonfly::Dfdaemon;
+
+    /// Azurite, the counting proxy before it (the endpoint), and a
+    /// dfdaemon whose rule sends the counting proxy's URLs through P2P.
+    fn stack() -> (Azurite, Proxy, Dfdaemon) {
+        let az = Azurite::start();
+        az.create_container("models");
+        let counting = Proxy::start(az.port);
+        let daemon = Dfdaemon::start(counting.port);
+        (az, counting, daemon)
+    }
+
+    /// Dragonfly mode through `daemon`, 16 MiB blocks (the piece length),
+    /// the endpoint being the counting proxy.
+    fn node_config(counting: &Proxy, dir: &std::path::Path, daemon: &Dfdaemon) -> Config {
+        Config {
+            block_size: 16 << 20,
+            dragonfly: Some(daemon.url()),
+            fetch_timeout: Duration::from_secs(20),
+            ..azurite::config(&counting.template(), dir)
+        }
+    }
+
+    /// GETs the counting proxy passed to Azurite.
+    fn gets(counting: &Proxy) -> usize {
+        counting.seen().iter().filter(|s| s.method == "GET").count()
+    }
+
+    #[test]
+    #[ignore = "long form: scripts/test-dragonfly (a real dfdaemon)"]
+    fn two_nodes_through_one_dfdaemon_take_the_blob_from_azure_once() {
+        let (az, counting, daemon) = stack();
+        let size = 64 << 20;
+        let data = bytes(71, size);
+        az.put("models", "m.bin", &data);
+        let sas = az.account_sas();
+        let k = key("models", "m.bin");
+        for node in ["node1", "node2"] {
+            let dir = tempdir(node);
+            let c = cache(
+                &node_config(&counting, dir.path(), &daemon),
+                azurite::sas_env(&sas),
+            );
+            let got = read_all(&c, &k, size).unwrap();
+            assert!(got == data, "{node}: the bytes differ");
+            let st = c.stats();
+            assert_eq!(st.bytes_via_dragonfly, size as u64, "{node}: {st:?}");
+            assert_eq!(st.dragonfly_fallbacks, 0, "{node}: {st:?}");
+            eprintln!(
+                "{node}: {} body bytes and {} GETs from Azurite so far",
+                counting.body_bytes(),
+                gets(&counting)
+            );
+        }
+        let from_azurite = counting.body_bytes();
+        assert!(
+            from_azurite as f64 <= 1.01 * size as f64,
+            "{from_azurite} bytes from Azurite for a {size}-byte blob read by two nodes\n{}",
+            daemon.log()
+        );
+    }
+
+    #[test]
+    #[ignore = "long form: scripts/test-dragonfly (a real dfdaemon)"]
+    fn a_replaced_blob_through_dfdaemon_is_a_new_task_and_never_mixed() {
+        let (az, counting, daemon) = stack();
+        let size = 32 << 20;
+        let v1 = bytes(72, size);
+        az.put("models", "m.bin", &v1);
+        let sas = az.account_sas();
+        let k = key("models", "m.bin");
+        let dir1 = tempdir("node1");
+        let c1 = cache(
+            &node_config(&counting, dir1.path(), &daemon),
+            azurite::sas_env(&sas),
+        );
+        assert!(read_all(&c1, &k, size).unwrap() == v1);
+        // Replaced: a new node reads the new version through dfdaemon,
+        // whose task for the old ETag still holds the old bytes.
+        let v2 = bytes(73, size);
+        az.put("models", "m.bin", &v2);
+        let dir2 = tempdir("node2");
+        let c2 = cache(
+            &node_config(&counting, dir2.path(), &daemon),
+            azurite::sas_env(&sas),
+        );
+        assert!(
+            read_all(&c2, &k, size).unwrap() == v2,
+            "node2 read old bytes"
+        );
+        let st = c2.stats();
+        assert_eq!(
+            (st.bytes_via_dragonfly, st.dragonfly_fallbacks),
+            (size as u64, 0)
+        );
+    }
+
+    #[test]
+    #[ignore = "long form: scripts/test-dragonfly (a real dfdaemon)"]
+    fn a_blob_replaced_during_a_load_through_dfdaemon_fails_it_and_never_mixes() {
+        let (az, counting, daemon) = stack();
+        let size = 48 << 20;
+        let v1 = bytes(74, size);
+        az.put("models", "m.bin", &v1);
+        let sas = az.account_sas();
+        let k = key("models", "m.bin");
+        let dir = tempdir("node");
+        let c = cache(
+            &node_config(&counting, dir.path(), &daemon),
+            azurite::sas_env(&sas),
+        );
+        // The first block of v1, then the blob is replaced.
+        let mut first = vec![0u8; 16 << 20];
+        c.read(&k, 0, &mut first).unwrap();
+        assert!(first[..] == v1[..16 << 20]);
+        az.put("models", "m.bin", &bytes(75, size));
+        // The rest under v1's ETag: dfdaemon's fetch is If-Match v1's ETag,
+        // so Azure refuses it, and the read fails as changed.
+        let mut rest = vec![0u8; 16 << 20];
+        let e = c.read(&k, 16 << 20, &mut rest).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
+    }
+
+    #[test]
+    #[ignore = "long form: scripts/test-dragonfly (a real dfdaemon)"]
+    fn a_dfdaemon_killed_between_loads_sends_the_next_to_azure() {
+        let (az, counting, mut daemon) = stack();
+        let size = 32 << 20;
+        let a = bytes(76, size);
+        let b = bytes(77, size);
+        az.put("models", "a.bin", &a);
+        az.put("models", "b.bin", &b);
+        let dir = tempdir("node");
+        let c = cache(
+            &node_config(&counting, dir.path(), &daemon),
+            azurite::sas_env(&az.account_sas()),
+        );
+        assert!(read_all(&c, &key("models", "a.bin"), size).unwrap() == a);
+        assert_eq!(c.stats().bytes_via_dragonfly, size as u64);
+        daemon.kill();
+        let t0 = Instant::now();
+        assert!(read_all(&c, &key("models", "b.bin"), size).unwrap() == b);
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        let st = c.stats();
+        assert_eq!(st.bytes_via_dragonfly, size as u64, "b.bin went direct");
+        assert!(st.dragonfly_fallbacks >= 1);
+    }
+}
