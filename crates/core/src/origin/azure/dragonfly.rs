@@ -32,8 +32,9 @@
 //! P2P answers carry `X-Dragonfly-Task-ID`; an answer without either did not
 //! go through P2P: no proxy rule matched, or the address is not a dfdaemon.
 //!
-//! When the daemon fails (cannot be reached, does not answer within half the
-//! fetch timeout, fails itself, or its answer breaks off), the GET goes on
+//! When the daemon fails (cannot be reached, sends nothing for the idle
+//! limit, at most half the fetch timeout, fails itself, or its answer
+//! breaks off), the GET goes on
 //! directly to Azure at once, and so do all GETs for the next
 //! [`DOWN_FOR`]; the first time, a warning says so. With
 //! `BLOBCACHE_DRAGONFLY_FALLBACK=0` the daemon's failures are retried like
