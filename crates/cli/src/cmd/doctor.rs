@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use blobcache_core::config::{Config, OriginConfig, SETTINGS, VARIABLES};
 use blobcache_core::origin::azure::auth::{IDENTITY_VARS, SECRET_VARS};
-use blobcache_core::origin::azure::{AzureEnv, AzureOrigin};
+use blobcache_core::origin::azure::{AzureEnv, AzureOrigin, DRAGONFLY_MIN_P2P_RANGE};
 use blobcache_core::origin::Origin;
 use blobcache_core::{BlobKey, ErrorKind};
 use serde::Deserialize;
@@ -313,17 +313,13 @@ fn check_dragonfly(r: &mut Report, c: &Config, timeout: Duration) {
             "dfdaemon at {host_port} cannot be reached ({e}), and BLOBCACHE_DRAGONFLY_FALLBACK=0: reads will fail"
         )),
     }
-    if c.block_size <= DRAGONFLY_MIN_RANGE {
+    if c.block_size <= DRAGONFLY_MIN_P2P_RANGE {
         r.warning(format!(
             "BLOBCACHE_BLOCK_SIZE={} is not larger than 4 MiB: dfdaemon fetches ranges that small from Azure itself, without P2P; use 8M or more",
             size(c.block_size)
         ));
     }
 }
-
-/// dfdaemon fetches ranges of at most this many bytes from the origin
-/// without P2P.
-const DRAGONFLY_MIN_RANGE: u64 = 4 << 20;
 
 fn check_listing(r: &mut Report, origin: &dyn Origin, l: &crate::uri::Location) {
     let Some(container) = &l.container else {

@@ -11,13 +11,13 @@
 use std::time::{Duration, Instant};
 
 use blobcache_core::config::Config;
-use blobcache_core::ErrorKind;
+use blobcache_core::{Cache, ErrorKind};
 
 use blobcache_testing::azurite::{self, Azurite};
 use blobcache_testing::proxy::{Fault, Proxy};
-use blobcache_testing::{blobcache_cmd, bytes, tempdir};
+use blobcache_testing::{blobcache_cmd, bytes, tempdir, TempDir};
 
-use crate::{cache, key, read_all};
+use crate::{cache, cat_env, key, read_all};
 
 const BLOCK: usize = 8 << 20;
 
@@ -144,18 +144,17 @@ fn a_dead_dfdaemon_sends_gets_directly_to_azure_and_warns_once() {
     let dir = tempdir("df-dead");
     let out = dir.path().join("out.bin");
     let daemon = format!("http://127.0.0.1:{}", dead_port());
-    let env: Vec<(&str, String)> = vec![
-        (
-            "BLOBCACHE_DIR",
-            dir.path().join("cache").display().to_string(),
-        ),
-        ("BLOBCACHE_AZURE_ENDPOINT", az.template()),
-        ("BLOBCACHE_BLOCK_SIZE", "8M".into()),
-        ("BLOBCACHE_FETCH_TIMEOUT", "4s".into()),
-        ("BLOBCACHE_LOG", "info".into()),
-        ("BLOBCACHE_DRAGONFLY", daemon.clone()),
+    let mut env = cat_env(
+        &az.template(),
+        &dir.path().join("cache"),
         ("AZURE_STORAGE_SAS_TOKEN", az.account_sas()),
-    ];
+    );
+    env.extend([
+        ("BLOBCACHE_BLOCK_SIZE", "8M".to_string()),
+        ("BLOBCACHE_FETCH_TIMEOUT", "4s".to_string()),
+        ("BLOBCACHE_LOG", "info".to_string()),
+        ("BLOBCACHE_DRAGONFLY", daemon.clone()),
+    ]);
     let t0 = Instant::now();
     let o = blobcache_cmd(
         &env,
@@ -339,15 +338,19 @@ mod daemon {
         (az, counting, daemon)
     }
 
-    /// Dragonfly mode through `daemon`, 16 MiB blocks (the piece length),
-    /// the endpoint being the counting proxy.
-    fn node_config(counting: &Proxy, dir: &std::path::Path, daemon: &Dfdaemon) -> Config {
-        Config {
+    /// A node: a cache of its own (in the returned directory) in
+    /// Dragonfly mode through `daemon`, with 16 MiB blocks (the piece
+    /// length), the counting proxy as its endpoint, and the SAS `sas`.
+    fn node(counting: &Proxy, daemon: &Dfdaemon, tag: &str, sas: &str) -> (TempDir, Cache) {
+        let dir = tempdir(tag);
+        let config = Config {
             block_size: 16 << 20,
             dragonfly: Some(daemon.url()),
             fetch_timeout: Duration::from_secs(20),
-            ..azurite::config(&counting.template(), dir)
-        }
+            ..azurite::config(&counting.template(), dir.path())
+        };
+        let c = cache(&config, azurite::sas_env(sas));
+        (dir, c)
     }
 
     /// GETs the counting proxy passed to Azurite.
@@ -364,19 +367,15 @@ mod daemon {
         az.put("models", "m.bin", &data);
         let sas = az.account_sas();
         let k = key("models", "m.bin");
-        for node in ["node1", "node2"] {
-            let dir = tempdir(node);
-            let c = cache(
-                &node_config(&counting, dir.path(), &daemon),
-                azurite::sas_env(&sas),
-            );
+        for name in ["node1", "node2"] {
+            let (_dir, c) = node(&counting, &daemon, name, &sas);
             let got = read_all(&c, &k, size).unwrap();
-            assert!(got == data, "{node}: the bytes differ");
+            assert!(got == data, "{name}: the bytes differ");
             let st = c.stats();
-            assert_eq!(st.bytes_via_dragonfly, size as u64, "{node}: {st:?}");
-            assert_eq!(st.dragonfly_fallbacks, 0, "{node}: {st:?}");
+            assert_eq!(st.bytes_via_dragonfly, size as u64, "{name}: {st:?}");
+            assert_eq!(st.dragonfly_fallbacks, 0, "{name}: {st:?}");
             eprintln!(
-                "{node}: {} body bytes and {} GETs from Azurite so far",
+                "{name}: {} body bytes and {} GETs from Azurite so far",
                 counting.body_bytes(),
                 gets(&counting)
             );
@@ -398,21 +397,13 @@ mod daemon {
         az.put("models", "m.bin", &v1);
         let sas = az.account_sas();
         let k = key("models", "m.bin");
-        let dir1 = tempdir("node1");
-        let c1 = cache(
-            &node_config(&counting, dir1.path(), &daemon),
-            azurite::sas_env(&sas),
-        );
+        let (_dir1, c1) = node(&counting, &daemon, "node1", &sas);
         assert!(read_all(&c1, &k, size).unwrap() == v1);
         // Replaced: a new node reads the new version through dfdaemon,
         // whose task for the old ETag still holds the old bytes.
         let v2 = bytes(73, size);
         az.put("models", "m.bin", &v2);
-        let dir2 = tempdir("node2");
-        let c2 = cache(
-            &node_config(&counting, dir2.path(), &daemon),
-            azurite::sas_env(&sas),
-        );
+        let (_dir2, c2) = node(&counting, &daemon, "node2", &sas);
         assert!(
             read_all(&c2, &k, size).unwrap() == v2,
             "node2 read old bytes"
@@ -433,11 +424,7 @@ mod daemon {
         az.put("models", "m.bin", &v1);
         let sas = az.account_sas();
         let k = key("models", "m.bin");
-        let dir = tempdir("node");
-        let c = cache(
-            &node_config(&counting, dir.path(), &daemon),
-            azurite::sas_env(&sas),
-        );
+        let (_dir, c) = node(&counting, &daemon, "node", &sas);
         // The first block of v1, then the blob is replaced.
         let mut first = vec![0u8; 16 << 20];
         c.read(&k, 0, &mut first).unwrap();
@@ -459,11 +446,7 @@ mod daemon {
         let b = bytes(77, size);
         az.put("models", "a.bin", &a);
         az.put("models", "b.bin", &b);
-        let dir = tempdir("node");
-        let c = cache(
-            &node_config(&counting, dir.path(), &daemon),
-            azurite::sas_env(&az.account_sas()),
-        );
+        let (_dir, c) = node(&counting, &daemon, "node", &az.account_sas());
         assert!(read_all(&c, &key("models", "a.bin"), size).unwrap() == a);
         assert_eq!(c.stats().bytes_via_dragonfly, size as u64);
         daemon.kill();

@@ -58,7 +58,7 @@ pub(crate) const SAS_PARAMS: &str =
     "sv,ss,srt,sp,se,st,spr,sig,sr,sip,skoid,sktid,skt,ske,sks,skv,sdd";
 /// dfdaemon fetches a range of at most this many bytes from the origin
 /// itself, without P2P.
-pub(crate) const MIN_P2P_RANGE: u64 = 4 << 20;
+pub const MIN_P2P_RANGE: u64 = 4 << 20;
 /// How long GETs go direct after the daemon failed.
 pub(crate) const DOWN_FOR: Duration = Duration::from_secs(60);
 

@@ -57,6 +57,7 @@ use crate::stats::Stats;
 use crate::sync::MutexExt;
 
 pub use auth::AzureEnv;
+pub use dragonfly::MIN_P2P_RANGE as DRAGONFLY_MIN_P2P_RANGE;
 use request::{Account, Call, Clients};
 
 /// How long `shutdown` waits for cancelled calls to return, and then for the
